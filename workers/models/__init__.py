@@ -1,0 +1,1 @@
+"""Model checkpoints bundled with vlmq and the code that builds them."""
