@@ -1,0 +1,1 @@
+"""vlmq workers: the Celery app, the tasks, and the model backends."""

@@ -1,0 +1,32 @@
+"""The Flask API: `create_app(settings)` builds the app and everything it talks to."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from services.api import auth, errors
+from services.api.chat.routes import bp as chat_bp
+from services.api.health.routes import bp as health_bp
+from services.api.jobs.routes import bp as jobs_bp
+from services.api.models.routes import bp as models_bp
+from services.api.playground.routes import bp as playground_bp
+from services.core.config import Settings
+from services.core.runtime import Runtime
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the API app for `settings` (read from the environment when not given)."""
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = Flask(__name__)
+    # Werkzeug refuses larger bodies with 413 before the JSON is parsed.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_body_bytes
+    app.extensions["vlmq"] = Runtime.create(settings)
+    errors.register(app)
+    auth.register(app)
+    for blueprint in (jobs_bp, chat_bp, models_bp, health_bp, playground_bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,49 @@
+"""One error blueprint: every failure leaves the API in the one JSON error shape."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from services.core.errors import VlmqError, error_payload
+
+log = logging.getLogger(__name__)
+
+HTTP_ERROR_TYPES = {
+    400: ("invalid_request_error", "invalid_request"),
+    404: ("not_found_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "payload_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+}
+
+
+def error_response(status: int, payload: dict[str, object], headers: dict[str, str] | None = None) -> Response:
+    """A JSON error response."""
+    response = jsonify(payload)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def register(app: Flask) -> None:
+    """Install the handlers that turn exceptions into JSON errors."""
+
+    @app.errorhandler(VlmqError)
+    def handle_vlmq_error(error: VlmqError) -> Response:
+        return error_response(error.status, error.to_payload(), error.headers)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        type_, code = HTTP_ERROR_TYPES.get(status, ("invalid_request_error", "http_error"))
+        message = error.description or error.name
+        return error_response(status, error_payload(type_, code, message))
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception) -> Response:
+        log.exception("event=unhandled_error")
+        return error_response(500, error_payload("server_error", "internal_error", "internal server error"))

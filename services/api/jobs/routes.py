@@ -1,0 +1,118 @@
+"""`/v1/jobs`: submit, poll, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from services.api.context import runtime, tenant_id
+from services.api.jobs.schemas import JobCreateRequest, job_response
+from services.api.requests import check_model, json_object, prefer_wait_s, validate
+from services.core import jobs
+from services.core.errors import InvalidRequestError
+from services.core.events import wait_for_job
+from services.core.images import check_image
+from services.core.prompts import (
+    CanonicalRequest,
+    build_params,
+    canonical_from_messages,
+    canonical_from_question,
+)
+
+bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+
+def parse_submission() -> tuple[CanonicalRequest, dict[str, Any], dict[str, str]]:
+    """The canonical request, the raw parameters and the metadata of a submission."""
+    settings = runtime().settings
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("image")
+        if upload is None:
+            raise InvalidRequestError("multipart upload needs an 'image' file", param="image")
+        data = upload.stream.read(settings.max_image_bytes + 1)
+        form: dict[str, Any] = {key: value for key, value in request.form.items() if key != "image"}
+        for field in ("max_tokens", "seed"):
+            if field in form:
+                form[field] = parse_number(form[field], int, field)
+        for field in ("temperature", "top_p"):
+            if field in form:
+                form[field] = parse_number(form[field], float, field)
+        body = validate(JobCreateRequest, form)
+        canonical = canonical_from_question(check_image(data, settings), body.question, settings)
+        return canonical, body.model_dump(), body.metadata
+    body = validate(JobCreateRequest, json_object())
+    check_model(body.model, settings.model_id)
+    if body.messages is not None:
+        if body.image is not None or body.question is not None:
+            raise InvalidRequestError("send either messages or image + question, not both")
+        canonical = canonical_from_messages(body.messages, settings)
+    elif body.image is not None:
+        from services.core.images import image_bytes_from_reference
+
+        image = check_image(image_bytes_from_reference(body.image, settings), settings)
+        canonical = canonical_from_question(image, body.question, settings)
+    else:
+        raise InvalidRequestError("send messages, or an image and a question", param="image")
+    return canonical, body.model_dump(), body.metadata
+
+
+def parse_number(value: str, kind: type[int] | type[float], field: str) -> int | float:
+    """A form field as a number, or a 400."""
+    try:
+        return kind(value)
+    except ValueError as exc:
+        raise InvalidRequestError(f"{field} must be a number", param=field) from exc
+
+
+@bp.post("")
+def create_job() -> tuple[Response, int, dict[str, str]]:
+    """Submit a job; `Prefer: wait=N` waits up to N seconds for it to finish."""
+    rt = runtime()
+    canonical, raw, metadata = parse_submission()
+    params = build_params(raw, rt.settings)
+    job = jobs.submit_job(rt, tenant_id(), canonical, params, metadata=metadata)
+    wait_s = prefer_wait_s(rt.settings.max_prefer_wait_s)
+    if wait_s > 0:
+        wait_for_job(rt.redis, job.id, lambda: jobs.is_terminal(rt, job.id), wait_s)
+        with rt.sessions() as session:
+            job = jobs.get_job(session, tenant_id(), job.id)
+    return jsonify(job_response(job)), 202, {"Location": f"/v1/jobs/{job.id}"}
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str) -> Response:
+    """Poll one job."""
+    with runtime().sessions() as session:
+        return jsonify(job_response(jobs.get_job(session, tenant_id(), job_id)))
+
+
+@bp.get("")
+def list_jobs() -> Response:
+    """List the tenant's jobs, newest first: `?limit=&after=&status=`."""
+    limit_arg = request.args.get("limit", "20")
+    if not limit_arg.isdigit():
+        raise InvalidRequestError("limit must be a positive integer", param="limit")
+    with runtime().sessions() as session:
+        page, has_more = jobs.list_jobs(
+            session,
+            tenant_id(),
+            status=request.args.get("status"),
+            limit=int(limit_arg),
+            after=request.args.get("after"),
+        )
+        data = [job_response(job) for job in page]
+    return jsonify(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": has_more,
+            "next_cursor": data[-1]["id"] if has_more else None,
+        }
+    )
+
+
+@bp.post("/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    """Cancel a queued or running job."""
+    return jsonify(job_response(jobs.cancel_job(runtime(), tenant_id(), job_id)))

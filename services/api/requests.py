@@ -1,0 +1,47 @@
+"""Reading request bodies: JSON objects, multipart forms, pydantic validation, `Prefer`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from flask import request
+from pydantic import BaseModel, ValidationError
+
+from services.core.errors import InvalidRequestError, NotFoundError
+from services.core.prompts import first_error, first_param
+
+Schema = TypeVar("Schema", bound=BaseModel)
+PREFER_WAIT = re.compile(r"\bwait\s*=\s*(\d+(?:\.\d+)?)")
+
+
+def json_object() -> dict[str, Any]:
+    """The body as a JSON object, or a 400 saying what is wrong with it."""
+    if not request.is_json:
+        raise InvalidRequestError("body must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InvalidRequestError("body is not valid JSON")
+    if not isinstance(body, dict):
+        raise InvalidRequestError("body must be a JSON object")
+    return body
+
+
+def validate(schema: type[Schema], body: dict[str, Any]) -> Schema:
+    """`body` validated against `schema`, or a 400 naming the first bad field."""
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidRequestError(first_error(exc), param=first_param(exc)) from exc
+
+
+def check_model(requested: str | None, served: str) -> None:
+    """A request naming another model than the served one is a 404 (as in the OpenAI API)."""
+    if requested and requested != served:
+        raise NotFoundError(f"the model {requested!r} does not exist", code="model_not_found", param="model")
+
+
+def prefer_wait_s(limit_s: float) -> float:
+    """Seconds asked for by `Prefer: wait=N`, capped at `limit_s`; 0 without the header."""
+    match = PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return min(float(match.group(1)), limit_s) if match else 0.0

@@ -1,0 +1,116 @@
+"""Every setting of vlmq, read from `VLMQ_*` environment variables (and `.env`).
+
+This is the one registry of configuration: each field has its default here and a line
+in `.env.example`. Nothing reads the environment at import time; call `Settings()`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_MODEL_DIR = REPO_ROOT / "workers" / "models" / "easyvqa-glm4v"
+
+
+class Settings(BaseSettings):
+    """Configuration of one vlmq deployment (API, workers and CLI read the same)."""
+
+    model_config = SettingsConfigDict(env_prefix="VLMQ_", env_file=".env", extra="ignore")
+
+    # Where the embedded defaults keep their files (SQLite database, embedded Redis).
+    data_dir: Path = Path("var")
+    # SQLAlchemy URL; empty means SQLite at `<data_dir>/vlmq.db`.
+    database_url: str = ""
+    # Redis for the queue, cache and events; empty means the embedded Redis of `vlmq up`.
+    redis_url: str = ""
+    # Port of the embedded Redis that `vlmq up` starts when `redis_url` is empty.
+    embedded_redis_port: int = 6399
+
+    # The model: a local Hugging Face directory, or a hub id (downloaded only if named).
+    model: str = str(BUNDLED_MODEL_DIR)
+    # The id clients use in `model`; empty means the model directory's name.
+    served_model_name: str = ""
+    # "transformers", or "package.module:ClassName" for another backend.
+    backend: str = "transformers"
+    # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"...
+    device: str = "auto"
+    # Default of GLM's chat-template switch for reasoning; requests may override it.
+    enable_thinking: bool = False
+
+    # The API listens here (`vlmq up`, `vlmq api`).
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Request limits, all checked before anything is decoded or stored.
+    max_body_bytes: int = 25 * 1024 * 1024
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 36_000_000
+    max_images_per_request: int = 8
+    max_question_chars: int = 8000
+    default_max_tokens: int = 256
+    max_tokens_limit: int = 4096
+
+    # Remote image URLs: deadline, byte cap, and hosts/CIDRs allowed despite being private.
+    fetch_timeout_s: float = 10.0
+    outbound_allowlist: str = ""
+
+    # Answer cache.
+    cache_ttl_s: int = 24 * 3600
+    # Share cached answers across tenants (off: each tenant has its own cache).
+    cache_shared: bool = False
+
+    # Workers: time limits, attempt cap, and the lease after which a job is re-enqueued.
+    task_soft_time_limit_s: int = 300
+    task_time_limit_s: int = 330
+    lease_s: int = 360
+    max_attempts: int = 3
+    # How often the reconciler looks for lost jobs, and how long a queued job may wait
+    # before it is enqueued again (for a Redis that restarted empty).
+    reconcile_interval_s: float = 15.0
+    requeue_after_s: float = 120.0
+    worker_heartbeat_s: float = 5.0
+
+    # Synchronous calls (`/v1/chat/completions`, `Prefer: wait=N`): the longest wait.
+    sync_timeout_s: float = 600.0
+    max_prefer_wait_s: float = 60.0
+
+    log_level: str = "INFO"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, with the embedded SQLite default filled in."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'vlmq.db'}"
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis URL, with the embedded Redis default filled in."""
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def model_id(self) -> str:
+        """The id this deployment serves the model under."""
+        return self.served_model_name or Path(self.model.rstrip("/")).name
+
+    @property
+    def infer_queue(self) -> str:
+        """The Celery queue of this model (`vlmq.infer.<model>`)."""
+        return "vlmq.infer." + re.sub(r"[^A-Za-z0-9_.-]", "-", self.model_id)
+
+    @property
+    def outbound_allowed(self) -> list[str]:
+        """The operator's allow-list of hosts and CIDRs for outbound requests."""
+        return [item.strip() for item in self.outbound_allowlist.split(",") if item.strip()]
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields changed (used by tests and the CLI)."""
+        return self.model_copy(update=changes)
+
+
+def default_field_docs() -> dict[str, object]:
+    """Each setting's environment variable and default, for `.env.example` checks."""
+    return {f"VLMQ_{name.upper()}": field.default for name, field in Settings.model_fields.items()}
+
+

@@ -1,0 +1,123 @@
+"""The errors vlmq reports to clients; each knows its HTTP status and error type.
+
+The API turns any `VlmqError` into the one JSON error shape
+`{"error": {"type", "code", "message", "param"}}` (see `to_payload`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VlmqError(Exception):
+    """Base of every error vlmq reports to a client."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.code
+        self.param = param
+        self.headers = headers or {}
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON body of this error."""
+        return error_payload(self.type, self.code, self.message, self.param)
+
+
+def error_payload(type_: str, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """The one JSON error shape of the API."""
+    return {"error": {"type": type_, "code": code, "message": message, "param": param}}
+
+
+class InvalidRequestError(VlmqError):
+    """400: the request is malformed (bad JSON, missing field, bad value)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationError(VlmqError):
+    """401: missing or wrong API key."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFoundError(VlmqError):
+    """404: unknown id, or an object of another tenant."""
+
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class ConflictError(VlmqError):
+    """409: the request conflicts with the current state of an object."""
+
+    status = 409
+    type = "conflict_error"
+    code = "conflict"
+
+
+class PayloadTooLargeError(VlmqError):
+    """413: the body, an image's bytes, or its pixel count is over the limit."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class UnsupportedImageError(VlmqError):
+    """415: an image in a format vlmq does not accept."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_image_format"
+
+
+class UndecodableImageError(VlmqError):
+    """422: data that claims to be an image but cannot be decoded as one."""
+
+    status = 422
+    type = "invalid_request_error"
+    code = "invalid_image"
+
+
+class ServiceUnavailableError(VlmqError):
+    """503: a dependency (database, Redis, workers) is down."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5, **kwargs: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)}, **kwargs)
+
+
+class SyncTimeoutError(VlmqError):
+    """504: a synchronous call waited longer than its limit; the job goes on."""
+
+    status = 504
+    type = "timeout_error"
+    code = "timeout"
+
+
+class JobFailedError(VlmqError):
+    """500: the job behind a synchronous call failed in the worker."""
+
+    status = 500
+    type = "server_error"
+    code = "job_failed"

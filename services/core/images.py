@@ -1,0 +1,125 @@
+"""Image intake: data URLs, remote URLs and uploads to checked bytes; bytes to RGB images.
+
+Size and pixel limits are checked before any pixel is decoded: Pillow's `open` reads only
+the header, so a decompression bomb is refused from its declared size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
+
+from services.core.config import Settings
+from services.core.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UndecodableImageError,
+    UnsupportedImageError,
+)
+from services.core.outbound import fetch
+
+ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """Image bytes that passed every check, with what was learnt about them."""
+
+    data: bytes
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+
+
+def decode_data_url(url: str, settings: Settings) -> bytes:
+    """The bytes of a base64 `data:` URL, refusing oversized ones before decoding."""
+    match = DATA_URL.match(url)
+    if not match or not match.group("b64"):
+        raise InvalidRequestError("image data URL must look like data:image/png;base64,...", param="image")
+    payload = url[match.end() :]
+    if len(payload) * 3 // 4 > settings.max_image_bytes:
+        raise PayloadTooLargeError(f"image is over {settings.max_image_bytes} bytes", param="image")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequestError("image data URL is not valid base64", param="image") from exc
+
+
+def fetch_image_url(url: str, settings: Settings) -> bytes:
+    """Download a remote image under the outbound address rules, deadline and byte cap."""
+    response = fetch(
+        url,
+        allowlist=settings.outbound_allowed,
+        timeout_s=settings.fetch_timeout_s,
+        max_bytes=settings.max_image_bytes,
+    )
+    if response.status >= 400:
+        raise InvalidRequestError(f"image URL answered HTTP {response.status}", param="image")
+    return response.body
+
+
+def image_bytes_from_reference(reference: str, settings: Settings) -> bytes:
+    """The bytes behind an image reference: a `data:` URL or an http(s) URL."""
+    if not isinstance(reference, str) or not reference:
+        raise InvalidRequestError("image must be a data: URL or an http(s) URL", param="image")
+    if reference.startswith("data:"):
+        return decode_data_url(reference, settings)
+    if reference.startswith(("http://", "https://")):
+        return fetch_image_url(reference, settings)
+    raise InvalidRequestError("image must be a data: URL or an http(s) URL", param="image")
+
+
+def check_image(data: bytes, settings: Settings) -> CheckedImage:
+    """Check format, byte size and pixel count from the header, then decode fully once."""
+    if len(data) > settings.max_image_bytes:
+        raise PayloadTooLargeError(f"image is over {settings.max_image_bytes} bytes", param="image")
+    if not data:
+        raise UndecodableImageError("image is empty", param="image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            image = PILImage.open(io.BytesIO(data))
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise PayloadTooLargeError("image declares too many pixels", param="image") from exc
+    except UnidentifiedImageError as exc:
+        raise UndecodableImageError("data is not a decodable image", param="image") from exc
+    except Exception as exc:  # Pillow raises many types on corrupt headers
+        raise UndecodableImageError("data is not a decodable image", param="image") from exc
+    if image.format not in ACCEPTED_FORMATS:
+        raise UnsupportedImageError(
+            f"image format {image.format} is not accepted (PNG, JPEG, WebP, GIF)", param="image"
+        )
+    width, height = image.size
+    if width * height > settings.max_image_pixels:
+        raise PayloadTooLargeError(
+            f"image is {width}x{height}, over {settings.max_image_pixels} pixels", param="image"
+        )
+    try:
+        image.load()
+    except Exception as exc:
+        raise UndecodableImageError("image data is truncated or corrupt", param="image") from exc
+    return CheckedImage(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        media_type=ACCEPTED_FORMATS[image.format],
+        width=width,
+        height=height,
+    )
+
+
+def to_rgb(data: bytes) -> PILImage.Image:
+    """Decode checked bytes to an upright RGB image (EXIF orientation applied, GIF's first frame)."""
+    image = PILImage.open(io.BytesIO(data))
+    image.seek(0)
+    image = ImageOps.exif_transpose(image) or image
+    return image.convert("RGB")

@@ -1,0 +1,329 @@
+"""The job service: submit, read, list, cancel, and the worker-side state transitions.
+
+Every transition is one conditional UPDATE, so duplicate deliveries, a stale attempt of
+a killed worker, or a cancel racing a finish can never overwrite a terminal result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from services.core import cache, events
+from services.core.db import session_scope, utcnow
+from services.core.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
+from services.core.ids import new_id
+from services.core.images import CheckedImage
+from services.core.model_info import model_revision
+from services.core.models import TERMINAL_STATUSES, Image, Job, JobStatus
+from services.core.prompts import CanonicalRequest, GenerationParams
+from services.core.queue import enqueue_job
+from services.core.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+NON_TERMINAL = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+MAX_PAGE = 100
+
+
+def elapsed_ms(start: datetime | None, end: datetime | None) -> float | None:
+    """Milliseconds between two timestamps, if both are known."""
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds() * 1000, 3)
+
+
+def store_images(session: Session, images: list[CheckedImage]) -> None:
+    """Insert images by content hash; an image already stored is kept as it is."""
+    if not images:
+        return
+    rows = [
+        {
+            "sha256": image.sha256,
+            "media_type": image.media_type,
+            "width": image.width,
+            "height": image.height,
+            "byte_size": len(image.data),
+            "data": image.data,
+            "created_at": utcnow(),
+        }
+        for image in {image.sha256: image for image in images}.values()
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(Image).values(rows).on_conflict_do_nothing(index_elements=["sha256"]))
+
+
+def submit_job(
+    runtime: Runtime,
+    tenant_id: str,
+    request: CanonicalRequest,
+    params: GenerationParams,
+    *,
+    kind: str = "job",
+    metadata: dict[str, Any] | None = None,
+) -> Job:
+    """Create a job: answer from the cache, or commit the row and then enqueue it."""
+    settings = runtime.settings
+    key = None
+    if cache.is_cacheable(params):
+        key = cache.cache_key(
+            model_revision=model_revision(settings.model),
+            messages=request.messages,
+            params=params,
+            tenant_id=None if settings.cache_shared else tenant_id,
+        )
+        try:
+            cached = cache.get_cached(runtime.redis, key)
+        except redis.RedisError as exc:
+            raise ServiceUnavailableError("the queue (Redis) is unavailable") from exc
+        if cached is not None:
+            return record_cache_hit(runtime, tenant_id, request, params, kind, metadata, key, cached)
+
+    now = utcnow()
+    job = Job(
+        id=new_id("job"),
+        tenant_id=tenant_id,
+        kind=kind,
+        model=settings.model_id,
+        messages=request.messages,
+        params=params.model_dump(mode="json"),
+        status=JobStatus.QUEUED.value,
+        cache_key=key,
+        metadata_=metadata or {},
+        metrics={},
+        attempts=0,
+        created_at=now,
+        enqueued_at=now,
+    )
+    with session_scope(runtime.sessions) as session:
+        store_images(session, request.images)
+        session.add(job)
+    # Enqueue only after the commit: a worker must always find the row. If Redis is down
+    # now, the job stays queued and the reconciler enqueues it later.
+    try:
+        enqueue_job(runtime.celery, settings, job.id)
+    except Exception:
+        log.exception("event=enqueue_failed job_id=%s (the reconciler will retry)", job.id)
+    return job
+
+
+def record_cache_hit(
+    runtime: Runtime,
+    tenant_id: str,
+    request: CanonicalRequest,
+    params: GenerationParams,
+    kind: str,
+    metadata: dict[str, Any] | None,
+    key: str,
+    cached: dict[str, Any],
+) -> Job:
+    """A job answered from the cache: it is born succeeded and never reaches a worker."""
+    now = utcnow()
+    job = Job(
+        id=new_id("job"),
+        tenant_id=tenant_id,
+        kind=kind,
+        model=runtime.settings.model_id,
+        messages=request.messages,
+        params=params.model_dump(mode="json"),
+        status=JobStatus.SUCCEEDED.value,
+        output=cached.get("output"),
+        result=cached.get("result"),
+        cache_hit=True,
+        cache_key=key,
+        metadata_=metadata or {},
+        attempts=0,
+        created_at=now,
+        started_at=now,
+        completed_at=now,
+        metrics={"queue_ms": 0.0, "inference_ms": 0.0, "total_ms": 0.0},
+    )
+    with session_scope(runtime.sessions) as session:
+        store_images(session, request.images)
+        session.add(job)
+    return job
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job, or a 404 (also for another tenant's job)."""
+    job = session.get(Job, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFoundError(f"no job {job_id!r}", param="id")
+    return job
+
+
+def list_jobs(
+    session: Session, tenant_id: str, *, status: str | None, limit: int, after: str | None
+) -> tuple[list[Job], bool]:
+    """A page of the tenant's jobs, newest first, after the job id `after`; and has_more."""
+    if status is not None and status not in {s.value for s in JobStatus}:
+        raise InvalidRequestError(f"unknown status {status!r}", param="status")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", param="limit")
+    query = sa.select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if after is not None:
+        cursor = get_job(session, tenant_id, after)
+        query = query.where(
+            sa.or_(
+                Job.created_at < cursor.created_at,
+                sa.and_(Job.created_at == cursor.created_at, Job.id < cursor.id),
+            )
+        )
+    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def cancel_job(runtime: Runtime, tenant_id: str, job_id: str) -> Job:
+    """Cancel a queued or running job; a job already terminal is returned unchanged."""
+    with session_scope(runtime.sessions) as session:
+        get_job(session, tenant_id, job_id)
+        now = utcnow()
+        changed = session.execute(
+            sa.update(Job)
+            .where(Job.id == job_id, Job.status.in_(NON_TERMINAL))
+            .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None)
+        ).rowcount
+    if changed:
+        publish_done(runtime.redis, job_id)
+    with runtime.sessions() as session:
+        return get_job(session, tenant_id, job_id)
+
+
+def publish_done(client: redis.Redis, job_id: str) -> None:
+    """Notify waiters; a lost notification only delays them (they re-check the database)."""
+    try:
+        events.publish_job_done(client, job_id)
+    except redis.RedisError:
+        log.warning("event=publish_failed job_id=%s", job_id)
+
+
+# --- worker side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's right to run one attempt of a job until its lease expires."""
+
+    job_id: str
+    attempt: int
+
+
+def claim_job(runtime: Runtime, job_id: str) -> Claim | None:
+    """Start an attempt: queued (or running with an expired lease) becomes running.
+
+    Returns None when there is nothing to do: the job is gone, terminal, or running
+    under a live lease (a duplicate delivery). A job that has used up its attempts fails.
+    """
+    settings = runtime.settings
+    now = utcnow()
+    with session_scope(runtime.sessions) as session:
+        claimable = sa.or_(
+            Job.status == JobStatus.QUEUED.value,
+            sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
+        )
+        claimed = session.execute(
+            sa.update(Job)
+            .where(Job.id == job_id, claimable, Job.attempts < settings.max_attempts)
+            .values(
+                status=JobStatus.RUNNING.value,
+                attempts=Job.attempts + 1,
+                started_at=sa.func.coalesce(Job.started_at, now),
+                lease_expires_at=now + timedelta(seconds=settings.lease_s),
+            )
+        ).rowcount
+        if claimed:
+            attempts = session.scalar(sa.select(Job.attempts).where(Job.id == job_id))
+            return Claim(job_id, int(attempts or 0))
+        exhausted = session.scalar(
+            sa.select(Job.id).where(Job.id == job_id, claimable, Job.attempts >= settings.max_attempts)
+        )
+    if exhausted:
+        fail_job(
+            runtime,
+            job_id,
+            None,
+            "worker_lost",
+            f"the job stopped its worker {settings.max_attempts} times and was given up",
+        )
+    return None
+
+
+def finish_job(
+    runtime: Runtime,
+    claim: Claim,
+    *,
+    output: str,
+    result: dict[str, Any],
+    inference_ms: float,
+) -> bool:
+    """Record the answer of an attempt; False if the attempt is stale or the job was canceled."""
+    now = utcnow()
+    with session_scope(runtime.sessions) as session:
+        job = session.get(Job, claim.job_id)
+        if job is None:
+            return False
+        metrics = {
+            "queue_ms": elapsed_ms(job.created_at, job.started_at),
+            "inference_ms": round(inference_ms, 3),
+            "total_ms": elapsed_ms(job.created_at, now),
+        }
+        done = session.execute(
+            sa.update(Job)
+            .where(
+                Job.id == claim.job_id,
+                Job.status == JobStatus.RUNNING.value,
+                Job.attempts == claim.attempt,
+            )
+            .values(
+                status=JobStatus.SUCCEEDED.value,
+                output=output,
+                result=result,
+                metrics=metrics,
+                completed_at=now,
+                lease_expires_at=None,
+            )
+        ).rowcount
+    if done:
+        publish_done(runtime.redis, claim.job_id)
+    return bool(done)
+
+
+def fail_job(
+    runtime: Runtime, job_id: str, claim: Claim | None, error_type: str, message: str
+) -> bool:
+    """Mark a job failed with `{type, message}`; a given claim must still be current."""
+    now = utcnow()
+    conditions = [Job.id == job_id, Job.status.in_(NON_TERMINAL)]
+    if claim is not None:
+        conditions.append(Job.attempts == claim.attempt)
+    with session_scope(runtime.sessions) as session:
+        done = session.execute(
+            sa.update(Job)
+            .where(*conditions)
+            .values(
+                status=JobStatus.FAILED.value,
+                error={"type": error_type, "message": message},
+                completed_at=now,
+                lease_expires_at=None,
+            )
+        ).rowcount
+    if done:
+        publish_done(runtime.redis, job_id)
+    return bool(done)
+
+
+def is_terminal(runtime: Runtime, job_id: str) -> bool:
+    """Whether the job has reached a terminal state (read from the database)."""
+    with runtime.sessions() as session:
+        status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+    return status is None or JobStatus(status) in TERMINAL_STATUSES

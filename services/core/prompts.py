@@ -1,0 +1,178 @@
+"""Requests in canonical form: messages with images by content hash, and generation parameters.
+
+Every way of asking (the `{image, question}` shorthand, OpenAI messages, a multipart upload)
+ends up as the same canonical messages, which are what the cache key and the worker use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.core.config import Settings
+from services.core.errors import InvalidRequestError
+from services.core.images import CheckedImage, check_image, image_bytes_from_reference
+
+ROLES = ("system", "user", "assistant")
+
+
+class GenerationParams(BaseModel):
+    """How to generate: the OpenAI parameters vlmq honours, and GLM's thinking switch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    enable_thinking: bool = False
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def is_greedy(self) -> bool:
+        """Greedy decoding (the default) unless the request asks for sampling."""
+        return self.temperature == 0
+
+
+def build_params(raw: dict[str, Any], settings: Settings) -> GenerationParams:
+    """Generation parameters from a request body, with the deployment's defaults and caps."""
+    max_tokens = raw.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = raw.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = settings.default_max_tokens
+    if isinstance(max_tokens, int) and max_tokens > settings.max_tokens_limit:
+        raise InvalidRequestError(
+            f"max_tokens is over this deployment's limit of {settings.max_tokens_limit}",
+            param="max_tokens",
+        )
+    values = {
+        "max_tokens": max_tokens,
+        "temperature": raw.get("temperature") if raw.get("temperature") is not None else 0.0,
+        "top_p": raw.get("top_p") if raw.get("top_p") is not None else 1.0,
+        "seed": raw.get("seed"),
+        "stop": raw.get("stop"),
+        "enable_thinking": (
+            settings.enable_thinking
+            if raw.get("enable_thinking") is None
+            else raw["enable_thinking"]
+        ),
+    }
+    try:
+        return GenerationParams.model_validate(values)
+    except ValueError as exc:
+        raise InvalidRequestError(first_error(exc), param=first_param(exc)) from exc
+
+
+def first_error(exc: Exception) -> str:
+    """A one-line message from a pydantic validation error."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        location = ".".join(str(part) for part in first.get("loc", ()))
+        return f"{location}: {first.get('msg')}" if location else str(first.get("msg"))
+    return str(exc)
+
+
+def first_param(exc: Exception) -> str | None:
+    """The name of the first field a pydantic validation error is about."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and errors() and errors()[0].get("loc"):
+        return str(errors()[0]["loc"][0])
+    return None
+
+
+@dataclass(frozen=True)
+class CanonicalRequest:
+    """The messages of a request with every image checked and replaced by its hash."""
+
+    messages: list[dict[str, Any]]
+    images: list[CheckedImage]
+
+
+def canonical_from_question(image: CheckedImage, question: str, settings: Settings) -> CanonicalRequest:
+    """The shorthand `{image, question}` (or a multipart upload) as canonical messages."""
+    question = check_question(question, settings)
+    message = {
+        "role": "user",
+        "content": [{"type": "image", "sha256": image.sha256}, {"type": "text", "text": question}],
+    }
+    return CanonicalRequest(messages=[message], images=[image])
+
+
+def check_question(question: Any, settings: Settings) -> str:
+    """A non-empty question within the length limit."""
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidRequestError("question is required and must be a non-empty string", param="question")
+    if len(question) > settings.max_question_chars:
+        raise InvalidRequestError(
+            f"question is over {settings.max_question_chars} characters", param="question"
+        )
+    return question.strip()
+
+
+def canonical_from_messages(messages: Any, settings: Settings) -> CanonicalRequest:
+    """OpenAI chat messages (text and `image_url` parts) as canonical messages."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages must be a non-empty list", param="messages")
+    canonical: list[dict[str, Any]] = []
+    images: list[CheckedImage] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise InvalidRequestError(
+                f"messages[{index}] needs a role of {', '.join(ROLES)}", param="messages"
+            )
+        content = message.get("content")
+        if isinstance(content, str):
+            parts: list[Any] = [{"type": "text", "text": content}]
+        elif isinstance(content, list):
+            parts = content
+        else:
+            raise InvalidRequestError(
+                f"messages[{index}].content must be a string or a list of parts", param="messages"
+            )
+        canonical_parts: list[dict[str, Any]] = []
+        for part in parts:
+            canonical_parts.append(canonical_part(part, index, images, settings))
+        canonical.append({"role": message["role"], "content": canonical_parts})
+    if not any(part["type"] == "text" for m in canonical for part in m["content"]):
+        raise InvalidRequestError("messages contain no text: ask a question", param="messages")
+    if not images:
+        raise InvalidRequestError("messages contain no image_url part", param="messages")
+    if len(images) > settings.max_images_per_request:
+        raise InvalidRequestError(
+            f"at most {settings.max_images_per_request} images per request", param="messages"
+        )
+    return CanonicalRequest(messages=canonical, images=images)
+
+
+def canonical_part(
+    part: Any, index: int, images: list[CheckedImage], settings: Settings
+) -> dict[str, Any]:
+    """One content part: text stays text; an `image_url` becomes a checked image's hash."""
+    if not isinstance(part, dict):
+        raise InvalidRequestError(f"messages[{index}] has a part that is not an object", param="messages")
+    if part.get("type") == "text" and isinstance(part.get("text"), str):
+        return {"type": "text", "text": check_question(part["text"], settings)}
+    if part.get("type") == "image_url":
+        image_url = part.get("image_url")
+        url = image_url.get("url") if isinstance(image_url, dict) else image_url
+        if len(images) >= settings.max_images_per_request:
+            raise InvalidRequestError(
+                f"at most {settings.max_images_per_request} images per request", param="messages"
+            )
+        image = check_image(image_bytes_from_reference(url, settings), settings)
+        images.append(image)
+        return {"type": "image", "sha256": image.sha256}
+    raise InvalidRequestError(
+        f"messages[{index}] has a part of unsupported type {part.get('type')!r}", param="messages"
+    )

@@ -1,0 +1,45 @@
+"""The Celery application as the API sees it: configuration and enqueueing by task name.
+
+The API never imports worker code; it sends `vlmq.infer` by name to the model's queue.
+The worker builds its app from the same `create_celery`, so both agree on every setting.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from services.core.config import Settings
+
+INFER_TASK = "vlmq.infer"
+RECONCILE_TASK = "vlmq.reconcile"
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app on the deployment's Redis, configured for at-least-once delivery."""
+    app = Celery("vlmq", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        # Acknowledge after the task ran, and give the message back if the worker dies,
+        # so a killed worker loses nothing.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        task_ignore_result=True,
+        task_default_queue=settings.infer_queue,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        # Redelivery of unacknowledged messages; the reconciler usually acts first.
+        broker_transport_options={"visibility_timeout": settings.lease_s * 2},
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    return app
+
+
+def enqueue_job(app: Celery, settings: Settings, job_id: str) -> None:
+    """Send the job to its model's queue; the task id is the job id."""
+    app.send_task(INFER_TASK, args=[job_id], task_id=job_id, queue=settings.infer_queue)

@@ -1,0 +1,70 @@
+"""The reconciler: re-enqueue jobs whose worker died or whose queue message was lost.
+
+The database is the source of truth. A running job whose lease expired lost its worker;
+a queued job not picked up for a while may have lost its message (Redis restarted empty).
+Re-enqueueing is always safe: claiming a job is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from services.core.db import session_scope, utcnow
+from services.core.jobs import fail_job
+from services.core.models import Job, JobStatus
+from services.core.queue import enqueue_job
+from services.core.runtime import Runtime
+
+log = logging.getLogger(__name__)
+LOCK_KEY = "vlmq:reconciler-lock"
+BATCH = 500
+
+
+def reconcile(runtime: Runtime) -> int:
+    """One pass over lost jobs of this deployment's model; returns how many were re-enqueued."""
+    settings = runtime.settings
+    now = utcnow()
+    expired = sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
+    stale_queued = sa.and_(
+        Job.status == JobStatus.QUEUED.value,
+        Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_s),
+    )
+    with session_scope(runtime.sessions) as session:
+        lost = list(
+            session.execute(
+                sa.select(Job.id, Job.attempts)
+                .where(Job.model == settings.model_id, sa.or_(expired, stale_queued))
+                .limit(BATCH)
+            )
+        )
+        exhausted = [job_id for job_id, attempts in lost if attempts >= settings.max_attempts]
+        retry = [job_id for job_id, attempts in lost if attempts < settings.max_attempts]
+        if retry:
+            session.execute(
+                sa.update(Job)
+                .where(Job.id.in_(retry), sa.or_(expired, stale_queued))
+                .values(status=JobStatus.QUEUED.value, enqueued_at=now, lease_expires_at=None)
+            )
+    for job_id in exhausted:
+        fail_job(
+            runtime,
+            job_id,
+            None,
+            "worker_lost",
+            f"the job stopped its worker {settings.max_attempts} times and was given up",
+        )
+    for job_id in retry:
+        enqueue_job(runtime.celery, settings, job_id)
+        log.info("event=requeued job_id=%s", job_id)
+    return len(retry)
+
+
+def reconcile_if_leader(runtime: Runtime) -> int:
+    """Run one pass if no other process holds the reconciler lock for this interval."""
+    interval = max(1, int(runtime.settings.reconcile_interval_s))
+    if not runtime.redis.set(LOCK_KEY, b"1", nx=True, ex=interval):
+        return 0
+    return reconcile(runtime)

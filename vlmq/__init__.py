@@ -1,0 +1,1 @@
+"""The `vlmq` command line: server, worker, migrations, keys, and a client."""

@@ -1,0 +1,190 @@
+"""The `vlmq` command: `up`, `api`, `worker`, `migrate`, `keys create`, `ask`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from services.core.config import Settings
+
+
+@click.group()
+def main() -> None:
+    """vlmq: a job queue for vision-language models."""
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from services.core.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.sqlalchemy_url)
+    click.echo(f"database is at the newest schema ({settings.sqlalchemy_url})")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant the key belongs to (created if new).")
+@click.option("--label", default=None, help="A note to tell keys apart.")
+def keys_create(tenant: str, label: str | None) -> None:
+    """Create an API key; it is printed once, as the last line."""
+    click.echo(create_key(Settings(), tenant, label))
+
+
+def create_key(settings: Settings, tenant: str, label: str | None) -> str:
+    """Migrate if needed, then create a key for `tenant` and return it."""
+    from services.core.auth import create_api_key
+    from services.core.db import create_db_engine, create_session_factory, session_scope
+    from services.core.migrate import upgrade
+
+    upgrade(settings.sqlalchemy_url)
+    engine = create_db_engine(settings.sqlalchemy_url)
+    try:
+        with session_scope(create_session_factory(engine)) as session:
+            return create_api_key(session, tenant, label)
+    finally:
+        engine.dispose()
+
+
+@main.command()
+def worker() -> None:
+    """Run a Celery worker for the configured model (one per GPU)."""
+    from workers.celery_app import run_worker
+
+    run_worker(Settings())
+
+
+@main.command()
+@click.option("--workers", "processes", default=2, show_default=True, help="gunicorn worker processes")
+@click.option("--threads", default=16, show_default=True, help="threads per process")
+def api(processes: int, threads: int) -> None:
+    """Run the API under gunicorn (production)."""
+    settings = Settings()
+    os.execvp(  # noqa: S606 (replaces this process with gunicorn)
+        sys.executable,
+        [
+            sys.executable, "-m", "gunicorn",
+            "--worker-class", "gthread",
+            "--workers", str(processes),
+            "--threads", str(threads),
+            "--bind", f"{settings.host}:{settings.port}",
+            "--timeout", str(int(settings.sync_timeout_s) + 30),
+            "services.api:create_app()",
+        ],
+    )
+
+
+@main.command()
+def up() -> None:
+    """Run everything on the embedded defaults: Redis, migrations, one worker and the API."""
+    from werkzeug.serving import make_server
+
+    from services.api import create_app
+    from services.core.migrate import upgrade
+    from vlmq.embedded_redis import start_embedded_redis
+
+    settings = Settings()
+    if not settings.redis_url:
+        settings = settings.with_overrides(redis_url=settings.broker_url)
+        embedded = True
+    else:
+        embedded = False
+    if not Path(settings.model).exists() and Path(settings.model).is_absolute():
+        raise click.ClickException(f"model directory {settings.model} does not exist")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Bind the port first, so a busy port fails before anything else starts.
+    app = create_app(settings)
+    server = make_server(settings.host, settings.port, app, threaded=True)
+    children: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        if embedded:
+            redis_dir = settings.data_dir / "redis"
+            children.append(start_embedded_redis(redis_dir, settings.embedded_redis_port))
+            click.echo(f"embedded Redis on {settings.broker_url}")
+        upgrade(settings.sqlalchemy_url)
+        key = create_key(settings, "default", "vlmq up")
+        env = {**os.environ, "VLMQ_REDIS_URL": settings.broker_url}
+        worker_command = [sys.executable, "-m", "vlmq.cli", "worker"]
+        children.append(subprocess.Popen(worker_command, env=env))  # noqa: S603
+        base = f"http://{settings.host}:{settings.port}"
+        click.echo(
+            f"\nvlmq is up on {base} serving {settings.model_id} (playground: {base}/)\n"
+            f"API key (shown once): {key}\n\n"
+            "Try it:\n"
+            f"  curl -s {base}/v1/jobs -H 'Authorization: Bearer {key}' -H 'Prefer: wait=30' \\\n"
+            "    -F image=@tests/data/red_circle.png -F question='what color is the shape?'\n"
+        )
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        stop_children(children)
+
+
+def raise_keyboard_interrupt(*_: object) -> None:
+    """SIGTERM stops `vlmq up` the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate child processes, newest first, killing any that linger."""
+    for child in reversed(children):
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("question")
+@click.option("--url", default=None, help="API base URL (default: http://VLMQ_HOST:VLMQ_PORT)")
+@click.option("--key", envvar="VLMQ_API_KEY", required=True, help="API key (or VLMQ_API_KEY)")
+@click.option("--timeout", default=120.0, show_default=True)
+def ask(image: Path, question: str, url: str | None, key: str, timeout: float) -> None:
+    """Ask a question about an image and print the answer."""
+    import json
+    import urllib.request
+    import uuid
+
+    settings = Settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    boundary = uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"question\"\r\n\r\n{question}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{image.name}\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + image.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Authorization": f"Bearer {key}", "Prefer": "wait=30"}
+    request = urllib.request.Request(  # noqa: S310 (the user's own API URL)
+        f"{base}/v1/jobs", data=body, method="POST",
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    job = json.load(urllib.request.urlopen(request, timeout=timeout))  # noqa: S310
+    deadline = time.monotonic() + timeout
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        poll = urllib.request.Request(f"{base}/v1/jobs/{job['id']}", headers=headers)  # noqa: S310
+        job = json.load(urllib.request.urlopen(poll, timeout=timeout))  # noqa: S310
+    if job["status"] != "succeeded":
+        raise click.ClickException(f"job {job['id']} {job['status']}: {job.get('error')}")
+    click.echo(job["output"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Model backends: the `VLMBackend` protocol and its implementations."""

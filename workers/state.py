@@ -1,0 +1,99 @@
+"""Per-process worker state: the runtime, the loaded model, heartbeat and reconciler threads.
+
+Created in the worker's child process (never at import time, never in the parent of a
+forked child), so each process loads the model exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+from services.core.config import Settings
+from services.core.reconcile import reconcile_if_leader
+from services.core.runtime import Runtime
+from services.core.workers import HEARTBEAT_PREFIX
+from workers.backends.base import VLMBackend
+from workers.backends.registry import create_backend
+
+log = logging.getLogger(__name__)
+
+
+
+class WorkerState:
+    """The model and connections of one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtime = Runtime.create(settings)
+        self.backend: VLMBackend = create_backend(settings)
+        self.ready = threading.Event()
+        self.load_error: BaseException | None = None
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def start(self) -> None:
+        """Load the model in the background, then start the heartbeat and the reconciler."""
+        threading.Thread(target=self._load, name="vlmq-model-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            self.backend.setup(self.settings.device)
+        except BaseException as exc:
+            self.load_error = exc
+            log.exception("event=model_load_failed")
+            self.ready.set()
+            return
+        self.ready.set()
+        threading.Thread(target=self._heartbeat, name="vlmq-heartbeat", daemon=True).start()
+        threading.Thread(target=self._reconcile, name="vlmq-reconciler", daemon=True).start()
+
+    def wait_ready(self) -> VLMBackend:
+        """The loaded backend; blocks while the model loads."""
+        self.ready.wait()
+        if self.load_error is not None:
+            raise RuntimeError(f"model failed to load: {self.load_error}")
+        return self.backend
+
+    def _heartbeat(self) -> None:
+        """Announce a live worker with its model loaded (read by `/readyz`)."""
+        interval = self.settings.worker_heartbeat_s
+        payload = json.dumps({"model": self.settings.model_id, "pid": os.getpid()})
+        while True:
+            try:
+                self.runtime.redis.set(HEARTBEAT_PREFIX + self.name, payload, ex=int(interval * 3) + 1)
+            except Exception:
+                log.warning("event=heartbeat_failed")
+            time.sleep(interval)
+
+    def _reconcile(self) -> None:
+        """Every interval, re-enqueue lost jobs (one worker of the deployment at a time)."""
+        while True:
+            time.sleep(self.settings.reconcile_interval_s)
+            try:
+                requeued = reconcile_if_leader(self.runtime)
+                if requeued:
+                    log.info("event=reconciled requeued=%d", requeued)
+            except Exception:
+                log.exception("event=reconcile_failed")
+
+
+_state: WorkerState | None = None
+
+
+def init_state(settings: Settings) -> WorkerState:
+    """Create and start this process's worker state."""
+    global _state
+    _state = WorkerState(settings)
+    _state.start()
+    return _state
+
+
+def get_state() -> WorkerState:
+    """This process's worker state (created by `init_state` when the process started)."""
+    if _state is None:
+        return init_state(Settings())
+    return _state

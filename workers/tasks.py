@@ -1,0 +1,20 @@
+"""Celery tasks: thin wrappers that take a job id and call the pipeline."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from services.core.queue import INFER_TASK
+from workers.pipeline import run_job
+from workers.state import get_state
+
+
+def register_tasks(app: Celery) -> None:
+    """Register vlmq's tasks on the app."""
+
+    @app.task(name=INFER_TASK, acks_late=True, reject_on_worker_lost=True)
+    def infer(job_id: str) -> str:
+        """Run one job; safe to deliver twice (claiming is idempotent)."""
+        state = get_state()
+        backend = state.wait_ready()
+        return run_job(state.runtime, backend, job_id)
