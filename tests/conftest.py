@@ -1,0 +1,161 @@
+"""Fixtures on real parts: a real Redis, SQLite and PostgreSQL databases, real worker processes.
+
+Every integration test runs once per database backend (the `backend` fixture's params).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import make_server
+
+from services.api import create_app
+from services.core.config import Settings
+from services.core.migrate import upgrade
+from services.core.runtime import Runtime
+from tests.support import WorkerProcess
+from vlmq.cli import create_key
+from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
+
+REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+POSTGRES_URL = os.environ.get("VLMQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+# One Redis database per backend, so the two stacks never share queues or cache.
+REDIS_DB = {"sqlite": 11, "postgresql": 12}
+TINY_WORDS = "what color is the shape in image does contain a not there circle rectangle triangle red green blue yes no".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight GLM-4V checkpoint built on the spot (well under a second of work)."""
+    return build_glm4v(Glm4vRecipe(words=TINY_WORDS, seed=0), tmp_path_factory.mktemp("tiny-glm4v"))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this run of the integration suite."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database of the backend."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'vlmq.db'}"
+        upgrade(url)
+        yield url
+        return
+    name = f"vlmq_test_{secrets.token_hex(4)}"
+    admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = f"{POSTGRES_URL}/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url(backend: str) -> str:
+    """An emptied Redis database for the backend's stack."""
+    url = f"{REDIS_URL}/{REDIS_DB[backend]}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def make_settings(tmp: Path, database_url: str, redis_url: str, model: Path, **overrides: object) -> Settings:
+    """Settings for a test stack; nothing is read from the developer's environment or `.env`."""
+    values: dict[str, object] = {
+        "data_dir": tmp,
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "model": str(model),
+        "served_model_name": "tiny-glm4v",
+        "reconcile_interval_s": 1.0,
+        "requeue_after_s": 30.0,
+        "worker_heartbeat_s": 1.0,
+        "outbound_allowlist": "127.0.0.1",
+    }
+    values.update(overrides)
+    clean = {key: value for key, value in os.environ.items() if key.startswith("VLMQ_")}
+    for key in clean:
+        os.environ.pop(key)
+    try:
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    finally:
+        os.environ.update(clean)
+
+
+@pytest.fixture(scope="session")
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, tiny_model_dir: Path
+) -> Settings:
+    """The settings of the backend's main stack (tiny GLM-4V, real worker)."""
+    return make_settings(tmp_path_factory.mktemp("var"), database_url, redis_url, tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """Connections to the stack's database and Redis."""
+    rt = Runtime.create(settings)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A real `vlmq worker` process serving the tiny model."""
+    process = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log")
+    try:
+        yield process.wait_ready(runtime.redis)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Flask:
+    """The API app of the stack."""
+    return create_app(settings)
+
+
+@pytest.fixture()
+def client(app: Flask) -> FlaskClient:
+    """A test client of the API."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def api_key(settings: Settings) -> str:
+    """A key of the tenant `acme`."""
+    return create_key(settings, "acme", "tests")
+
+
+@pytest.fixture(scope="session")
+def other_api_key(settings: Settings) -> str:
+    """A key of another tenant, `globex`."""
+    return create_key(settings, "globex", "tests")
+
+
+@pytest.fixture(scope="session")
+def auth(api_key: str) -> dict[str, str]:
+    """Authorization header of `acme`."""
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Flask) -> Iterator[str]:
+    """The API on a real HTTP port on loopback; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()

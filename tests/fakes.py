@@ -1,0 +1,55 @@
+"""Fake model backends, one per failure mode, for tests that are not about the model.
+
+Each writes one line per call to the file named by `VLMQ_FAKE_CALL_LOG`, so a test can
+count model calls across worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from workers.backends.base import Prediction, PredictRequest
+
+
+def record_call(event: str) -> None:
+    """Append `event pid` to the call log, if the test asked for one."""
+    log = os.environ.get("VLMQ_FAKE_CALL_LOG")
+    if log:
+        with Path(log).open("a") as handle:
+            handle.write(f"{event} {os.getpid()}\n")
+
+
+def question_of(request: PredictRequest) -> str:
+    """The text of the request's last message."""
+    parts = request.messages[-1]["content"]
+    return " ".join(part["text"] for part in parts if part.get("type") == "text")
+
+
+class SlowFakeBackend:
+    """Answers `echo: <question>` after sleeping `VLMQ_FAKE_SLEEP_S` seconds (default 2)."""
+
+    def __init__(self, model_path: str) -> None:
+        self.model_path = model_path
+
+    def setup(self, device: str) -> None:
+        """Nothing to load."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        """Sleep, then echo each question."""
+        record_call("start")
+        time.sleep(float(os.environ.get("VLMQ_FAKE_SLEEP_S", "2")))
+        record_call("done")
+        return [Prediction(answer=f"echo: {question_of(r)}", raw=question_of(r)) for r in batch]
+
+
+class CrashingFakeBackend(SlowFakeBackend):
+    """Kills its own process on every call: a poison input."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        """Die the way an out-of-memory kill does."""
+        record_call("crash")
+        os.kill(os.getpid(), signal.SIGKILL)
+        return []

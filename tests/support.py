@@ -1,0 +1,115 @@
+"""Helpers shared by the integration and end-to-end tests: images, workers, waiting."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from PIL import Image, ImageDraw
+
+from services.core.config import Settings
+from services.core.workers import live_workers
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shape_png(color: str = "red", shape: str = "circle", size: int = 64, fmt: str = "PNG") -> bytes:
+    """An easy-VQA-style image: one coloured shape on white."""
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    box = (size // 5, size // 5, size * 4 // 5, size * 4 // 5)
+    if shape == "circle":
+        draw.ellipse(box, fill=color)
+    elif shape == "triangle":
+        draw.polygon([(size // 2, box[1]), (box[0], box[3]), (box[2], box[3])], fill=color)
+    else:
+        draw.rectangle(box, fill=color)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    """A base64 data URL."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child process read the same settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VLMQ_")}
+    for name, value in settings.model_dump().items():
+        env[f"VLMQ_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """A real `vlmq worker` process (Celery parent and its one pool child)."""
+
+    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vlmq.cli", "worker"],
+            cwd=REPO_ROOT,
+            env=settings_env(settings, **extra_env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a test can kill it whole
+        )
+
+    def wait_ready(self, client: redis.Redis, timeout_s: float = 90) -> WorkerProcess:
+        """Block until the worker's heartbeat says its model is loaded."""
+        wait_until(
+            lambda: any(
+                info.get("pid") in self.pids() for info in live_workers(client, self.settings.model_id)
+            ),
+            timeout_s,
+            f"worker ready (log: {self.log_path})",
+        )
+        return self
+
+    def pids(self) -> set[int]:
+        """The pids of the worker and its children."""
+        children = subprocess.run(
+            ["pgrep", "-g", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return {self.process.pid, *(int(pid) for pid in children)}
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (parent and pool child) at once."""
+        try:
+            os.killpg(self.process.pid, 9)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop the worker gracefully, or kill it."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 15)
+                self.process.wait(timeout=15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                self.kill()
+        self.log.close()
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+    """Poll `condition` until it is truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
