@@ -27,10 +27,15 @@ from vlmq.cli import create_key
 from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
 
 REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-POSTGRES_URL = os.environ.get("VLMQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+POSTGRES_URL = os.environ.get(
+    "VLMQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"
+)
 # One Redis database per backend, so the two stacks never share queues or cache.
 REDIS_DB = {"sqlite": 11, "postgresql": 12}
-TINY_WORDS = "what color is the shape in image does contain a not there circle rectangle triangle red green blue yes no".split()
+TINY_WORDS = [
+    *["what", "color", "is", "the", "shape", "in", "image", "does", "contain", "a", "not"],
+    *["there", "circle", "rectangle", "triangle", "red", "green", "blue", "yes", "no"],
+]
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +77,9 @@ def redis_url(backend: str) -> str:
     return url
 
 
-def make_settings(tmp: Path, database_url: str, redis_url: str, model: Path, **overrides: object) -> Settings:
+def make_settings(
+    tmp: Path, database_url: str, redis_url: str, model: Path, **overrides: object
+) -> Settings:
     """Settings for a test stack; nothing is read from the developer's environment or `.env`."""
     values: dict[str, object] = {
         "data_dir": tmp,
@@ -97,7 +104,10 @@ def make_settings(tmp: Path, database_url: str, redis_url: str, model: Path, **o
 
 @pytest.fixture(scope="session")
 def settings(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, tiny_model_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
+    redis_url: str,
+    tiny_model_dir: Path,
 ) -> Settings:
     """The settings of the backend's main stack (tiny GLM-4V, real worker)."""
     return make_settings(tmp_path_factory.mktemp("var"), database_url, redis_url, tiny_model_dir)
@@ -112,7 +122,9 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
 
 
 @pytest.fixture(scope="session")
-def worker(settings: Settings, runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def worker(
+    settings: Settings, runtime: Runtime, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     """A real `vlmq worker` process serving the tiny model."""
     process = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import subprocess
@@ -71,7 +72,8 @@ class WorkerProcess:
         """Block until the worker's heartbeat says its model is loaded."""
         wait_until(
             lambda: any(
-                info.get("pid") in self.pids() for info in live_workers(client, self.settings.model_id)
+                info.get("pid") in self.pids()
+                for info in live_workers(client, self.settings.model_id)
             ),
             timeout_s,
             f"worker ready (log: {self.log_path})",
@@ -87,10 +89,8 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole worker (parent and pool child) at once."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, 9)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
@@ -104,7 +104,9 @@ class WorkerProcess:
         self.log.close()
 
 
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05
+) -> Any:
     """Poll `condition` until it is truthy; fail the test after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

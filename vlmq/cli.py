@@ -66,7 +66,9 @@ def worker() -> None:
 
 
 @main.command()
-@click.option("--workers", "processes", default=2, show_default=True, help="gunicorn worker processes")
+@click.option(
+    "--workers", "processes", default=2, show_default=True, help="gunicorn worker processes"
+)
 @click.option("--threads", default=16, show_default=True, help="threads per process")
 def api(processes: int, threads: int) -> None:
     """Run the API under gunicorn (production)."""
@@ -74,12 +76,19 @@ def api(processes: int, threads: int) -> None:
     os.execvp(  # noqa: S606 (replaces this process with gunicorn)
         sys.executable,
         [
-            sys.executable, "-m", "gunicorn",
-            "--worker-class", "gthread",
-            "--workers", str(processes),
-            "--threads", str(threads),
-            "--bind", f"{settings.host}:{settings.port}",
-            "--timeout", str(int(settings.sync_timeout_s) + 30),
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(processes),
+            "--threads",
+            str(threads),
+            "--bind",
+            f"{settings.host}:{settings.port}",
+            "--timeout",
+            str(int(settings.sync_timeout_s) + 30),
             "services.api:create_app()",
         ],
     )
@@ -166,13 +175,20 @@ def ask(image: Path, question: str, url: str | None, key: str, timeout: float) -
     base = url or f"http://{settings.host}:{settings.port}"
     boundary = uuid.uuid4().hex
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"question\"\r\n\r\n{question}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{image.name}\"\r\n"
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + image.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="question"\r\n\r\n{question}\r\n'
+            f"--{boundary}\r\nContent-Disposition: form-data; "
+            f'name="image"; filename="{image.name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + image.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     headers = {"Authorization": f"Bearer {key}", "Prefer": "wait=30"}
     request = urllib.request.Request(  # noqa: S310 (the user's own API URL)
-        f"{base}/v1/jobs", data=body, method="POST",
+        f"{base}/v1/jobs",
+        data=body,
+        method="POST",
         headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     job = json.load(urllib.request.urlopen(request, timeout=timeout))  # noqa: S310

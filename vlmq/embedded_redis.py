@@ -28,12 +28,18 @@ def start_embedded_redis(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(  # noqa: S603 (a fixed binary with fixed arguments)
         [
             redis_server_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--dir", str(data_dir.resolve()),
-            "--appendonly", "yes",
-            "--save", "",
-            "--logfile", "redis.log",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data_dir.resolve()),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--logfile",
+            "redis.log",
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -42,7 +48,9 @@ def start_embedded_redis(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     time.sleep(0.2)  # let a failed bind exit before the first ping reaches another server
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"embedded Redis exited (port {port} busy?); see {data_dir}/redis.log")
+            raise RuntimeError(
+                f"embedded Redis exited (port {port} busy?); see {data_dir}/redis.log"
+            )
         try:
             client.ping()
             return process

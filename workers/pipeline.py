@@ -78,14 +78,19 @@ def predict_and_record(
         return "failed"
     inference_ms = (time.perf_counter() - started) * 1000
     result = prediction.result()
-    if not finish_job(runtime, claim, output=prediction.answer, result=result, inference_ms=inference_ms):
-        return "stale"
+    # Cache before finishing: a client woken by the finish may repeat the request at once.
+    # The answer is valid even if this attempt turns out to be stale.
     if key is not None:
         try:
             cache.put_cached(
-                runtime.redis, key, {"output": prediction.answer, "result": result},
+                runtime.redis,
+                key,
+                {"output": prediction.answer, "result": result},
                 runtime.settings.cache_ttl_s,
             )
         except Exception:
             log.warning("event=cache_put_failed job_id=%s", claim.job_id)
-    return "succeeded"
+    finished = finish_job(
+        runtime, claim, output=prediction.answer, result=result, inference_ms=inference_ms
+    )
+    return "succeeded" if finished else "stale"

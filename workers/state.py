@@ -23,7 +23,6 @@ from workers.backends.registry import create_backend
 log = logging.getLogger(__name__)
 
 
-
 class WorkerState:
     """The model and connections of one worker process."""
 
@@ -64,7 +63,9 @@ class WorkerState:
         payload = json.dumps({"model": self.settings.model_id, "pid": os.getpid()})
         while True:
             try:
-                self.runtime.redis.set(HEARTBEAT_PREFIX + self.name, payload, ex=int(interval * 3) + 1)
+                self.runtime.redis.set(
+                    HEARTBEAT_PREFIX + self.name, payload, ex=int(interval * 3) + 1
+                )
             except Exception:
                 log.warning("event=heartbeat_failed")
             time.sleep(interval)

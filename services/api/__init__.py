@@ -19,7 +19,9 @@ from services.core.runtime import Runtime
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API app for `settings` (read from the environment when not given)."""
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     app = Flask(__name__)
     # Werkzeug refuses larger bodies with 413 before the JSON is parsed.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -20,7 +20,9 @@ HTTP_ERROR_TYPES = {
 }
 
 
-def error_response(status: int, payload: dict[str, object], headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status: int, payload: dict[str, object], headers: dict[str, str] | None = None
+) -> Response:
     """A JSON error response."""
     response = jsonify(payload)
     response.status_code = status
@@ -46,4 +48,6 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
         log.exception("event=unhandled_error")
-        return error_response(500, error_payload("server_error", "internal_error", "internal server error"))
+        return error_response(
+            500, error_payload("server_error", "internal_error", "internal server error")
+        )

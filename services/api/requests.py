@@ -38,7 +38,9 @@ def validate(schema: type[Schema], body: dict[str, Any]) -> Schema:
 def check_model(requested: str | None, served: str) -> None:
     """A request naming another model than the served one is a 404 (as in the OpenAI API)."""
     if requested and requested != served:
-        raise NotFoundError(f"the model {requested!r} does not exist", code="model_not_found", param="model")
+        raise NotFoundError(
+            f"the model {requested!r} does not exist", code="model_not_found", param="model"
+        )
 
 
 def prefer_wait_s(limit_s: float) -> float:

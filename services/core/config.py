@@ -112,5 +112,3 @@ class Settings(BaseSettings):
 def default_field_docs() -> dict[str, object]:
     """Each setting's environment variable and default, for `.env.example` checks."""
     return {f"VLMQ_{name.upper()}": field.default for name, field in Settings.model_fields.items()}
-
-

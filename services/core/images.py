@@ -26,8 +26,15 @@ from services.core.errors import (
 )
 from services.core.outbound import fetch
 
-ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
+ACCEPTED_FORMATS = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+}
+DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,9 @@ def decode_data_url(url: str, settings: Settings) -> bytes:
     """The bytes of a base64 `data:` URL, refusing oversized ones before decoding."""
     match = DATA_URL.match(url)
     if not match or not match.group("b64"):
-        raise InvalidRequestError("image data URL must look like data:image/png;base64,...", param="image")
+        raise InvalidRequestError(
+            "image data URL must look like data:image/png;base64,...", param="image"
+        )
     payload = url[match.end() :]
     if len(payload) * 3 // 4 > settings.max_image_bytes:
         raise PayloadTooLargeError(f"image is over {settings.max_image_bytes} bytes", param="image")
@@ -118,8 +127,8 @@ def check_image(data: bytes, settings: Settings) -> CheckedImage:
 
 
 def to_rgb(data: bytes) -> PILImage.Image:
-    """Decode checked bytes to an upright RGB image (EXIF orientation applied, GIF's first frame)."""
+    """Decode checked bytes to upright RGB (EXIF orientation applied; a GIF's first frame)."""
     image = PILImage.open(io.BytesIO(data))
     image.seek(0)
-    image = ImageOps.exif_transpose(image) or image
-    return image.convert("RGB")
+    upright = ImageOps.exif_transpose(image) or image
+    return upright.convert("RGB")

@@ -33,6 +33,12 @@ NON_TERMINAL = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
 MAX_PAGE = 100
 
 
+def rows_changed(session: Session, statement: sa.Update) -> int:
+    """Execute an UPDATE and return how many rows it changed."""
+    result: sa.CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+    return int(result.rowcount)
+
+
 def elapsed_ms(start: datetime | None, end: datetime | None) -> float | None:
     """Milliseconds between two timestamps, if both are known."""
     if start is None or end is None:
@@ -85,7 +91,9 @@ def submit_job(
         except redis.RedisError as exc:
             raise ServiceUnavailableError("the queue (Redis) is unavailable") from exc
         if cached is not None:
-            return record_cache_hit(runtime, tenant_id, request, params, kind, metadata, key, cached)
+            return record_cache_hit(
+                runtime, tenant_id, request, params, kind, metadata, key, cached
+            )
 
     now = utcnow()
     job = Job(
@@ -179,7 +187,9 @@ def list_jobs(
                 sa.and_(Job.created_at == cursor.created_at, Job.id < cursor.id),
             )
         )
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    rows = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
     return rows[:limit], len(rows) > limit
 
 
@@ -188,11 +198,12 @@ def cancel_job(runtime: Runtime, tenant_id: str, job_id: str) -> Job:
     with session_scope(runtime.sessions) as session:
         get_job(session, tenant_id, job_id)
         now = utcnow()
-        changed = session.execute(
+        changed = rows_changed(
+            session,
             sa.update(Job)
             .where(Job.id == job_id, Job.status.in_(NON_TERMINAL))
-            .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None)
-        ).rowcount
+            .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None),
+        )
     if changed:
         publish_done(runtime.redis, job_id)
     with runtime.sessions() as session:
@@ -231,7 +242,8 @@ def claim_job(runtime: Runtime, job_id: str) -> Claim | None:
             Job.status == JobStatus.QUEUED.value,
             sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
         )
-        claimed = session.execute(
+        claimed = rows_changed(
+            session,
             sa.update(Job)
             .where(Job.id == job_id, claimable, Job.attempts < settings.max_attempts)
             .values(
@@ -239,13 +251,15 @@ def claim_job(runtime: Runtime, job_id: str) -> Claim | None:
                 attempts=Job.attempts + 1,
                 started_at=sa.func.coalesce(Job.started_at, now),
                 lease_expires_at=now + timedelta(seconds=settings.lease_s),
-            )
-        ).rowcount
+            ),
+        )
         if claimed:
             attempts = session.scalar(sa.select(Job.attempts).where(Job.id == job_id))
             return Claim(job_id, int(attempts or 0))
         exhausted = session.scalar(
-            sa.select(Job.id).where(Job.id == job_id, claimable, Job.attempts >= settings.max_attempts)
+            sa.select(Job.id).where(
+                Job.id == job_id, claimable, Job.attempts >= settings.max_attempts
+            )
         )
     if exhausted:
         fail_job(
@@ -277,7 +291,8 @@ def finish_job(
             "inference_ms": round(inference_ms, 3),
             "total_ms": elapsed_ms(job.created_at, now),
         }
-        done = session.execute(
+        done = rows_changed(
+            session,
             sa.update(Job)
             .where(
                 Job.id == claim.job_id,
@@ -291,8 +306,8 @@ def finish_job(
                 metrics=metrics,
                 completed_at=now,
                 lease_expires_at=None,
-            )
-        ).rowcount
+            ),
+        )
     if done:
         publish_done(runtime.redis, claim.job_id)
     return bool(done)
@@ -307,7 +322,8 @@ def fail_job(
     if claim is not None:
         conditions.append(Job.attempts == claim.attempt)
     with session_scope(runtime.sessions) as session:
-        done = session.execute(
+        done = rows_changed(
+            session,
             sa.update(Job)
             .where(*conditions)
             .values(
@@ -315,8 +331,8 @@ def fail_job(
                 error={"type": error_type, "message": message},
                 completed_at=now,
                 lease_expires_at=None,
-            )
-        ).rowcount
+            ),
+        )
     if done:
         publish_done(runtime.redis, job_id)
     return bool(done)

@@ -122,11 +122,18 @@ def fetch(
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port = parse_http_url(url)
         address = checked_address(host, port, allowlist)
-        pool_kwargs: dict[str, object] = {"timeout": urllib3.Timeout(total=timeout_s), "retries": False}
+        pool_kwargs: dict[str, object] = {
+            "timeout": urllib3.Timeout(total=timeout_s),
+            "retries": False,
+        }
         pool: urllib3.HTTPConnectionPool
         if scheme == "https":
             pool = urllib3.HTTPSConnectionPool(
-                str(address), port, server_hostname=host, assert_hostname=host, **pool_kwargs  # type: ignore[arg-type]
+                str(address),
+                port,
+                server_hostname=host,
+                assert_hostname=host,
+                **pool_kwargs,  # type: ignore[arg-type]
             )
         else:
             pool = urllib3.HTTPConnectionPool(str(address), port, **pool_kwargs)  # type: ignore[arg-type]
@@ -135,7 +142,11 @@ def fetch(
         request_headers = {"Host": parts.netloc.rsplit("@", 1)[-1], **(headers or {})}
         try:
             response = pool.urlopen(
-                method, path, body=body, headers=request_headers, redirect=False,
+                method,
+                path,
+                body=body,
+                headers=request_headers,
+                redirect=False,
                 preload_content=False,
             )
             if response.status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
@@ -148,9 +159,7 @@ def fetch(
             data = response.read(max_bytes + 1, decode_content=True)
             if len(data) > max_bytes:
                 raise PayloadTooLargeError(f"remote body is over {max_bytes} bytes", param="url")
-            return FetchedResponse(
-                response.status, data, response.headers.get("Content-Type", "")
-            )
+            return FetchedResponse(response.status, data, response.headers.get("Content-Type", ""))
         except urllib3.exceptions.HTTPError as exc:
             raise FetchError(f"could not fetch {host}: {exc.__class__.__name__}") from exc
         finally:

@@ -99,7 +99,9 @@ class CanonicalRequest:
     images: list[CheckedImage]
 
 
-def canonical_from_question(image: CheckedImage, question: str, settings: Settings) -> CanonicalRequest:
+def canonical_from_question(
+    image: CheckedImage, question: str, settings: Settings
+) -> CanonicalRequest:
     """The shorthand `{image, question}` (or a multipart upload) as canonical messages."""
     question = check_question(question, settings)
     message = {
@@ -112,7 +114,9 @@ def canonical_from_question(image: CheckedImage, question: str, settings: Settin
 def check_question(question: Any, settings: Settings) -> str:
     """A non-empty question within the length limit."""
     if not isinstance(question, str) or not question.strip():
-        raise InvalidRequestError("question is required and must be a non-empty string", param="question")
+        raise InvalidRequestError(
+            "question is required and must be a non-empty string", param="question"
+        )
     if len(question) > settings.max_question_chars:
         raise InvalidRequestError(
             f"question is over {settings.max_question_chars} characters", param="question"
@@ -160,12 +164,14 @@ def canonical_part(
 ) -> dict[str, Any]:
     """One content part: text stays text; an `image_url` becomes a checked image's hash."""
     if not isinstance(part, dict):
-        raise InvalidRequestError(f"messages[{index}] has a part that is not an object", param="messages")
+        raise InvalidRequestError(
+            f"messages[{index}] has a part that is not an object", param="messages"
+        )
     if part.get("type") == "text" and isinstance(part.get("text"), str):
         return {"type": "text", "text": check_question(part["text"], settings)}
     if part.get("type") == "image_url":
         image_url = part.get("image_url")
-        url = image_url.get("url") if isinstance(image_url, dict) else image_url
+        url = str(image_url.get("url") if isinstance(image_url, dict) else image_url)
         if len(images) >= settings.max_images_per_request:
             raise InvalidRequestError(
                 f"at most {settings.max_images_per_request} images per request", param="messages"

@@ -19,7 +19,7 @@ from services.core.queue import enqueue_job
 from services.core.runtime import Runtime
 
 log = logging.getLogger(__name__)
-LOCK_KEY = "vlmq:reconciler-lock"
+LOCK_PREFIX = "vlmq:reconciler-lock:"
 BATCH = 500
 
 
@@ -63,8 +63,9 @@ def reconcile(runtime: Runtime) -> int:
 
 
 def reconcile_if_leader(runtime: Runtime) -> int:
-    """Run one pass if no other process holds the reconciler lock for this interval."""
+    """Run one pass unless another worker of the same model holds the lock for this interval."""
     interval = max(1, int(runtime.settings.reconcile_interval_s))
-    if not runtime.redis.set(LOCK_KEY, b"1", nx=True, ex=interval):
+    lock = LOCK_PREFIX + runtime.settings.model_id
+    if not runtime.redis.set(lock, b"1", nx=True, ex=interval):
         return 0
     return reconcile(runtime)

@@ -61,7 +61,9 @@ def fake_stack(
         **overrides,
     )
     runtime = Runtime.create(settings)
-    stack = FakeStack(settings, runtime, create_app(settings).test_client(), tmp_path / "calls.log", tmp_path, [])
+    stack = FakeStack(
+        settings, runtime, create_app(settings).test_client(), tmp_path / "calls.log", tmp_path, []
+    )
     try:
         yield stack
     finally:
@@ -82,17 +84,25 @@ def job(stack: FakeStack, auth: dict[str, str], job_id: str) -> dict[str, Any]:
     return dict(stack.client.get(f"/v1/jobs/{job_id}", headers=auth).get_json())
 
 
-def terminal(stack: FakeStack, auth: dict[str, str], job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+def terminal(
+    stack: FakeStack, auth: dict[str, str], job_id: str, timeout_s: float = 60
+) -> dict[str, Any]:
     return wait_until(
-        lambda: (j := job(stack, auth, job_id))["status"] in ("succeeded", "failed", "canceled") and j,
+        lambda: (
+            (j := job(stack, auth, job_id))["status"] in ("succeeded", "failed", "canceled") and j
+        ),
         timeout_s,
         f"job {job_id} terminal",
         interval_s=0.2,
     )
 
 
-@pytest.mark.fake_backend("SlowFakeBackend", lease_s=4, task_soft_time_limit_s=3, task_time_limit_s=4)
-def test_sigkilled_worker_job_still_succeeds_exactly_once(fake_stack: FakeStack, auth: dict[str, str]) -> None:
+@pytest.mark.fake_backend(
+    "SlowFakeBackend", lease_s=4, task_soft_time_limit_s=3, task_time_limit_s=4
+)
+def test_sigkilled_worker_job_still_succeeds_exactly_once(
+    fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
     first = fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="1.5")
     job_id = submit(fake_stack, auth, "survive a kill")
     wait_until(lambda: fake_stack.calls("start") == 1, 20, "the worker to start the job")
@@ -115,7 +125,9 @@ def test_sigkilled_worker_job_still_succeeds_exactly_once(fake_stack: FakeStack,
 
 
 @pytest.mark.fake_backend("CrashingFakeBackend", lease_s=2, max_attempts=2)
-def test_poison_job_fails_after_the_attempt_cap(fake_stack: FakeStack, auth: dict[str, str]) -> None:
+def test_poison_job_fails_after_the_attempt_cap(
+    fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
     fake_stack.start_worker()
     job_id = submit(fake_stack, auth)
     done = terminal(fake_stack, auth, job_id, timeout_s=90)
@@ -124,7 +136,9 @@ def test_poison_job_fails_after_the_attempt_cap(fake_stack: FakeStack, auth: dic
     assert fake_stack.calls("crash") == 2
 
 
-@pytest.mark.fake_backend("SlowFakeBackend", task_soft_time_limit_s=1, task_time_limit_s=5, lease_s=8)
+@pytest.mark.fake_backend(
+    "SlowFakeBackend", task_soft_time_limit_s=1, task_time_limit_s=5, lease_s=8
+)
 def test_soft_time_limit_fails_the_job(fake_stack: FakeStack, auth: dict[str, str]) -> None:
     fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="3")
     done = terminal(fake_stack, auth, submit(fake_stack, auth))

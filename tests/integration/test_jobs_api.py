@@ -13,7 +13,9 @@ from tests.support import data_url, shape_png, wait_until
 pytestmark = pytest.mark.usefixtures("worker")
 
 
-def wait_for_terminal(client: FlaskClient, auth: dict[str, str], job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+def wait_for_terminal(
+    client: FlaskClient, auth: dict[str, str], job_id: str, timeout_s: float = 60
+) -> dict[str, Any]:
     """Poll a job until it is terminal."""
 
     def poll() -> dict[str, Any] | None:
@@ -26,7 +28,11 @@ def wait_for_terminal(client: FlaskClient, auth: dict[str, str], job_id: str, ti
 def test_shorthand_job_is_answered_by_the_worker(client: FlaskClient, auth: dict[str, str]) -> None:
     response = client.post(
         "/v1/jobs",
-        json={"image": data_url(shape_png("blue")), "question": "what color is the shape?", "max_tokens": 4},
+        json={
+            "image": data_url(shape_png("blue")),
+            "question": "what color is the shape?",
+            "max_tokens": 4,
+        },
         headers=auth,
     )
     assert response.status_code == 202
@@ -50,7 +56,10 @@ def test_openai_messages_job(client: FlaskClient, auth: dict[str, str]) -> None:
         {
             "role": "user",
             "content": [
-                {"type": "image_url", "image_url": {"url": data_url(shape_png("green", "triangle"))}},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": data_url(shape_png("green", "triangle"))},
+                },
                 {"type": "text", "text": "what shape is in the image?"},
             ],
         }
@@ -106,11 +115,17 @@ def test_list_jobs_paginates_with_a_cursor_and_filters_by_status(
     ids = []
     for color in ("red", "green", "blue"):
         body = {"image": data_url(shape_png(color)), "question": "what color?", "max_tokens": 1}
-        ids.append(client.post("/v1/jobs", json=body, headers={**headers, "Prefer": "wait=30"}).get_json()["id"])
+        ids.append(
+            client.post("/v1/jobs", json=body, headers={**headers, "Prefer": "wait=30"}).get_json()[
+                "id"
+            ]
+        )
     first = client.get("/v1/jobs?limit=2", headers=headers).get_json()
     assert first["object"] == "list" and first["has_more"] is True
     assert [job["id"] for job in first["data"]] == ids[::-1][:2]
-    second = client.get(f"/v1/jobs?limit=2&after={first['next_cursor']}", headers=headers).get_json()
+    second = client.get(
+        f"/v1/jobs?limit=2&after={first['next_cursor']}", headers=headers
+    ).get_json()
     assert ids[0] in [job["id"] for job in second["data"]]
     succeeded = client.get("/v1/jobs?status=succeeded&limit=100", headers=headers).get_json()
     assert set(ids) <= {job["id"] for job in succeeded["data"]}
@@ -119,7 +134,12 @@ def test_list_jobs_paginates_with_a_cursor_and_filters_by_status(
 
 def test_cancel_a_queued_job(client: FlaskClient, auth: dict[str, str]) -> None:
     # Sampling without a seed is never cached, and a long generation keeps the worker busy.
-    busy = {"image": data_url(shape_png("red")), "question": "what?", "max_tokens": 300, "temperature": 1.0}
+    busy = {
+        "image": data_url(shape_png("red")),
+        "question": "what?",
+        "max_tokens": 300,
+        "temperature": 1.0,
+    }
     first = client.post("/v1/jobs", json=busy, headers=auth).get_json()
     queued = client.post("/v1/jobs", json=busy, headers=auth).get_json()
     canceled = client.post(f"/v1/jobs/{queued['id']}/cancel", headers=auth)
@@ -127,7 +147,9 @@ def test_cancel_a_queued_job(client: FlaskClient, auth: dict[str, str]) -> None:
     assert canceled.get_json()["status"] == "canceled"
     # Terminal states are final: when the worker reaches the canceled job, it skips it.
     wait_for_terminal(client, auth, first["id"])
-    follower = client.post("/v1/jobs", json={**busy, "max_tokens": 1}, headers={**auth, "Prefer": "wait=30"})
+    follower = client.post(
+        "/v1/jobs", json={**busy, "max_tokens": 1}, headers={**auth, "Prefer": "wait=30"}
+    )
     assert follower.get_json()["status"] == "succeeded"
     final = client.get(f"/v1/jobs/{queued['id']}", headers=auth).get_json()
     assert final["status"] == "canceled" and final["output"] is None and final["attempts"] == 0
@@ -135,7 +157,9 @@ def test_cancel_a_queued_job(client: FlaskClient, auth: dict[str, str]) -> None:
     assert again.status_code == 200 and again.get_json()["status"] == "canceled"
 
 
-def test_another_tenants_job_is_404(client: FlaskClient, auth: dict[str, str], other_api_key: str) -> None:
+def test_another_tenants_job_is_404(
+    client: FlaskClient, auth: dict[str, str], other_api_key: str
+) -> None:
     body = {"image": data_url(shape_png("brown")), "question": "what color?", "max_tokens": 1}
     job = client.post("/v1/jobs", json=body, headers=auth).get_json()
     other = {"Authorization": f"Bearer {other_api_key}"}
@@ -159,7 +183,9 @@ def test_missing_or_wrong_key_is_401(client: FlaskClient, headers: dict[str, str
     assert response.get_json()["error"]["type"] == "authentication_error"
 
 
-def test_models_lists_the_served_model_with_its_root(client: FlaskClient, auth: dict[str, str], settings: Any) -> None:
+def test_models_lists_the_served_model_with_its_root(
+    client: FlaskClient, auth: dict[str, str], settings: Any
+) -> None:
     models = client.get("/v1/models", headers=auth).get_json()
     assert models["object"] == "list"
     assert models["data"][0]["id"] == settings.model_id

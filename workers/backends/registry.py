@@ -16,7 +16,9 @@ def create_backend(settings: Settings) -> VLMBackend:
         return TransformersVLM(settings.model)
     module_name, _, class_name = settings.backend.partition(":")
     if not class_name:
-        raise ValueError(f"VLMQ_BACKEND must be 'transformers' or 'module:Class', got {settings.backend!r}")
+        raise ValueError(
+            f"VLMQ_BACKEND must be 'transformers' or 'module:Class', got {settings.backend!r}"
+        )
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: VLMBackend = backend_class(settings.model)
     return backend

@@ -1,4 +1,4 @@
-"""The `transformers` backend: any local Hugging Face VLM via AutoProcessor + AutoModelForImageTextToText."""
+"""The `transformers` backend: any Hugging Face VLM (AutoModelForImageTextToText)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,9 @@ class TransformersVLM:
         ).to(self.device)
 
     @torch.inference_mode()
-    def generate(self, requests: list[PredictRequest], params: GenerationParams) -> list[Prediction]:
+    def generate(
+        self, requests: list[PredictRequest], params: GenerationParams
+    ) -> list[Prediction]:
         """One batched `generate` for requests that share generation parameters."""
         inputs = self.encode([request.messages for request in requests], params)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens}
@@ -104,7 +106,9 @@ class TransformersVLM:
             for i, row in enumerate(output_ids)
         ]
 
-    def decode(self, new_ids: list[int], prompt_tokens: int, params: GenerationParams) -> Prediction:
+    def decode(
+        self, new_ids: list[int], prompt_tokens: int, params: GenerationParams
+    ) -> Prediction:
         """Cut one generated row at its end token or stop string, then parse it."""
         finish_reason = "length"
         for position, token in enumerate(new_ids):

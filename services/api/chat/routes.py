@@ -29,7 +29,9 @@ def create_chat_completion() -> Response:
     canonical = canonical_from_messages(body.messages, rt.settings)
     params = build_params(body.model_dump(), rt.settings)
     job = jobs.submit_job(rt, tenant_id(), canonical, params, kind="chat")
-    finished = wait_for_job(rt.redis, job.id, lambda: jobs.is_terminal(rt, job.id), rt.settings.sync_timeout_s)
+    finished = wait_for_job(
+        rt.redis, job.id, lambda: jobs.is_terminal(rt, job.id), rt.settings.sync_timeout_s
+    )
     with rt.sessions() as session:
         job = jobs.get_job(session, tenant_id(), job.id)
     if not finished:

@@ -38,7 +38,9 @@ def readyz() -> tuple[Response, int]:
     except Exception:
         checks["worker"] = False
     ready = all(checks.values())
-    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
+    return jsonify(
+        {"status": "ready" if ready else "not_ready", "checks": checks}
+    ), 200 if ready else 503
 
 
 @bp.get("/metrics")

@@ -1,0 +1,36 @@
+# vlmq: `make run` runs the whole service on its embedded defaults; `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint typecheck check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Set everything up and run API, one worker and an embedded Redis on SQLite under ./var/.
+run: $(STAMP)
+	$(BIN)/vlmq migrate
+	$(BIN)/vlmq up
+
+## Set everything up and run the whole suite (SQLite and PostgreSQL, real Redis and workers).
+test: $(STAMP)
+	$(BIN)/ruff check services workers vlmq tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check services workers vlmq tests bench
+	$(BIN)/ruff format --check services workers vlmq
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

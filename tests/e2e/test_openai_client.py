@@ -1,0 +1,82 @@
+"""The official `openai` client works against vlmq unchanged."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.support import data_url, shape_png
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def make_client(live_server: str, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{live_server}/v1", api_key=api_key, max_retries=0, timeout=60)
+
+
+def image_message(question: str) -> list[dict[str, object]]:
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": data_url(shape_png("blue", "circle"))}},
+                {"type": "text", "text": question},
+            ],
+        }
+    ]
+
+
+def test_chat_completion_with_the_openai_client(
+    live_server: str, api_key: str, settings: object
+) -> None:
+    client = make_client(live_server, api_key)
+    completion = client.chat.completions.create(
+        model=settings.model_id,  # type: ignore[attr-defined]
+        messages=image_message("what color is the shape?"),  # type: ignore[arg-type]
+        max_tokens=4,
+        temperature=0,
+    )
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.role == "assistant"
+    assert isinstance(completion.choices[0].message.content, str)
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens > 0
+    assert 0 < completion.usage.completion_tokens <= 4
+    assert (
+        completion.usage.total_tokens
+        == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+
+
+def test_models_list_with_the_openai_client(
+    live_server: str, api_key: str, settings: object
+) -> None:
+    models = make_client(live_server, api_key).models.list()
+    ids = [model.id for model in models.data]
+    assert ids == [settings.model_id]  # type: ignore[attr-defined]
+    assert models.data[0].model_extra["root"] == settings.model  # type: ignore[attr-defined, index]
+
+
+def test_openai_client_sees_errors_as_its_own_exceptions(live_server: str, api_key: str) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        make_client(live_server, "vlmq-wrong").models.list()
+    with pytest.raises(openai.NotFoundError):
+        make_client(live_server, api_key).chat.completions.create(
+            model="gpt-4o",
+            messages=image_message("what?"),
+            max_tokens=1,  # type: ignore[arg-type]
+        )
+    with pytest.raises(openai.UnprocessableEntityError):
+        make_client(live_server, api_key).chat.completions.create(
+            model="",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": data_url(b"not an image")}},
+                        {"type": "text", "text": "what?"},
+                    ],
+                }
+            ],
+        )

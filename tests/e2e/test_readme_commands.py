@@ -1,0 +1,133 @@
+"""What the README tells a new user to do: `vlmq up` (what `make run` runs), then ask it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO_ROOT, wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture()
+def vlmq_up(
+    tmp_path: Path, tiny_model_dir: Path
+) -> Iterator[tuple[str, str, dict[str, str], Path]]:
+    """`vlmq up` on the embedded defaults (SQLite, embedded Redis), in a fresh data dir."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VLMQ_")}
+    env.update(
+        VLMQ_DATA_DIR=str(tmp_path / "var"),
+        VLMQ_PORT=str(port),
+        VLMQ_EMBEDDED_REDIS_PORT=str(free_port()),
+        VLMQ_MODEL=str(tiny_model_dir),
+    )
+    log = tmp_path / "up.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vlmq.cli", "up"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            key = wait_until(
+                lambda: (
+                    (m := re.search(r"API key \(shown once\): (\S+)", log.read_text()))
+                    and m.group(1)
+                ),
+                60,
+                "vlmq up to print a key",
+                interval_s=0.2,
+            )
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: ready(base), 90, f"readiness (log: {log})", interval_s=0.3)
+            yield base, key, env, log
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def test_up_serves_the_curl_example_and_the_cli(
+    vlmq_up: tuple[str, str, dict[str, str], Path],
+) -> None:
+    base, key, env, log = vlmq_up
+    printed = log.read_text()
+    assert f"curl -s {base}/v1/jobs" in printed
+    # The curl example, as printed, with the image that ships in the repository.
+    answer = subprocess.run(
+        [
+            "curl",
+            "-s",
+            f"{base}/v1/jobs",
+            "-H",
+            f"Authorization: Bearer {key}",
+            "-H",
+            "Prefer: wait=30",
+            "-F",
+            "image=@tests/data/red_circle.png",
+            "-F",
+            "question=what color is the shape?",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    job = json.loads(answer.stdout)
+    assert job["status"] == "succeeded", job
+    # `vlmq keys create` from the repository root uses the same database as `vlmq up`.
+    created = subprocess.run(
+        [sys.executable, "-m", "vlmq.cli", "keys", "create", "--tenant", "second"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    second_key = created.stdout.strip().splitlines()[-1]
+    asked = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlmq.cli",
+            "ask",
+            "tests/data/red_circle.png",
+            "what color is the shape?",
+            "--url",
+            base,
+            "--key",
+            second_key,
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.strip() != ""

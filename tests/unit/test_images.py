@@ -1,0 +1,103 @@
+"""Image intake: limits checked from the header, formats, EXIF, GIF frames."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from services.core.config import Settings
+from services.core.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UndecodableImageError,
+    UnsupportedImageError,
+)
+from services.core.images import check_image, decode_data_url, image_bytes_from_reference, to_rgb
+from tests.integration.test_bad_input import png_bomb
+from tests.support import shape_png
+
+SETTINGS = Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
+def test_accepted_formats(fmt: str) -> None:
+    checked = check_image(encode(Image.new("RGB", (30, 20), "red"), fmt), SETTINGS)
+    assert (checked.width, checked.height) == (30, 20)
+    assert checked.media_type == f"image/{fmt.lower()}"
+    assert len(checked.sha256) == 64
+
+
+def test_unsupported_format_is_415() -> None:
+    with pytest.raises(UnsupportedImageError):
+        check_image(encode(Image.new("RGB", (4, 4)), "BMP"), SETTINGS)
+
+
+def test_decompression_bomb_is_refused_from_its_header() -> None:
+    with pytest.raises(PayloadTooLargeError):
+        check_image(png_bomb(), SETTINGS)
+
+
+def test_pixel_cap_is_configurable() -> None:
+    small_cap = Settings(_env_file=None, max_image_pixels=100)  # type: ignore[call-arg]
+    with pytest.raises(PayloadTooLargeError):
+        check_image(shape_png(size=64), small_cap)
+
+
+def test_byte_cap_checked_before_base64_decoding() -> None:
+    tiny_cap = Settings(_env_file=None, max_image_bytes=10)  # type: ignore[call-arg]
+    with pytest.raises(PayloadTooLargeError):
+        decode_data_url("data:image/png;base64," + "A" * 400, tiny_cap)
+
+
+@pytest.mark.parametrize(
+    ("reference", "error"),
+    [
+        ("data:image/png;base64,%%%", InvalidRequestError),
+        ("data:image/png,rawdata", InvalidRequestError),
+        ("file:///etc/passwd", InvalidRequestError),
+        ("", InvalidRequestError),
+    ],
+)
+def test_bad_references(reference: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        image_bytes_from_reference(reference, SETTINGS)
+
+
+def test_garbage_and_truncated_data_are_422() -> None:
+    with pytest.raises(UndecodableImageError):
+        check_image(b"hello world", SETTINGS)
+    with pytest.raises(UndecodableImageError):
+        check_image(shape_png()[:80], SETTINGS)
+    with pytest.raises(UndecodableImageError):
+        check_image(b"", SETTINGS)
+
+
+def test_exif_orientation_is_applied() -> None:
+    image = Image.new("RGB", (40, 20), "blue")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90° clockwise
+    rgb = to_rgb(encode(image, "JPEG", exif=exif.tobytes()))
+    assert rgb.size == (20, 40)
+
+
+def test_gif_gives_its_first_frame() -> None:
+    frames = [Image.new("RGB", (8, 8), color) for color in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    rgb = to_rgb(buffer.getvalue())
+    red, green, blue = rgb.getpixel((0, 0))  # type: ignore[misc]
+    assert red > 200 and blue < 50
+
+
+def test_data_url_round_trip() -> None:
+    data = shape_png()
+    assert decode_data_url("data:image/png;base64," + base64.b64encode(data).decode(), SETTINGS) == data
