@@ -75,14 +75,19 @@ class TransformersVLM:
 
     def encode(self, conversations: list[list[dict[str, Any]]], params: GenerationParams) -> Any:
         """Tokenize conversations with the model's chat template (images become pixel values)."""
+        template_options: dict[str, Any] = {}
+        # Only templates that know the switch get it (GLM's); others would pass it on to
+        # the processor as an unknown argument.
+        if "enable_thinking" in (self.processor.chat_template or ""):
+            template_options["enable_thinking"] = params.enable_thinking
         return self.processor.apply_chat_template(
             conversations,
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
-            padding=True,
-            enable_thinking=params.enable_thinking,
+            processor_kwargs={"padding": True},
+            **template_options,
         ).to(self.device)
 
     @torch.inference_mode()
