@@ -1,0 +1,119 @@
+"""Service overhead: end-to-end latency of one job next to the model's own inference time.
+
+Starts `vlmq up` (SQLite, embedded Redis, one worker) on a tiny random-weight GLM-4V, sends
+jobs one at a time over HTTP with `Prefer: wait`, and prints, for the same jobs, the
+client-observed latency, the worker's `inference_ms`, and their difference (the overhead).
+Every job uses a new image so none is a cache hit; then it measures cache hits separately.
+
+    .venv/bin/python -m bench.overhead --jobs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from PIL import Image
+
+from tests.e2e.test_readme_commands import free_port, ready
+from tests.support import REPO_ROOT, wait_until
+from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
+
+
+def png(seed: int) -> bytes:
+    rng = random.Random(seed)
+    image = Image.new("RGB", (64, 64), tuple(rng.randrange(256) for _ in range(3)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def post_job(base: str, key: str, image: bytes, max_tokens: int) -> tuple[float, dict[str, object]]:
+    boundary = "vlmqbench"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"question\"\r\n\r\nwhat color is the shape?\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"max_tokens\"\r\n\r\n{max_tokens}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n"
+    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        f"{base}/v1/jobs",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Prefer": "wait=60",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=120) as response:
+        job = json.load(response)
+    return (time.perf_counter() - started) * 1000, job
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p90 = ordered[int(0.9 * (len(ordered) - 1))]
+    return f"median {statistics.median(ordered):8.2f} ms   p90 {p90:8.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_glm4v(Glm4vRecipe(words=["what", "color", "is", "the", "shape"]), Path(tmp) / "tiny")
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
+        env.update(
+            VLMQ_DATA_DIR=str(Path(tmp) / "var"),
+            VLMQ_PORT=str(port),
+            VLMQ_EMBEDDED_REDIS_PORT=str(free_port()),
+            VLMQ_MODEL=str(model),
+        )
+        log = Path(tmp) / "up.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "vlmq.cli", "up"], cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+            try:
+                base = f"http://127.0.0.1:{port}"
+                key = wait_until(
+                    lambda: next((line.split()[-1] for line in log.read_text().splitlines() if "API key" in line), None),
+                    60, "key", 0.2,
+                )
+                wait_until(lambda: ready(base), 90, "ready", 0.3)
+                post_job(base, key, png(10**6), args.max_tokens)  # warm-up
+                e2e, inference, overhead, queue = [], [], [], []
+                for index in range(args.jobs):
+                    latency, job = post_job(base, key, png(index), args.max_tokens)
+                    assert job["status"] == "succeeded" and not job["cache_hit"], job
+                    metrics = job["metrics"]
+                    e2e.append(latency)
+                    inference.append(float(metrics["inference_ms"]))  # type: ignore[index]
+                    queue.append(float(metrics["queue_ms"]))  # type: ignore[index]
+                    overhead.append(latency - float(metrics["inference_ms"]))  # type: ignore[index]
+                hits = [post_job(base, key, png(index), args.max_tokens)[0] for index in range(args.jobs)]
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    print(f"{args.jobs} sequential jobs, tiny random-weight GLM-4V, max_tokens={args.max_tokens}, CPU")
+    print(f"  end-to-end (client)      {summary(e2e)}")
+    print(f"  model inference (worker) {summary(inference)}")
+    print(f"  overhead = e2e - infer   {summary(overhead)}")
+    print(f"  of which queue wait      {summary(queue)}")
+    print(f"  cache hit (same request) {summary(hits)}")
+
+
+if __name__ == "__main__":
+    main()
