@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import statistics
@@ -20,13 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from tests.e2e.test_readme_commands import free_port, ready
 from tests.support import REPO_ROOT, wait_until
+from vlmq.client import submit_upload
 from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
 
 
@@ -38,25 +38,11 @@ def png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def post_job(base: str, key: str, image: bytes, max_tokens: int) -> tuple[float, dict[str, object]]:
-    boundary = "vlmqbench"
-    body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"question\"\r\n\r\nwhat color is the shape?\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"max_tokens\"\r\n\r\n{max_tokens}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n"
-    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(
-        f"{base}/v1/jobs",
-        data=body,
-        headers={
-            "Authorization": f"Bearer {key}",
-            "Prefer": "wait=60",
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-        },
-    )
+def post_job(base: str, key: str, image: bytes, max_tokens: int) -> tuple[float, dict[str, Any]]:
+    """Submit one job and wait for it; returns the client-observed latency and the job."""
+    fields = {"question": "what color is the shape?", "max_tokens": str(max_tokens)}
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=120) as response:
-        job = json.load(response)
+    job = submit_upload(base, key, ("a.png", image), fields, wait_s=60, timeout_s=120)
     return (time.perf_counter() - started) * 1000, job
 
 
@@ -72,7 +58,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_glm4v(Glm4vRecipe(words=["what", "color", "is", "the", "shape"]), Path(tmp) / "tiny")
+        model = build_glm4v(
+            Glm4vRecipe(words=["what", "color", "is", "the", "shape"]), Path(tmp) / "tiny"
+        )
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
         env.update(
@@ -84,13 +72,26 @@ def main() -> None:
         log = Path(tmp) / "up.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "vlmq.cli", "up"], cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "vlmq.cli", "up"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
             try:
                 base = f"http://127.0.0.1:{port}"
                 key = wait_until(
-                    lambda: next((line.split()[-1] for line in log.read_text().splitlines() if "API key" in line), None),
-                    60, "key", 0.2,
+                    lambda: next(
+                        (
+                            line.split()[-1]
+                            for line in log.read_text().splitlines()
+                            if "API key" in line
+                        ),
+                        None,
+                    ),
+                    60,
+                    "key",
+                    0.2,
                 )
                 wait_until(lambda: ready(base), 90, "ready", 0.3)
                 post_job(base, key, png(10**6), args.max_tokens)  # warm-up
@@ -103,11 +104,16 @@ def main() -> None:
                     inference.append(float(metrics["inference_ms"]))  # type: ignore[index]
                     queue.append(float(metrics["queue_ms"]))  # type: ignore[index]
                     overhead.append(latency - float(metrics["inference_ms"]))  # type: ignore[index]
-                hits = [post_job(base, key, png(index), args.max_tokens)[0] for index in range(args.jobs)]
+                hits = [
+                    post_job(base, key, png(index), args.max_tokens)[0]
+                    for index in range(args.jobs)
+                ]
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-    print(f"{args.jobs} sequential jobs, tiny random-weight GLM-4V, max_tokens={args.max_tokens}, CPU")
+    print(
+        f"{args.jobs} sequential jobs, tiny random-weight GLM-4V, max_tokens={args.max_tokens}, CPU"
+    )
     print(f"  end-to-end (client)      {summary(e2e)}")
     print(f"  model inference (worker) {summary(inference)}")
     print(f"  overhead = e2e - infer   {summary(overhead)}")

@@ -167,36 +167,17 @@ def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
 @click.option("--timeout", default=120.0, show_default=True)
 def ask(image: Path, question: str, url: str | None, key: str, timeout: float) -> None:
     """Ask a question about an image and print the answer."""
-    import json
-    import urllib.request
-    import uuid
+    from vlmq.client import get_job, submit_upload
 
     settings = Settings()
     base = url or f"http://{settings.host}:{settings.port}"
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="question"\r\n\r\n{question}\r\n'
-            f"--{boundary}\r\nContent-Disposition: form-data; "
-            f'name="image"; filename="{image.name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + image.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
+    job = submit_upload(
+        base, key, (image.name, image.read_bytes()), {"question": question}, 30, timeout
     )
-    headers = {"Authorization": f"Bearer {key}", "Prefer": "wait=30"}
-    request = urllib.request.Request(  # noqa: S310 (the user's own API URL)
-        f"{base}/v1/jobs",
-        data=body,
-        method="POST",
-        headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    job = json.load(urllib.request.urlopen(request, timeout=timeout))  # noqa: S310
     deadline = time.monotonic() + timeout
     while job["status"] in ("queued", "running") and time.monotonic() < deadline:
         time.sleep(0.2)
-        poll = urllib.request.Request(f"{base}/v1/jobs/{job['id']}", headers=headers)  # noqa: S310
-        job = json.load(urllib.request.urlopen(poll, timeout=timeout))  # noqa: S310
+        job = get_job(base, key, job["id"], timeout)
     if job["status"] != "succeeded":
         raise click.ClickException(f"job {job['id']} {job['status']}: {job.get('error')}")
     click.echo(job["output"])

@@ -30,7 +30,12 @@ def llava(tmp_path_factory: pytest.TempPathFactory) -> TransformersVLM:
 
 def make_request(color: str, question: str, **params: object) -> PredictRequest:
     image = Image.new("RGB", (64, 64), color)
-    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": image}, {"type": "text", "text": question}],
+        }
+    ]
     return PredictRequest(messages, GenerationParams(**params))  # type: ignore[arg-type]
 
 
@@ -51,7 +56,10 @@ def test_batched_answers_equal_one_at_a_time(name: str, request: pytest.FixtureR
 
 
 def test_mixed_parameters_each_get_what_they_asked(glm: TransformersVLM) -> None:
-    batch = [make_request("red", "what color?", max_tokens=2), make_request("red", "what color?", max_tokens=7)]
+    batch = [
+        make_request("red", "what color?", max_tokens=2),
+        make_request("red", "what color?", max_tokens=7),
+    ]
     short, long = glm.predict(batch)
     assert short.completion_tokens <= 2 and long.completion_tokens <= 7
     assert short.finish_reason in ("length", "stop")

@@ -9,7 +9,12 @@ from services.core.prompts import GenerationParams
 def key(**changes: object) -> str:
     values: dict[str, object] = {
         "model_revision": "rev1",
-        "messages": [{"role": "user", "content": [{"type": "image", "sha256": "a" * 64}, {"type": "text", "text": "q"}]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image", "sha256": "a" * 64}, {"type": "text", "text": "q"}],
+            }
+        ],
         "params": GenerationParams(),
         "tenant_id": "ten_1",
     }
@@ -22,8 +27,18 @@ def test_key_is_stable() -> None:
 
 
 def test_key_changes_with_each_input() -> None:
-    other_image = [{"role": "user", "content": [{"type": "image", "sha256": "b" * 64}, {"type": "text", "text": "q"}]}]
-    other_question = [{"role": "user", "content": [{"type": "image", "sha256": "a" * 64}, {"type": "text", "text": "r"}]}]
+    other_image = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "sha256": "b" * 64}, {"type": "text", "text": "q"}],
+        }
+    ]
+    other_question = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "sha256": "a" * 64}, {"type": "text", "text": "r"}],
+        }
+    ]
     variants = {
         key(model_revision="rev2"),
         key(messages=other_image),

@@ -100,4 +100,7 @@ def test_gif_gives_its_first_frame() -> None:
 
 def test_data_url_round_trip() -> None:
     data = shape_png()
-    assert decode_data_url("data:image/png;base64," + base64.b64encode(data).decode(), SETTINGS) == data
+    assert (
+        decode_data_url("data:image/png;base64," + base64.b64encode(data).decode(), SETTINGS)
+        == data
+    )

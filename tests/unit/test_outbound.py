@@ -6,7 +6,12 @@ import ipaddress
 
 import pytest
 
-from services.core.outbound import OutboundRefusedError, checked_address, is_allowed, is_blocked_address
+from services.core.outbound import (
+    OutboundRefusedError,
+    checked_address,
+    is_allowed,
+    is_blocked_address,
+)
 
 BLOCKED = [
     "127.0.0.1",

@@ -13,7 +13,8 @@ def test_plain_text_passes_through() -> None:
 def test_thinking_answer_and_boxes() -> None:
     raw = (
         "<think>The shape has three corners.</think>"
-        "<answer>It is a triangle at <|begin_of_box|>[10, 20, 30, 40]<|end_of_box|></answer><|user|>"
+        "<answer>It is a triangle at <|begin_of_box|>[10, 20, 30, 40]<|end_of_box|></answer>"
+        "<|user|>"
     )
     parsed = parse_output(raw, ["<|user|>"])
     assert parsed.reasoning == "The shape has three corners."

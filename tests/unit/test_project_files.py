@@ -15,7 +15,7 @@ from vlmq.cli import main
 def test_env_example_lists_every_setting_with_its_default() -> None:
     text = (REPO_ROOT / ".env.example").read_text()
     listed = dict(re.findall(r"^#?\s*(VLMQ_[A-Z_]+)=(.*)$", text, re.M))
-    for name, field in Settings.model_fields.items():
+    for name in Settings.model_fields:
         variable = f"VLMQ_{name.upper()}"
         assert variable in listed, f"{variable} missing from .env.example"
 
@@ -40,4 +40,7 @@ def test_compose_services_run_real_cli_commands() -> None:
         assert env["VLMQ_REDIS_URL"].startswith("redis://")
     assert "gunicorn" in (REPO_ROOT / "vlmq" / "cli.py").read_text()
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    assert "pip install" in dockerfile and "torch==2.14.1" in (REPO_ROOT / "pyproject.toml").read_text()
+    assert (
+        "pip install" in dockerfile
+        and "torch==2.14.1" in (REPO_ROOT / "pyproject.toml").read_text()
+    )
