@@ -22,7 +22,8 @@ from services.api import create_app
 from services.core.config import Settings
 from services.core.migrate import upgrade
 from services.core.runtime import Runtime
-from tests.support import WorkerProcess
+from tests.fake_stack import fake_stack_fixture
+from tests.support import WorkerProcess, make_settings
 from vlmq.cli import create_key
 from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
 
@@ -75,31 +76,6 @@ def redis_url(backend: str) -> str:
     url = f"{REDIS_URL}/{REDIS_DB[backend]}"
     redis.Redis.from_url(url).flushdb()
     return url
-
-
-def make_settings(
-    tmp: Path, database_url: str, redis_url: str, model: Path, **overrides: object
-) -> Settings:
-    """Settings for a test stack; nothing is read from the developer's environment or `.env`."""
-    values: dict[str, object] = {
-        "data_dir": tmp,
-        "database_url": database_url,
-        "redis_url": redis_url,
-        "model": str(model),
-        "served_model_name": "tiny-glm4v",
-        "reconcile_interval_s": 1.0,
-        "requeue_after_s": 30.0,
-        "worker_heartbeat_s": 1.0,
-        "outbound_allowlist": "127.0.0.1",
-    }
-    values.update(overrides)
-    clean = {key: value for key, value in os.environ.items() if key.startswith("VLMQ_")}
-    for key in clean:
-        os.environ.pop(key)
-    try:
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    finally:
-        os.environ.update(clean)
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +137,9 @@ def other_api_key(settings: Settings) -> str:
 def auth(api_key: str) -> dict[str, str]:
     """Authorization header of `acme`."""
     return {"Authorization": f"Bearer {api_key}"}
+
+
+fake_stack = pytest.fixture(fake_stack_fixture, name="fake_stack")
 
 
 @pytest.fixture(scope="session")

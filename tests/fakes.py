@@ -53,3 +53,21 @@ class CrashingFakeBackend(SlowFakeBackend):
         record_call("crash")
         os.kill(os.getpid(), signal.SIGKILL)
         return []
+
+
+class StreamingFakeBackend(SlowFakeBackend):
+    """Says `one two three four`, a word every `VLMQ_FAKE_SLEEP_S` seconds, streaming each."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        """Stream four words slowly."""
+        record_call("start")
+        delay = float(os.environ.get("VLMQ_FAKE_SLEEP_S", "0.5"))
+        words = ["one", " two", " three", " four"]
+        for word in words:
+            time.sleep(delay)
+            for request in batch:
+                if request.on_text is not None:
+                    request.on_text(word)
+        record_call("done")
+        text = "".join(words)
+        return [Prediction(answer=text, raw=text, completion_tokens=4) for _ in batch]

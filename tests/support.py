@@ -115,3 +115,28 @@ def wait_until(
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def make_settings(
+    tmp: Path, database_url: str, redis_url: str, model: Path, **overrides: object
+) -> Settings:
+    """Settings for a test stack; nothing is read from the developer's environment or `.env`."""
+    values: dict[str, object] = {
+        "data_dir": tmp,
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "model": str(model),
+        "served_model_name": "tiny-glm4v",
+        "reconcile_interval_s": 1.0,
+        "requeue_after_s": 30.0,
+        "worker_heartbeat_s": 1.0,
+        "outbound_allowlist": "127.0.0.1",
+    }
+    values.update(overrides)
+    clean = {key: value for key, value in os.environ.items() if key.startswith("VLMQ_")}
+    for key in clean:
+        os.environ.pop(key)
+    try:
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    finally:
+        os.environ.update(clean)

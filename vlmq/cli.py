@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -58,8 +59,20 @@ def create_key(settings: Settings, tenant: str, label: str | None) -> str:
 
 
 @main.command()
-def worker() -> None:
+@click.option(
+    "--supervise/--no-supervise",
+    default=True,
+    show_default=True,
+    help="Restart the worker process when it dies (a job that crashes it must not stop it).",
+)
+def worker(supervise: bool) -> None:
     """Run a Celery worker for the configured model (one per GPU)."""
+    if supervise:
+        from workers.supervisor import supervise as run_supervised
+
+        logging.basicConfig(level=Settings().log_level)
+        command = [sys.executable, "-m", "vlmq.cli", "worker", "--no-supervise"]
+        sys.exit(run_supervised(command))
     from workers.celery_app import run_worker
 
     run_worker(Settings())

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init
 
 from services.core.config import Settings
 from services.core.queue import create_celery
@@ -15,19 +15,23 @@ from workers.tasks import register_tasks
 
 
 def create_worker_app(settings: Settings) -> Celery:
-    """The Celery app a worker runs: one pool process, which loads the model once."""
+    """The Celery app a worker runs: task threads feeding one batching model process."""
     app = create_celery(settings)
-    # The child announces itself only after this hook; loading starts in a thread so
-    # a slow model load never trips Celery's start-up timeout.
-    app.conf.worker_proc_alive_timeout = 60
 
-    def load_model_in_child(**_: Any) -> None:
+    def load_model(**_: Any) -> None:
+        # Runs in the worker process itself (the threads pool never forks), before any
+        # task arrives; the model loads in a background thread, tasks wait for it.
         logging.basicConfig(level=settings.log_level)
         init_state(settings)
 
-    worker_process_init.connect(load_model_in_child, weak=False)
+    worker_init.connect(load_model, weak=False)
     register_tasks(app)
     return app
+
+
+def worker_threads(settings: Settings) -> int:
+    """Task threads: enough to fill one batch while the previous one runs."""
+    return max(2, 2 * settings.max_batch)
 
 
 def run_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
@@ -36,8 +40,8 @@ def run_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
     app.worker_main(
         [
             "worker",
-            "--pool=prefork",
-            "--concurrency=1",
+            "--pool=threads",
+            f"--concurrency={worker_threads(settings)}",
             f"--queues={settings.infer_queue}",
             f"--loglevel={settings.log_level}",
             "--without-gossip",

@@ -1,26 +1,38 @@
-"""The work of one job: claim it, build the model request, predict, record, cache."""
+"""The work of one job: claim it, build the model request, predict (batched), record, cache."""
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from celery.exceptions import SoftTimeLimitExceeded
 
-from services.core import cache
+from services.core import cache, singleflight, token_stream
+from services.core.events import wait_for_job
 from services.core.images import to_rgb
-from services.core.jobs import Claim, claim_job, fail_job, finish_job
+from services.core.jobs import Claim, claim_job, fail_job, finish_job, is_terminal
 from services.core.models import Image, Job
 from services.core.prompts import GenerationParams
 from services.core.runtime import Runtime
-from workers.backends.base import PredictRequest, VLMBackend
+from workers.backends.base import PredictRequest
+from workers.batching import Batcher
 
 log = logging.getLogger(__name__)
 
 
-def build_request(runtime: Runtime, job_id: str) -> tuple[PredictRequest, str | None]:
+@dataclass(frozen=True)
+class JobInput:
+    """What the worker needs of a job row."""
+
+    request: PredictRequest
+    cache_key: str | None
+    stream: bool
+
+
+def load_input(runtime: Runtime, job_id: str) -> JobInput:
     """The model request of a job (images decoded from the database) and its cache key."""
     with runtime.sessions() as session:
         job = session.get(Job, job_id)
@@ -40,57 +52,110 @@ def build_request(runtime: Runtime, job_id: str) -> tuple[PredictRequest, str | 
                 else:
                     parts.append(part)
             messages.append({"role": message["role"], "content": parts})
-        return PredictRequest(messages, GenerationParams.model_validate(job.params)), job.cache_key
+        params = GenerationParams.model_validate(job.params)
+        return JobInput(PredictRequest(messages, params), job.cache_key, job.stream)
 
 
-def run_job(runtime: Runtime, backend: VLMBackend, job_id: str) -> str:
+def run_job(runtime: Runtime, batcher: Batcher, job_id: str) -> str:
     """Run one job to a terminal state; returns what happened (for logs and tests)."""
     claim = claim_job(runtime, job_id)
     if claim is None:
         return "skipped"
     try:
-        request, key = build_request(runtime, job_id)
+        job_input = load_input(runtime, job_id)
     except Exception as exc:
         fail_job(runtime, job_id, claim, "invalid_input", f"could not load the job's input: {exc}")
         return "failed"
-    # No database session is open here: inference can take minutes, and a held
+    # No database session is open from here on: inference can take minutes, and a held
     # connection would pin a pool slot (or, on SQLite, a read snapshot) all that time.
-    return predict_and_record(runtime, backend, claim, request, key)
+    key = job_input.cache_key
+    if key is None:
+        return predict_and_record(runtime, batcher, claim, job_input)
+    if answer_from_cache(runtime, claim, key, job_input.stream):
+        return "cached"
+    leader = singleflight.lead_or_follow(runtime.redis, key, job_id, runtime.settings.lease_s)
+    if leader is not None:
+        wait_for_job(
+            runtime.redis,
+            leader,
+            lambda: is_terminal(runtime, leader),
+            runtime.settings.task_soft_time_limit_s,
+        )
+        if answer_from_cache(runtime, claim, key, job_input.stream):
+            return "shared"
+    try:
+        return predict_and_record(runtime, batcher, claim, job_input)
+    finally:
+        if leader is None:
+            singleflight.release(runtime.redis, key, job_id)
+
+
+def answer_from_cache(runtime: Runtime, claim: Claim, key: str, stream: bool) -> bool:
+    """Finish the job from the cache if the answer is there (another job just computed it)."""
+    cached = cache.get_cached(runtime.redis, key)
+    if cached is None:
+        return False
+    if stream:
+        token_stream.publish_delta(runtime.redis, claim.job_id, cached.get("output") or "")
+        token_stream.publish_end(runtime.redis, claim.job_id)
+    finish_job(
+        runtime,
+        claim,
+        output=cached.get("output") or "",
+        result=cached.get("result") or {},
+        inference_ms=0.0,
+        cache_hit=True,
+    )
+    return True
 
 
 def predict_and_record(
-    runtime: Runtime,
-    backend: VLMBackend,
-    claim: Claim,
-    request: PredictRequest,
-    key: str | None,
+    runtime: Runtime, batcher: Batcher, claim: Claim, job_input: JobInput
 ) -> str:
-    """Predict, then record the answer (or the failure) for the claimed attempt."""
+    """Predict in the next batch, then record the answer (or the failure) for this attempt."""
+    request = job_input.request
+    if job_input.stream:
+        redis_client, job_id = runtime.redis, claim.job_id
+        request = PredictRequest(
+            request.messages,
+            request.params,
+            on_text=lambda delta: token_stream.publish_delta(redis_client, job_id, delta),
+        )
     started = time.perf_counter()
     try:
-        prediction = backend.predict([request])[0]
-    except SoftTimeLimitExceeded:
+        future = batcher.submit(request, isolated=claim.attempt > 1)
+        batch_result = future.result(timeout=runtime.settings.task_soft_time_limit_s)
+    except FutureTimeoutError:
         fail_job(runtime, claim.job_id, claim, "timeout", "the job ran past its time limit")
         return "failed"
     except Exception as exc:
         log.exception("event=inference_failed job_id=%s", claim.job_id)
         fail_job(runtime, claim.job_id, claim, "inference_error", f"{type(exc).__name__}: {exc}")
         return "failed"
+    finally:
+        if job_input.stream:
+            token_stream.publish_end(runtime.redis, claim.job_id)
     inference_ms = (time.perf_counter() - started) * 1000
+    prediction = batch_result.prediction
     result = prediction.result()
     # Cache before finishing: a client woken by the finish may repeat the request at once.
     # The answer is valid even if this attempt turns out to be stale.
-    if key is not None:
+    if job_input.cache_key is not None:
         try:
             cache.put_cached(
                 runtime.redis,
-                key,
+                job_input.cache_key,
                 {"output": prediction.answer, "result": result},
                 runtime.settings.cache_ttl_s,
             )
         except Exception:
             log.warning("event=cache_put_failed job_id=%s", claim.job_id)
     finished = finish_job(
-        runtime, claim, output=prediction.answer, result=result, inference_ms=inference_ms
+        runtime,
+        claim,
+        output=prediction.answer,
+        result=result,
+        inference_ms=inference_ms,
+        batch_size=batch_result.batch_size,
     )
     return "succeeded" if finished else "stale"

@@ -1,7 +1,7 @@
 """Per-process worker state: the runtime, the loaded model, heartbeat and reconciler threads.
 
-Created in the worker's child process (never at import time, never in the parent of a
-forked child), so each process loads the model exactly once.
+Created when the worker process starts (never at import time; the threads pool never
+forks), so each worker process loads the model exactly once.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from services.core.runtime import Runtime
 from services.core.workers import HEARTBEAT_PREFIX
 from workers.backends.base import VLMBackend
 from workers.backends.registry import create_backend
+from workers.batching import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class WorkerState:
         self.settings = settings
         self.runtime = Runtime.create(settings)
         self.backend: VLMBackend = create_backend(settings)
+        self.batcher = Batcher(self.backend, settings.max_batch, settings.batch_wait_ms)
         self.ready = threading.Event()
         self.load_error: BaseException | None = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -50,12 +52,12 @@ class WorkerState:
         threading.Thread(target=self._heartbeat, name="vlmq-heartbeat", daemon=True).start()
         threading.Thread(target=self._reconcile, name="vlmq-reconciler", daemon=True).start()
 
-    def wait_ready(self) -> VLMBackend:
-        """The loaded backend; blocks while the model loads."""
+    def wait_ready(self) -> Batcher:
+        """The batcher of the loaded model; blocks while the model loads."""
         self.ready.wait()
         if self.load_error is not None:
             raise RuntimeError(f"model failed to load: {self.load_error}")
-        return self.backend
+        return self.batcher
 
     def _heartbeat(self) -> None:
         """Announce a live worker with its model loaded (read by `/readyz`)."""
@@ -94,7 +96,7 @@ def init_state(settings: Settings) -> WorkerState:
 
 
 def get_state() -> WorkerState:
-    """This process's worker state (created by `init_state` when the process started)."""
+    """This process's worker state (created by `init_state` when the worker started)."""
     if _state is None:
-        return init_state(Settings())
+        raise RuntimeError("the worker state is created by the worker_init hook")
     return _state

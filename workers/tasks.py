@@ -16,5 +16,5 @@ def register_tasks(app: Celery) -> None:
     def infer(job_id: str) -> str:
         """Run one job; safe to deliver twice (claiming is idempotent)."""
         state = get_state()
-        backend = state.wait_ready()
-        return run_job(state.runtime, backend, job_id)
+        batcher = state.wait_ready()
+        return run_job(state.runtime, batcher, job_id)

@@ -62,9 +62,14 @@ class Settings(BaseSettings):
     # Share cached answers across tenants (off: each tenant has its own cache).
     cache_shared: bool = False
 
-    # Workers: time limits, attempt cap, and the lease after which a job is re-enqueued.
+    # Batching: a worker runs up to `max_batch` jobs in one model call, waiting at most
+    # `batch_wait_ms` after the first for more to arrive.
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+
+    # Workers: the time limit of one job, the attempt cap, and the lease after which a
+    # running job whose worker went silent is re-enqueued (keep it above the time limit).
     task_soft_time_limit_s: int = 300
-    task_time_limit_s: int = 330
     lease_s: int = 360
     max_attempts: int = 3
     # How often the reconciler looks for lost jobs, and how long a queued job may wait

@@ -75,6 +75,7 @@ def submit_job(
     *,
     kind: str = "job",
     metadata: dict[str, Any] | None = None,
+    stream: bool = False,
 ) -> Job:
     """Create a job: answer from the cache, or commit the row and then enqueue it."""
     settings = runtime.settings
@@ -105,6 +106,7 @@ def submit_job(
         params=params.model_dump(mode="json"),
         status=JobStatus.QUEUED.value,
         cache_key=key,
+        stream=stream,
         metadata_=metadata or {},
         metrics={},
         attempts=0,
@@ -279,6 +281,8 @@ def finish_job(
     output: str,
     result: dict[str, Any],
     inference_ms: float,
+    cache_hit: bool = False,
+    batch_size: int = 0,
 ) -> bool:
     """Record the answer of an attempt; False if the attempt is stale or the job was canceled."""
     now = utcnow()
@@ -290,6 +294,8 @@ def finish_job(
             "queue_ms": elapsed_ms(job.created_at, job.started_at),
             "inference_ms": round(inference_ms, 3),
             "total_ms": elapsed_ms(job.created_at, now),
+            # How many jobs shared this job's model call (0: it made none).
+            "batch_size": batch_size,
         }
         done = rows_changed(
             session,
@@ -303,6 +309,7 @@ def finish_job(
                 status=JobStatus.SUCCEEDED.value,
                 output=output,
                 result=result,
+                cache_hit=cache_hit,
                 metrics=metrics,
                 completed_at=now,
                 lease_expires_at=None,

@@ -23,8 +23,6 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_soft_time_limit=settings.task_soft_time_limit_s,
-        task_time_limit=settings.task_time_limit_s,
         task_ignore_result=True,
         task_default_queue=settings.infer_queue,
         task_serializer="json",

@@ -80,3 +80,27 @@ def test_openai_client_sees_errors_as_its_own_exceptions(live_server: str, api_k
                 }
             ],
         )
+
+
+def test_streaming_with_the_openai_client(live_server: str, api_key: str, settings: object) -> None:
+    stream = make_client(live_server, api_key).chat.completions.create(
+        model=settings.model_id,  # type: ignore[attr-defined]
+        messages=image_message("what shape is in the image?"),  # type: ignore[arg-type]
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finish and finish[-1] in ("stop", "length")
+    assert chunks[-1].usage is not None and 0 < chunks[-1].usage.completion_tokens <= 6
+    # The streamed text is the answer the job recorded.
+    whole = make_client(live_server, api_key).chat.completions.create(
+        model=settings.model_id,  # type: ignore[attr-defined]
+        messages=image_message("what shape is in the image?"),  # type: ignore[arg-type]
+        max_tokens=6,
+    )
+    assert text == whole.choices[0].message.content

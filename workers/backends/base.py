@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,6 +15,8 @@ class PredictRequest:
 
     messages: list[dict[str, Any]]
     params: GenerationParams
+    # Called with each new piece of visible text while generating (streaming requests).
+    on_text: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)

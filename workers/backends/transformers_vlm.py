@@ -11,6 +11,17 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from services.core.prompts import GenerationParams
 from workers.backends.base import Prediction, PredictRequest
 from workers.backends.output_parsing import parse_output
+from workers.backends.streaming import BatchTextStreamer
+
+# Markers parsed out of GLM output; the stream shows the text between them.
+MARKUP_TOKENS = [
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "<|begin_of_box|>",
+    "<|end_of_box|>",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +67,7 @@ class TransformersVLM:
         self.special_tokens = [
             token
             for token in [*tokenizer.all_special_tokens, *tokenizer.added_tokens_encoder]
-            if token not in ("<think>", "</think>", "<answer>", "</answer>")
-            and token not in ("<|begin_of_box|>", "<|end_of_box|>")
+            if token not in MARKUP_TOKENS
         ]
         log.info("event=model_loaded path=%s device=%s", self.model_path, self.device)
 
@@ -103,6 +113,14 @@ class TransformersVLM:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        callbacks = [request.on_text for request in requests]
+        if any(callbacks):
+            kwargs["streamer"] = BatchTextStreamer(
+                self.processor.tokenizer,
+                callbacks,
+                self.eos_token_ids,
+                [*self.special_tokens, *MARKUP_TOKENS],
+            )
         prompt_length = inputs["input_ids"].shape[1]
         output_ids = self.model.generate(**inputs, **kwargs)
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()

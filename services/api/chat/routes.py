@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from services.api.chat.schemas import ChatCompletionRequest, chat_completion_response
+from services.api.chat.streaming import stream_chat
 from services.api.context import runtime, tenant_id
 from services.api.requests import check_model, json_object, validate
 from services.core import jobs
@@ -22,13 +23,15 @@ def create_chat_completion() -> Response:
     rt = runtime()
     body = validate(ChatCompletionRequest, json_object())
     check_model(body.model, rt.settings.model_id)
-    if body.stream:
-        raise InvalidRequestError("stream=true is not supported yet", param="stream")
     if body.n != 1:
         raise InvalidRequestError("only n=1 is supported", param="n")
     canonical = canonical_from_messages(body.messages, rt.settings)
     params = build_params(body.model_dump(), rt.settings)
-    job = jobs.submit_job(rt, tenant_id(), canonical, params, kind="chat")
+    job = jobs.submit_job(rt, tenant_id(), canonical, params, kind="chat", stream=body.stream)
+    if body.stream:
+        events = stream_chat(rt, tenant_id(), job, body.include_usage)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return Response(events, mimetype="text/event-stream", headers=headers)
     finished = wait_for_job(
         rt.redis, job.id, lambda: jobs.is_terminal(rt, job.id), rt.settings.sync_timeout_s
     )

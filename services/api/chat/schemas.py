@@ -24,7 +24,35 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     n: int = 1
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     enable_thinking: bool | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streamed answer ends with a usage chunk."""
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+def completion_id(job: Job) -> str:
+    """The OpenAI-style id of a chat job."""
+    return "chatcmpl-" + job.id.removeprefix("job_")
+
+
+def chunk(job: Job, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """One `chat.completion.chunk` of a streamed answer."""
+    return {
+        "id": completion_id(job),
+        "object": "chat.completion.chunk",
+        "created": int(job.created_at.timestamp()),
+        "model": job.model,
+        "choices": choices,
+        **extra,
+    }
+
+
+def delta_choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    """The only choice of a chunk."""
+    return {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
 
 
 def chat_completion_response(job: Job) -> dict[str, Any]:
@@ -35,7 +63,7 @@ def chat_completion_response(job: Job) -> dict[str, Any]:
     if result.get("reasoning"):
         message["reasoning_content"] = result["reasoning"]
     return {
-        "id": "chatcmpl-" + job.id.removeprefix("job_"),
+        "id": completion_id(job),
         "object": "chat.completion",
         "created": int(job.created_at.timestamp()),
         "model": job.model,

@@ -1,0 +1,335 @@
+"""Throughput and latency of vlmq against the raw model and a naive Flask + Celery service.
+
+All three serve the same model on the same easy-VQA test questions, one after the other in
+one run, so their ratios hold on a noisy machine:
+
+- raw ceiling: the backend called in-process, batched `generate` with batch size = concurrency;
+- vlmq: `vlmq up` (embedded Redis, SQLite, one worker) over HTTP, `Prefer: wait`;
+- naive: bench/naive_service.py (one Celery task per request, no batching, no cache).
+
+It also measures, on vlmq: the service overhead (client latency minus the worker's
+inference time, concurrency 1), the latency of cache hits, and the accept rate of
+`POST /v1/jobs` with a 64×64 image.
+
+    .venv/bin/python -m bench.throughput --requests 64 --concurrency 1 8 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from services.core.config import BUNDLED_MODEL_DIR
+from services.core.prompts import GenerationParams
+from tests.support import REPO_ROOT, wait_until
+from vlmq.client import submit_upload
+from vlmq.embedded_redis import start_embedded_redis
+
+MAX_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class Question:
+    """One easy-VQA test question with its image as PNG bytes."""
+
+    image: bytes
+    text: str
+
+
+def easyvqa_questions(count: int) -> list[Question]:
+    """The first `count` easy-VQA test questions."""
+    from easy_vqa import get_test_image_paths, get_test_questions
+
+    questions, _answers, image_ids = get_test_questions()
+    paths = get_test_image_paths()
+    return [Question(Path(paths[image_ids[i]]).read_bytes(), questions[i]) for i in range(count)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_load(
+    send: Callable[[Question], Any], questions: list[Question], concurrency: int
+) -> tuple[float, list[Any]]:
+    """Send every question with `concurrency` clients; returns answers/s and the replies."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        replies = list(pool.map(send, questions))
+    return len(questions) / (time.perf_counter() - started), replies
+
+
+def raw_ceiling(model: str, questions: list[Question], concurrency: int) -> float:
+    """Answers/s of the backend called in-process with batches of `concurrency`."""
+    from workers.backends.base import PredictRequest
+    from workers.backends.transformers_vlm import TransformersVLM
+
+    backend = TransformersVLM(model)
+    backend.setup("auto")
+    params = GenerationParams(max_tokens=MAX_TOKENS)
+
+    def request(q: Question) -> PredictRequest:
+        image = Image.open(io.BytesIO(q.image)).convert("RGB")
+        content = [{"type": "image", "image": image}, {"type": "text", "text": q.text}]
+        return PredictRequest([{"role": "user", "content": content}], params)
+
+    requests = [request(q) for q in questions]
+    backend.predict(requests[:concurrency])  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(requests), concurrency):
+        backend.predict(requests[start : start + concurrency])
+    return len(requests) / (time.perf_counter() - started)
+
+
+class VlmqService:
+    """`vlmq up` in a subprocess with its own data directory and embedded Redis."""
+
+    def __init__(self, model: str, tmp: Path, max_batch: int) -> None:
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
+        self.env.update(
+            VLMQ_DATA_DIR=str(tmp / "var"),
+            VLMQ_PORT=str(self.port),
+            VLMQ_EMBEDDED_REDIS_PORT=str(free_port()),
+            VLMQ_MODEL=model,
+            VLMQ_MAX_BATCH=str(max_batch),
+            VLMQ_LOG_LEVEL="WARNING",
+        )
+        self.log = (tmp / "vlmq.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vlmq.cli", "up"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        wait_until(self.ready, 180, "vlmq ready", 0.5)
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def new_key(self, tenant: str) -> str:
+        """A key of a new tenant (each phase gets its own, so no phase hits another's cache)."""
+        out = subprocess.run(
+            [sys.executable, "-m", "vlmq.cli", "keys", "create", "--tenant", tenant],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    def sender(
+        self, key: str, wait_s: int = 300
+    ) -> Callable[[Question], tuple[float, dict[str, Any]]]:
+        def send(q: Question) -> tuple[float, dict[str, Any]]:
+            fields = {"question": q.text, "max_tokens": str(MAX_TOKENS)}
+            started = time.perf_counter()
+            job = submit_upload(
+                self.base, key, ("q.png", q.image), fields, wait_s=wait_s, timeout_s=600
+            )
+            return (time.perf_counter() - started) * 1000, job
+
+        return send
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+class NaiveService:
+    """bench/naive_service.py: its API and one worker, on an embedded Redis of its own."""
+
+    def __init__(self, model: str, tmp: Path) -> None:
+        redis_port = free_port()
+        self.redis = start_embedded_redis(tmp / "naive-redis", redis_port)
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "NAIVE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "NAIVE_MODEL": model,
+            "NAIVE_PORT": str(self.port),
+        }
+        self.log = (tmp / "naive.log").open("wb")
+        self.processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.naive_service", role],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+            )
+            for role in ("worker", "api")
+        ]
+        self.base = f"http://127.0.0.1:{self.port}"
+        probe = Question(_png(), "what color is the shape?")
+        wait_until(lambda: self._try(probe), 180, "naive service ready", 1.0)
+
+    def _try(self, q: Question) -> bool:
+        try:
+            self.send(q)
+            return True
+        except OSError:
+            return False
+
+    def send(self, q: Question) -> str:
+        body = json.dumps(
+            {
+                "image": base64.b64encode(q.image).decode(),
+                "question": q.text,
+                "max_tokens": MAX_TOKENS,
+            }
+        )
+        request = urllib.request.Request(
+            f"{self.base}/predict", data=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return str(json.load(response)["output"])
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=60)
+        self.redis.terminate()
+        self.log.close()
+
+
+def _png(size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="vlmq throughput against the raw model and a naive service"
+    )
+    parser.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    args = parser.parse_args()
+    questions = easyvqa_questions(args.requests * (len(args.concurrency) + 1))
+    phases = {
+        c: questions[i * args.requests : (i + 1) * args.requests]
+        for i, c in enumerate(args.concurrency)
+    }
+    results: dict[str, dict[int, float]] = {"raw": {}, "vlmq": {}, "naive": {}}
+    extra: dict[str, float] = {}
+
+    for c, batch in phases.items():
+        results["raw"][c] = raw_ceiling(args.model, batch, c)
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        service = VlmqService(args.model, tmp, max_batch=max(args.concurrency))
+        try:
+            service.sender(service.new_key("warmup"))(questions[-1])
+            for c, batch in phases.items():
+                rate, replies = run_load(service.sender(service.new_key(f"c{c}")), batch, c)
+                assert all(job["status"] == "succeeded" for _, job in replies), replies
+                results["vlmq"][c] = rate
+                if c == 1:
+                    latencies = [latency for latency, _ in replies]
+                    inference = [job["metrics"]["inference_ms"] for _, job in replies]
+                    extra["overhead_p50_ms"] = median(
+                        [lat - inf for lat, inf in zip(latencies, inference, strict=True)]
+                    )
+                    extra["e2e_p50_ms"] = median(latencies)
+                    extra["inference_p50_ms"] = median(inference)
+            # Cache hits: the concurrency-1 questions again, as the same tenant.
+            hit_key = service.new_key("hits")
+            send = service.sender(hit_key)
+            for q in phases[args.concurrency[0]][:32]:
+                send(q)
+            hits = [send(q)[0] for q in phases[args.concurrency[0]][:32]]
+            extra["cache_hit_p50_ms"] = median(hits)
+            # Accept rate: submit without waiting, 8 clients, a 64×64 PNG each (distinct pixels).
+            accept_key = service.new_key("accept")
+            images = [Question(_png_seeded(i), "what color is the shape?") for i in range(200)]
+            accept = service.sender(accept_key, wait_s=0)
+            rate, _ = run_load(accept, images, 8)
+            extra["accept_per_s"] = rate
+        finally:
+            service.stop()
+
+        naive = NaiveService(args.model, tmp)
+        try:
+            for c, batch in phases.items():
+                results["naive"][c], _ = run_load(naive.send, batch, c)
+        finally:
+            naive.stop()
+
+    report(args.model, args.requests, args.concurrency, results, extra)
+
+
+def report(
+    model: str,
+    requests: int,
+    concurrency: list[int],
+    results: dict[str, dict[int, float]],
+    extra: dict[str, float],
+) -> None:
+    """Print each measurement next to what it compares with."""
+    print(f"model {model}, {requests} easy-VQA questions per run, max_tokens={MAX_TOKENS}")
+    header = ["concurrency", "raw ceiling", "vlmq", "naive", "vlmq/raw", "vlmq/naive"]
+    print("{:>12} {:>14} {:>14} {:>14} {:>9} {:>11}".format(*header))
+    for c in concurrency:
+        raw, ours, base = results["raw"][c], results["vlmq"][c], results["naive"][c]
+        rates = f"{raw:>10.1f} a/s {ours:>10.1f} a/s {base:>10.1f} a/s"
+        print(f"{c:>12} {rates} {ours / raw:>8.0%} {ours / base:>10.1f}x")
+    first, last = concurrency[0], concurrency[-1]
+    scaling = results["vlmq"][last] / results["vlmq"][first]
+    print(f"vlmq scaling c={last} vs c={first}: {scaling:.1f}x")
+    print(
+        f"overhead at c=1: e2e p50 {extra['e2e_p50_ms']:.1f} ms, "
+        f"inference p50 {extra['inference_p50_ms']:.1f} ms, "
+        f"per-job overhead p50 {extra['overhead_p50_ms']:.1f} ms"
+    )
+    print(f"cache hit over HTTP: p50 {extra['cache_hit_p50_ms']:.2f} ms")
+    print(
+        f"accept rate of POST /v1/jobs (64x64 PNG, 8 clients): {extra['accept_per_s']:.0f} jobs/s"
+    )
+
+
+def _png_seeded(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256)).save(
+        buffer, format="PNG"
+    )
+    return buffer.getvalue()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Server-Sent Events for `stream: true`: OpenAI chunks as the worker generates text."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from services.api.chat.schemas import chunk, delta_choice
+from services.core import jobs
+from services.core.events import wait_for_job
+from services.core.models import Job, JobStatus
+from services.core.runtime import Runtime
+from services.core.token_stream import read_events
+
+
+def sse(payload: dict[str, Any] | str) -> str:
+    """One Server-Sent Event."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+def stream_chat(runtime: Runtime, tenant_id: str, job: Job, include_usage: bool) -> Iterator[str]:
+    """Chunks of the job's answer as they are generated, then the finish, usage and [DONE]."""
+    yield sse(chunk(job, [delta_choice({"role": "assistant", "content": ""})]))
+    sent = ""
+    deadline = time.monotonic() + runtime.settings.sync_timeout_s
+    if not JobStatus(job.status).is_terminal():
+        for event in read_events(runtime.redis, job.id, block_ms=1000):
+            if event is None:
+                # Nothing for a second: the job may have ended without a stream
+                # (failed before generating), or the wait may be over.
+                if jobs.is_terminal(runtime, job.id) or time.monotonic() > deadline:
+                    break
+                continue
+            if event.done:
+                break
+            sent += event.delta
+            yield sse(chunk(job, [delta_choice({"content": event.delta})]))
+    # The stream ends just before the job row is final: wait for the row.
+    wait_for_job(
+        runtime.redis,
+        job.id,
+        lambda: jobs.is_terminal(runtime, job.id),
+        max(0.0, deadline - time.monotonic()),
+    )
+    with runtime.sessions() as session:
+        job = jobs.get_job(session, tenant_id, job.id)
+    if job.status != JobStatus.SUCCEEDED:
+        message = (job.error or {}).get("message") or f"job {job.id} is {job.status}"
+        yield sse(
+            {
+                "error": {
+                    "type": "server_error",
+                    "code": "job_failed",
+                    "message": message,
+                    "param": None,
+                }
+            }
+        )
+        yield sse("[DONE]")
+        return
+    output = job.output or ""
+    if output.startswith(sent) and len(output) > len(sent):
+        yield sse(chunk(job, [delta_choice({"content": output[len(sent) :]})]))
+    result = job.result or {}
+    yield sse(chunk(job, [delta_choice({}, result.get("finish_reason", "stop"))]))
+    if include_usage:
+        yield sse(chunk(job, [], usage=result.get("usage")))
+    yield sse("[DONE]")
