@@ -7,7 +7,7 @@ a killed worker, or a cancel racing a finish can never overwrite a terminal resu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,11 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from services.core import cache, events
+from services.core import cache
 from services.core.db import session_scope, utcnow
 from services.core.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
+from services.core.idempotency import IdempotencyClaim
 from services.core.ids import new_id
 from services.core.images import CheckedImage
+from services.core.job_events import job_finished, job_started
 from services.core.model_info import model_revision
 from services.core.models import TERMINAL_STATUSES, Image, Job, JobStatus
 from services.core.prompts import CanonicalRequest, GenerationParams
@@ -67,98 +69,108 @@ def store_images(session: Session, images: list[CheckedImage]) -> None:
     session.execute(insert(Image).values(rows).on_conflict_do_nothing(index_elements=["sha256"]))
 
 
-def submit_job(
+@dataclass(frozen=True)
+class SubmitOptions:
+    """Everything about a submission besides the request and its generation parameters."""
+
+    kind: str = "job"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    webhook: str | None = None
+    webhook_events: list[str] | None = None
+    batch_id: str | None = None
+    custom_id: str | None = None
+    # Batch work yields to interactive work (see `enqueue_job`).
+    background: bool = False
+    idempotency: IdempotencyClaim | None = None
+
+
+def new_job(
     runtime: Runtime,
     tenant_id: str,
     request: CanonicalRequest,
     params: GenerationParams,
-    *,
-    kind: str = "job",
-    metadata: dict[str, Any] | None = None,
-    stream: bool = False,
+    options: SubmitOptions,
+    cache_key: str | None,
 ) -> Job:
-    """Create a job: answer from the cache, or commit the row and then enqueue it."""
-    settings = runtime.settings
-    key = None
-    if cache.is_cacheable(params):
-        key = cache.cache_key(
-            model_revision=model_revision(settings.model),
-            messages=request.messages,
-            params=params,
-            tenant_id=None if settings.cache_shared else tenant_id,
-        )
-        try:
-            cached = cache.get_cached(runtime.redis, key)
-        except redis.RedisError as exc:
-            raise ServiceUnavailableError("the queue (Redis) is unavailable") from exc
-        if cached is not None:
-            return record_cache_hit(
-                runtime, tenant_id, request, params, kind, metadata, key, cached
-            )
-
+    """A job row (not yet stored) for a submission."""
     now = utcnow()
-    job = Job(
+    return Job(
         id=new_id("job"),
         tenant_id=tenant_id,
-        kind=kind,
-        model=settings.model_id,
+        kind=options.kind,
+        model=runtime.settings.model_id,
         messages=request.messages,
         params=params.model_dump(mode="json"),
         status=JobStatus.QUEUED.value,
-        cache_key=key,
-        stream=stream,
-        metadata_=metadata or {},
+        cache_key=cache_key,
+        stream=options.stream,
+        metadata_=options.metadata,
+        webhook=options.webhook,
+        webhook_events=options.webhook_events,
+        batch_id=options.batch_id,
+        custom_id=options.custom_id,
         metrics={},
         attempts=0,
         created_at=now,
         enqueued_at=now,
     )
-    with session_scope(runtime.sessions) as session:
-        store_images(session, request.images)
-        session.add(job)
-    # Enqueue only after the commit: a worker must always find the row. If Redis is down
-    # now, the job stays queued and the reconciler enqueues it later.
-    try:
-        enqueue_job(runtime.celery, settings, job.id)
-    except Exception:
-        log.exception("event=enqueue_failed job_id=%s (the reconciler will retry)", job.id)
-    return job
 
 
-def record_cache_hit(
+def request_cache_key(
+    runtime: Runtime, tenant_id: str, request: CanonicalRequest, params: GenerationParams
+) -> str | None:
+    """The cache key of a deterministic request; None for one that samples freely."""
+    if not cache.is_cacheable(params):
+        return None
+    return cache.cache_key(
+        model_revision=model_revision(runtime.settings.model),
+        messages=request.messages,
+        params=params,
+        tenant_id=None if runtime.settings.cache_shared else tenant_id,
+    )
+
+
+def submit_job(
     runtime: Runtime,
     tenant_id: str,
     request: CanonicalRequest,
     params: GenerationParams,
-    kind: str,
-    metadata: dict[str, Any] | None,
-    key: str,
-    cached: dict[str, Any],
+    options: SubmitOptions | None = None,
 ) -> Job:
-    """A job answered from the cache: it is born succeeded and never reaches a worker."""
-    now = utcnow()
-    job = Job(
-        id=new_id("job"),
-        tenant_id=tenant_id,
-        kind=kind,
-        model=runtime.settings.model_id,
-        messages=request.messages,
-        params=params.model_dump(mode="json"),
-        status=JobStatus.SUCCEEDED.value,
-        output=cached.get("output"),
-        result=cached.get("result"),
-        cache_hit=True,
-        cache_key=key,
-        metadata_=metadata or {},
-        attempts=0,
-        created_at=now,
-        started_at=now,
-        completed_at=now,
-        metrics={"queue_ms": 0.0, "inference_ms": 0.0, "total_ms": 0.0},
-    )
+    """Create a job: answer it from the cache, or commit the row and then enqueue it."""
+    options = options or SubmitOptions()
+    key = request_cache_key(runtime, tenant_id, request, params)
+    cached = None
+    if key is not None:
+        try:
+            cached = cache.get_cached(runtime.redis, key)
+        except redis.RedisError as exc:
+            raise ServiceUnavailableError("the queue (Redis) is unavailable") from exc
+    job = new_job(runtime, tenant_id, request, params, options, key)
+    if cached is not None:
+        # A hit is born succeeded and never reaches a worker.
+        job.status = JobStatus.SUCCEEDED.value
+        job.output = cached.get("output")
+        job.result = cached.get("result")
+        job.cache_hit = True
+        job.started_at = job.completed_at = job.created_at
+        job.enqueued_at = None
+        job.metrics = {"queue_ms": 0.0, "inference_ms": 0.0, "total_ms": 0.0}
     with session_scope(runtime.sessions) as session:
         store_images(session, request.images)
         session.add(job)
+        if options.idempotency is not None:
+            options.idempotency.record(session, job.id)
+    if cached is not None:
+        job_finished(runtime, job.id)
+        return job
+    # Enqueue only after the commit: a worker must always find the row. If Redis is down
+    # now, the job stays queued and the reconciler enqueues it later.
+    try:
+        enqueue_job(runtime.celery, runtime.settings, job.id, background=options.background)
+    except Exception:
+        log.exception("event=enqueue_failed job_id=%s (the reconciler will retry)", job.id)
     return job
 
 
@@ -207,17 +219,9 @@ def cancel_job(runtime: Runtime, tenant_id: str, job_id: str) -> Job:
             .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None),
         )
     if changed:
-        publish_done(runtime.redis, job_id)
+        job_finished(runtime, job_id)
     with runtime.sessions() as session:
         return get_job(session, tenant_id, job_id)
-
-
-def publish_done(client: redis.Redis, job_id: str) -> None:
-    """Notify waiters; a lost notification only delays them (they re-check the database)."""
-    try:
-        events.publish_job_done(client, job_id)
-    except redis.RedisError:
-        log.warning("event=publish_failed job_id=%s", job_id)
 
 
 # --- worker side -------------------------------------------------------------------------
@@ -256,8 +260,12 @@ def claim_job(runtime: Runtime, job_id: str) -> Claim | None:
             ),
         )
         if claimed:
-            attempts = session.scalar(sa.select(Job.attempts).where(Job.id == job_id))
-            return Claim(job_id, int(attempts or 0))
+            attempts = int(session.scalar(sa.select(Job.attempts).where(Job.id == job_id)) or 0)
+    if claimed:
+        if attempts == 1:
+            job_started(runtime, job_id)
+        return Claim(job_id, attempts)
+    with session_scope(runtime.sessions) as session:
         exhausted = session.scalar(
             sa.select(Job.id).where(
                 Job.id == job_id, claimable, Job.attempts >= settings.max_attempts
@@ -316,7 +324,7 @@ def finish_job(
             ),
         )
     if done:
-        publish_done(runtime.redis, claim.job_id)
+        job_finished(runtime, claim.job_id)
     return bool(done)
 
 
@@ -341,7 +349,7 @@ def fail_job(
             ),
         )
     if done:
-        publish_done(runtime.redis, job_id)
+        job_finished(runtime, job_id)
     return bool(done)
 
 

@@ -37,6 +37,11 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The Standard Webhooks secret (`whsec_...`) that signs this tenant's webhooks. Kept in
+    # the clear: signing needs it.
+    webhook_secret: Mapped[str | None] = mapped_column(sa.String(80))
+    # The tenant's moderation policy: {category: {"question": ..., "threshold": ...}}.
+    moderation_policy: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
 
@@ -83,7 +88,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
-    # "job" for /v1/jobs, "chat" for /v1/chat/completions.
+    # "job" for /v1/jobs, "chat" for /v1/chat/completions, "moderation" for /v1/moderations.
     kind: Mapped[str] = mapped_column(sa.String(20), default="job")
     model: Mapped[str] = mapped_column(sa.String(200))
     # Canonical messages; images appear as {"type": "image", "sha256": ...}.
@@ -101,6 +106,12 @@ class Job(Base):
     stream: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", sa.JSON, default=dict)
+    # Where to POST the job's events, and which ones ("start", "completed").
+    webhook: Mapped[str | None] = mapped_column(sa.Text)
+    webhook_events: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    # Jobs of a batch: the batch, and the input line's custom_id.
+    batch_id: Mapped[str | None] = mapped_column(sa.String(40), index=True)
+    custom_id: Mapped[str | None] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -122,3 +133,112 @@ class Job(Base):
             for part in message["content"]
             if part.get("type") == "image"
         ]
+
+
+class WebhookDelivery(Base):
+    """One event to deliver; its id is the `webhook-id` on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(sa.String(40), index=True)
+    batch_id: Mapped[str | None] = mapped_column(sa.String(40))
+    event: Mapped[str] = mapped_column(sa.String(20))
+    url: Mapped[str] = mapped_column(sa.Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    # pending → delivered | failed (retries used up) | gone (the receiver answered 410)
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookAttempt(Base):
+    """One try at delivering an event: what came back and how long it took."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    status_code: Mapped[int | None] = mapped_column(sa.Integer)
+    latency_ms: Mapped[float] = mapped_column(sa.Float)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A client's `Idempotency-Key`: the request it named and the object that request made."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "key"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(sa.String(255))
+    # SHA-256 of the endpoint and the canonical request body.
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    object_id: Mapped[str] = mapped_column(sa.String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class File(Base):
+    """An uploaded or generated file (OpenAI Files shape); its bytes live in `file_chunks`."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(sa.String(40))
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class FileChunk(Base):
+    """A piece of a file, so large files are written and read without holding them whole."""
+
+    __tablename__ = "file_chunks"
+
+    file_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class Batch(Base):
+    """A batch of requests (OpenAI Batch API shape), run as one job per input line."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(sa.String(60))
+    input_file_id: Mapped[str] = mapped_column(sa.String(40))
+    completion_window: Mapped[str] = mapped_column(sa.String(20))
+    # validating → in_progress → finalizing → completed (or failed, cancelling, cancelled, expired)
+    status: Mapped[str] = mapped_column(sa.String(20), default="validating")
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", sa.JSON, default=dict)
+    webhook: Mapped[str | None] = mapped_column(sa.Text)
+    output_file_id: Mapped[str | None] = mapped_column(sa.String(40))
+    error_file_id: Mapped[str | None] = mapped_column(sa.String(40))
+    total: Mapped[int] = mapped_column(sa.Integer, default=0)
+    completed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    errors: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -29,7 +29,13 @@ def create_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         # Redelivery of unacknowledged messages; the reconciler usually acts first.
-        broker_transport_options={"visibility_timeout": settings.lease_s * 2},
+        broker_transport_options={
+            "visibility_timeout": settings.lease_s * 2,
+            # Priorities on Redis: one list per level, served in order, so batch jobs
+            # (low priority) never starve interactive ones.
+            "priority_steps": list(range(10)),
+            "queue_order_strategy": "priority",
+        },
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -38,6 +44,14 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_job(app: Celery, settings: Settings, job_id: str) -> None:
+# Redis priorities: 0 is served first. Batch work goes behind interactive work.
+INTERACTIVE_PRIORITY = 0
+BACKGROUND_PRIORITY = 9
+
+
+def enqueue_job(app: Celery, settings: Settings, job_id: str, *, background: bool = False) -> None:
     """Send the job to its model's queue; the task id is the job id."""
-    app.send_task(INFER_TASK, args=[job_id], task_id=job_id, queue=settings.infer_queue)
+    priority = BACKGROUND_PRIORITY if background else INTERACTIVE_PRIORITY
+    app.send_task(
+        INFER_TASK, args=[job_id], task_id=job_id, queue=settings.infer_queue, priority=priority
+    )

@@ -27,7 +27,8 @@ def create_chat_completion() -> Response:
         raise InvalidRequestError("only n=1 is supported", param="n")
     canonical = canonical_from_messages(body.messages, rt.settings)
     params = build_params(body.model_dump(), rt.settings)
-    job = jobs.submit_job(rt, tenant_id(), canonical, params, kind="chat", stream=body.stream)
+    options = jobs.SubmitOptions(kind="chat", stream=body.stream)
+    job = jobs.submit_job(rt, tenant_id(), canonical, params, options)
     if body.stream:
         events = stream_chat(rt, tenant_id(), job, body.include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

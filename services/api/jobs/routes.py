@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import runtime, tenant_id
-from services.api.jobs.schemas import JobCreateRequest, job_response
+from services.api.jobs.schemas import JobCreateRequest
 from services.api.requests import check_model, json_object, prefer_wait_s, validate
 from services.core import jobs
 from services.core.errors import InvalidRequestError
@@ -19,6 +19,7 @@ from services.core.prompts import (
     canonical_from_messages,
     canonical_from_question,
 )
+from services.core.serialize import job_response
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -71,7 +72,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     rt = runtime()
     canonical, raw, metadata = parse_submission()
     params = build_params(raw, rt.settings)
-    job = jobs.submit_job(rt, tenant_id(), canonical, params, metadata=metadata)
+    job = jobs.submit_job(rt, tenant_id(), canonical, params, jobs.SubmitOptions(metadata=metadata))
     wait_s = prefer_wait_s(rt.settings.max_prefer_wait_s)
     if wait_s > 0:
         wait_for_job(rt.redis, job.id, lambda: jobs.is_terminal(rt, job.id), wait_s)
