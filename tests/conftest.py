@@ -24,6 +24,7 @@ from services.core.migrate import upgrade
 from services.core.runtime import Runtime
 from tests.fake_stack import fake_stack_fixture
 from tests.support import WorkerProcess, make_settings
+from tests.webhook_receiver import BackgroundWorkerProcess
 from vlmq.cli import create_key
 from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
 
@@ -103,6 +104,18 @@ def worker(
 ) -> Iterator[WorkerProcess]:
     """A real `vlmq worker` process serving the tiny model."""
     process = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log")
+    try:
+        yield process.wait_ready(runtime.redis)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def background_worker(
+    settings: Settings, runtime: Runtime, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BackgroundWorkerProcess]:
+    """A real `vlmq background-worker` process (no model) with a short retry schedule."""
+    process = BackgroundWorkerProcess(settings, tmp_path_factory.mktemp("logs") / "webhooks.log")
     try:
         yield process.wait_ready(runtime.redis)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -46,8 +47,8 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a child process read the same settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("VLMQ_")}
-    for name, value in settings.model_dump().items():
-        env[f"VLMQ_{name.upper()}"] = str(value)
+    for name, value in settings.model_dump(mode="json").items():
+        env[f"VLMQ_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     env.update(extra)
     return env
 

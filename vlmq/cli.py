@@ -1,4 +1,4 @@
-"""The `vlmq` command: `up`, `api`, `worker`, `migrate`, `keys create`, `ask`."""
+"""The `vlmq` command: servers, workers, migrations, keys, batches, and a client."""
 
 from __future__ import annotations
 
@@ -78,6 +78,14 @@ def worker(supervise: bool) -> None:
     run_worker(Settings())
 
 
+@main.command("background-worker")
+def background_worker() -> None:
+    """Run a webhook delivery worker (no model; any number of them, anywhere)."""
+    from workers.background import run_background_worker
+
+    run_background_worker(Settings())
+
+
 @main.command()
 @click.option(
     "--workers", "processes", default=2, show_default=True, help="gunicorn worker processes"
@@ -109,7 +117,8 @@ def api(processes: int, threads: int) -> None:
 
 @main.command()
 def up() -> None:
-    """Run everything on the embedded defaults: Redis, migrations, one worker and the API."""
+    """Run everything on the embedded defaults: Redis, migrations, one worker, the webhook
+    worker and the API."""
     from werkzeug.serving import make_server
 
     from services.api import create_app
@@ -140,6 +149,8 @@ def up() -> None:
         env = {**os.environ, "VLMQ_REDIS_URL": settings.broker_url}
         worker_command = [sys.executable, "-m", "vlmq.cli", "worker"]
         children.append(subprocess.Popen(worker_command, env=env))  # noqa: S603
+        webhook_command = [sys.executable, "-m", "vlmq.cli", "background-worker"]
+        children.append(subprocess.Popen(webhook_command, env=env))  # noqa: S603
         base = f"http://{settings.host}:{settings.port}"
         click.echo(
             f"\nvlmq is up on {base} serving {settings.model_id} (playground: {base}/)\n"
@@ -194,6 +205,128 @@ def ask(image: Path, question: str, url: str | None, key: str, timeout: float) -
     if job["status"] != "succeeded":
         raise click.ClickException(f"job {job['id']} {job['status']}: {job.get('error')}")
     click.echo(job["output"])
+
+
+@main.group()
+def batch() -> None:
+    """Bulk work through the Batch API (for example, moderating a folder of images)."""
+
+
+@batch.command("submit")
+@click.argument("jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--endpoint", default=None, help="Default: the `url` of the file's first line.")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Wait, with a progress bar."
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--url", default=None, help="API base URL (default: http://VLMQ_HOST:VLMQ_PORT)")
+@click.option("--key", envvar="VLMQ_API_KEY", required=True, help="API key (or VLMQ_API_KEY)")
+def batch_submit(
+    jsonl: Path, endpoint: str | None, wait: bool, output: Path | None, url: str | None, key: str
+) -> None:
+    """Upload FILE.jsonl, start a batch, and (with --wait) save its output file."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from vlmq.client import api_request, download_file, upload_batch_file
+
+    settings = Settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    data = jsonl.read_bytes()
+    if endpoint is None:
+        first = next((line for line in data.splitlines() if line.strip()), b"{}")
+        endpoint = json.loads(first).get("url", "/v1/chat/completions")
+    file = upload_batch_file(base, key, jsonl.name, data)
+    created = api_request(
+        base,
+        key,
+        "POST",
+        "/v1/batches",
+        {"input_file_id": file["id"], "endpoint": endpoint, "completion_window": "24h"},
+    )
+    click.echo(f"batch {created['id']} created from {file['id']} ({endpoint})")
+    if not wait:
+        return
+    columns = (*Progress.get_default_columns()[:2], BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn()) as progress:
+        task = progress.add_task("requests", total=None)
+        current = created
+        while current["status"] not in ("completed", "failed", "expired", "cancelled"):
+            time.sleep(0.5)
+            current = api_request(base, key, "GET", f"/v1/batches/{created['id']}")
+            counts = current["request_counts"]
+            progress.update(
+                task,
+                total=counts["total"] or None,
+                completed=counts["completed"] + counts["failed"],
+                description=current["status"],
+            )
+    counts = current["request_counts"]
+    click.echo(
+        f"batch {current['id']} {current['status']}: {counts['completed']} succeeded, "
+        f"{counts['failed']} failed"
+    )
+    destination = output or jsonl.with_name(jsonl.stem + ".output.jsonl")
+    if current.get("output_file_id"):
+        download_file(base, key, current["output_file_id"], str(destination))
+        click.echo(f"output: {destination}")
+    if current.get("error_file_id"):
+        errors = destination.with_name(destination.stem + ".errors.jsonl")
+        download_file(base, key, current["error_file_id"], str(errors))
+        click.echo(f"errors: {errors}")
+
+
+@batch.command("moderation-file")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    metavar="NAME=QUESTION",
+    help="A yes/no question per category (default: the deployment's policy).",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def batch_moderation_file(folder: Path, categories: tuple[str, ...], out: Path) -> None:
+    """Write a /v1/moderations batch file with one line per image in FOLDER."""
+    import base64
+    import json
+    import mimetypes
+
+    policy = dict(item.split("=", 1) for item in categories)
+    count = 0
+    with out.open("w") as handle:
+        for image in sorted(folder.iterdir()):
+            mime = mimetypes.guess_type(image.name)[0]
+            if not mime or not mime.startswith("image/"):
+                continue
+            url = f"data:{mime};base64,{base64.b64encode(image.read_bytes()).decode()}"
+            body: dict[str, object] = {"input": [{"type": "image_url", "image_url": {"url": url}}]}
+            if policy:
+                body["categories"] = policy
+            line = {
+                "custom_id": image.name,
+                "method": "POST",
+                "url": "/v1/moderations",
+                "body": body,
+            }
+            handle.write(json.dumps(line) + "\n")
+            count += 1
+    click.echo(f"{count} images → {out}")
+
+
+@batch.command("flagged")
+@click.argument("output", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def batch_flagged(output: Path) -> None:
+    """Print the custom_id and flagged categories of each flagged line of an output file."""
+    import json
+
+    for raw in output.read_text().splitlines():
+        line = json.loads(raw)
+        for result in line["response"]["body"]["results"]:
+            flagged = [name for name, flag in result["categories"].items() if flag]
+            if flagged:
+                click.echo(f"{line['custom_id']}\t{','.join(flagged)}")
 
 
 if __name__ == "__main__":

@@ -59,3 +59,41 @@ def get_job(base: str, key: str, job_id: str, timeout_s: float) -> dict[str, Any
     with urlopen(request, timeout=timeout_s) as response:  # noqa: S310
         job: dict[str, Any] = json.load(response)
     return job
+
+
+def api_request(
+    base: str, key: str, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A JSON request to the API; returns the JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {key}"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    request = Request(f"{base}{path}", data=data, method=method, headers=headers)  # noqa: S310
+    with urlopen(request, timeout=60) as response:  # noqa: S310
+        answer: dict[str, Any] = json.load(response)
+    return answer
+
+
+def upload_batch_file(base: str, key: str, filename: str, data: bytes) -> dict[str, Any]:
+    """`POST /v1/files` with `purpose=batch`."""
+    body, content_type = encode_multipart({"purpose": "batch"}, {"file": (filename, data)})
+    request = Request(  # noqa: S310
+        f"{base}/v1/files",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
+    )
+    with urlopen(request, timeout=600) as response:  # noqa: S310
+        file: dict[str, Any] = json.load(response)
+    return file
+
+
+def download_file(base: str, key: str, file_id: str, destination: str) -> None:
+    """Save `GET /v1/files/{id}/content` to `destination`, a piece at a time."""
+    request = Request(  # noqa: S310
+        f"{base}/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {key}"}
+    )
+    with urlopen(request, timeout=600) as response, open(destination, "wb") as out:  # noqa: S310
+        while piece := response.read(1 << 20):
+            out.write(piece)

@@ -11,7 +11,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from workers.backends.base import Prediction, PredictRequest, VLMBackend
@@ -48,7 +50,22 @@ class Batcher:
         self.pending: queue.Queue[Pending] = queue.Queue()
         self.model_calls = 0
         self.batch_sizes: list[int] = []
+        # Jobs claimed by task threads but not submitted yet: a batch waits for company
+        # only when some is on its way, so a lone request never pays `wait_ms`.
+        self._incoming = 0
+        self._incoming_lock = threading.Lock()
         threading.Thread(target=self._run, name="vlmq-batcher", daemon=True).start()
+
+    @contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Mark a job as on its way to `submit` (claimed, its input loading)."""
+        with self._incoming_lock:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._incoming_lock:
+                self._incoming -= 1
 
     def submit(self, request: PredictRequest, *, isolated: bool = False) -> Future[BatchResult]:
         """Queue a request; the future resolves with its prediction."""
@@ -63,6 +80,8 @@ class Batcher:
             return batch
         deadline = time.monotonic() + self.wait_s
         while len(batch) < self.max_batch:
+            if self.pending.empty() and self._incoming == 0:
+                break  # nobody else is coming: run now
             remaining = deadline - time.monotonic()
             try:
                 item = (

@@ -58,14 +58,16 @@ def load_input(runtime: Runtime, job_id: str) -> JobInput:
 
 def run_job(runtime: Runtime, batcher: Batcher, job_id: str) -> str:
     """Run one job to a terminal state; returns what happened (for logs and tests)."""
-    claim = claim_job(runtime, job_id)
-    if claim is None:
-        return "skipped"
-    try:
-        job_input = load_input(runtime, job_id)
-    except Exception as exc:
-        fail_job(runtime, job_id, claim, "invalid_input", f"could not load the job's input: {exc}")
-        return "failed"
+    with batcher.incoming():
+        claim = claim_job(runtime, job_id)
+        if claim is None:
+            return "skipped"
+        try:
+            job_input = load_input(runtime, job_id)
+        except Exception as exc:
+            message = f"could not load the job's input: {exc}"
+            fail_job(runtime, job_id, claim, "invalid_input", message)
+            return "failed"
     # No database session is open from here on: inference can take minutes, and a held
     # connection would pin a pool slot (or, on SQLite, a read snapshot) all that time.
     key = job_input.cache_key

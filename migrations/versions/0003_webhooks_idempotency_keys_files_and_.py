@@ -112,6 +112,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('webhook_events', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('batch_id', sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column('custom_id', sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column('moderation', sa.JSON(), nullable=True))
         batch_op.create_index(batch_op.f('ix_jobs_batch_id'), ['batch_id'], unique=False)
 
     with op.batch_alter_table('tenants', schema=None) as batch_op:
@@ -127,6 +128,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_jobs_batch_id'))
+        batch_op.drop_column('moderation')
         batch_op.drop_column('custom_id')
         batch_op.drop_column('batch_id')
         batch_op.drop_column('webhook_events')

@@ -7,11 +7,15 @@ import logging
 from flask import Flask
 
 from services.api import auth, errors
+from services.api.batches.routes import bp as batches_bp
 from services.api.chat.routes import bp as chat_bp
+from services.api.files.routes import bp as files_bp
 from services.api.health.routes import bp as health_bp
 from services.api.jobs.routes import bp as jobs_bp
 from services.api.models.routes import bp as models_bp
+from services.api.moderations.routes import bp as moderations_bp
 from services.api.playground.routes import bp as playground_bp
+from services.api.webhooks.routes import bp as webhooks_bp
 from services.core.config import Settings
 from services.core.runtime import Runtime
 
@@ -29,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["vlmq"] = Runtime.create(settings)
     errors.register(app)
     auth.register(app)
-    for blueprint in (jobs_bp, chat_bp, models_bp, health_bp, playground_bp):
+    resources = (jobs_bp, chat_bp, moderations_bp, files_bp, batches_bp, webhooks_bp, models_bp)
+    for blueprint in (*resources, health_bp, playground_bp):
         app.register_blueprint(blueprint)
     return app

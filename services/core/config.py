@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +84,32 @@ class Settings(BaseSettings):
     sync_timeout_s: float = 600.0
     max_prefer_wait_s: float = 60.0
 
+    # Webhooks: seconds to wait before each retry (the first attempt is immediate, so
+    # attempts = 1 + the number of delays), the deadline of one attempt, how long a pending
+    # delivery may be overdue before the reconciler sends it again (its message was lost),
+    # and the task threads of `vlmq background-worker`.
+    webhook_retry_schedule_s: str = "5,30,120,600,1800,3600"
+    webhook_timeout_s: float = 10.0
+    webhook_redeliver_after_s: float = 120.0
+    background_worker_concurrency: int = 8
+
+    # How long an `Idempotency-Key` names the object it made.
+    idempotency_ttl_s: int = 24 * 3600
+
+    # The default moderation policy: {category: {"question": ..., "threshold": ...}}.
+    # Tenants and requests may bring their own. This one suits the bundled model.
+    moderation_policy: dict[str, Any] = {
+        "triangle": {"question": "is there a triangle?", "threshold": 0.5}
+    }
+
     log_level: str = "INFO"
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _check_retry_schedule(cls, value: str) -> str:
+        # A typo in the schedule fails at start, not at a webhook's first retry.
+        parse_delays(value)
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -109,9 +136,22 @@ class Settings(BaseSettings):
         """The operator's allow-list of hosts and CIDRs for outbound requests."""
         return [item.strip() for item in self.outbound_allowlist.split(",") if item.strip()]
 
+    @property
+    def webhook_retry_delays_s(self) -> list[float]:
+        """The delays before each webhook retry, in seconds (see `webhook_retry_schedule_s`)."""
+        return parse_delays(self.webhook_retry_schedule_s)
+
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (used by tests and the CLI)."""
         return self.model_copy(update=changes)
+
+
+def parse_delays(schedule: str) -> list[float]:
+    """`"5,30,120"` as `[5.0, 30.0, 120.0]`; a negative or non-numeric item is a ValueError."""
+    delays = [float(item) for item in schedule.split(",") if item.strip()]
+    if any(delay < 0 for delay in delays):
+        raise ValueError(f"retry delays must not be negative: {schedule!r}")
+    return delays
 
 
 def default_field_docs() -> dict[str, object]:

@@ -16,9 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from services.core import cache
+from services.core import cache, events
 from services.core.db import session_scope, utcnow
-from services.core.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
+from services.core.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    SyncTimeoutError,
+)
 from services.core.idempotency import IdempotencyClaim
 from services.core.ids import new_id
 from services.core.images import CheckedImage
@@ -83,6 +88,7 @@ class SubmitOptions:
     # Batch work yields to interactive work (see `enqueue_job`).
     background: bool = False
     idempotency: IdempotencyClaim | None = None
+    moderation: dict[str, Any] | None = None
 
 
 def new_job(
@@ -110,6 +116,7 @@ def new_job(
         webhook_events=options.webhook_events,
         batch_id=options.batch_id,
         custom_id=options.custom_id,
+        moderation=options.moderation,
         metrics={},
         attempts=0,
         created_at=now,
@@ -358,3 +365,15 @@ def is_terminal(runtime: Runtime, job_id: str) -> bool:
     with runtime.sessions() as session:
         status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
     return status is None or JobStatus(status) in TERMINAL_STATUSES
+
+
+def wait_for_result(runtime: Runtime, tenant_id: str, job_id: str, timeout_s: float) -> Job:
+    """Block until the job is terminal (woken by its notification); 504 after `timeout_s`."""
+    done = events.wait_for_job(
+        runtime.redis, job_id, lambda: is_terminal(runtime, job_id), timeout_s
+    )
+    with runtime.sessions() as session:
+        job = get_job(session, tenant_id, job_id)
+    if not done:
+        raise SyncTimeoutError(f"job {job.id} did not finish in time; poll /v1/jobs/{job.id}")
+    return job

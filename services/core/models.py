@@ -112,6 +112,8 @@ class Job(Base):
     # Jobs of a batch: the batch, and the input line's custom_id.
     batch_id: Mapped[str | None] = mapped_column(sa.String(40), index=True)
     custom_id: Mapped[str | None] = mapped_column(sa.String(200))
+    # Moderation jobs: the thresholds in force and the kinds of input ("image", "text").
+    moderation: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -29,6 +29,9 @@ class GenerationParams(BaseModel):
     seed: int | None = None
     stop: list[str] = Field(default_factory=list, max_length=4)
     enable_thinking: bool = False
+    # Moderation: instead of generating, score each yes/no question {category: question}
+    # with the model's probability of "yes".
+    score_questions: dict[str, str] | None = None
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -12,6 +12,9 @@ from services.core.config import Settings
 
 INFER_TASK = "vlmq.infer"
 RECONCILE_TASK = "vlmq.reconcile"
+# Webhook deliveries have a queue of their own, served by `vlmq background-worker` (no model).
+DELIVER_WEBHOOK_TASK = "vlmq.deliver_webhook"
+WEBHOOK_QUEUE = "vlmq.webhooks"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -55,3 +58,23 @@ def enqueue_job(app: Celery, settings: Settings, job_id: str, *, background: boo
     app.send_task(
         INFER_TASK, args=[job_id], task_id=job_id, queue=settings.infer_queue, priority=priority
     )
+
+
+def enqueue_webhook(app: Celery, delivery_id: str, attempt: int, countdown_s: float = 0) -> None:
+    """Send attempt number `attempt` of a delivery to the webhook queue, `countdown_s` from now."""
+    app.send_task(
+        DELIVER_WEBHOOK_TASK,
+        args=[delivery_id, attempt],
+        queue=WEBHOOK_QUEUE,
+        countdown=countdown_s or None,
+    )
+
+
+BATCHES_QUEUE = "vlmq.batches"
+BATCH_EXPAND_TASK = "vlmq.batch.expand"
+BATCH_PROGRESS_TASK = "vlmq.batch.progress"
+
+
+def send_batch_task(app: Celery, task: str, batch_id: str, countdown_s: float = 0) -> None:
+    """Send a batch bookkeeping task to the background queue (no model needed there)."""
+    app.send_task(task, args=[batch_id], queue=BATCHES_QUEUE, countdown=countdown_s or None)

@@ -2,7 +2,8 @@
 
 The database is the source of truth. A running job whose lease expired lost its worker;
 a queued job not picked up for a while may have lost its message (Redis restarted empty).
-Re-enqueueing is always safe: claiming a job is idempotent.
+Re-enqueueing is always safe: claiming a job is idempotent. The same pass re-sends webhook
+deliveries whose message was lost (claiming a delivery attempt is idempotent too).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from services.core import batches, webhooks
 from services.core.db import session_scope, utcnow
 from services.core.jobs import fail_job
 from services.core.models import Job, JobStatus
@@ -35,13 +37,14 @@ def reconcile(runtime: Runtime) -> int:
     with session_scope(runtime.sessions) as session:
         lost = list(
             session.execute(
-                sa.select(Job.id, Job.attempts)
+                sa.select(Job.id, Job.attempts, Job.batch_id)
                 .where(Job.model == settings.model_id, sa.or_(expired, stale_queued))
                 .limit(BATCH)
             )
         )
-        exhausted = [job_id for job_id, attempts in lost if attempts >= settings.max_attempts]
-        retry = [job_id for job_id, attempts in lost if attempts < settings.max_attempts]
+        exhausted = [job_id for job_id, attempts, _ in lost if attempts >= settings.max_attempts]
+        retry = [job_id for job_id, attempts, _ in lost if attempts < settings.max_attempts]
+        in_batch = {job_id for job_id, _, batch_id in lost if batch_id is not None}
         if retry:
             session.execute(
                 sa.update(Job)
@@ -57,8 +60,18 @@ def reconcile(runtime: Runtime) -> int:
             f"the job stopped its worker {settings.max_attempts} times and was given up",
         )
     for job_id in retry:
-        enqueue_job(runtime.celery, settings, job_id)
+        enqueue_job(runtime.celery, settings, job_id, background=job_id in in_batch)
         log.info("event=requeued job_id=%s", job_id)
+    # Lost webhooks and stalled batches wait for the next pass if this fails; the jobs
+    # above are already handled.
+    try:
+        webhooks.resend_lost_deliveries(runtime)
+    except Exception:
+        log.exception("event=webhook_resend_failed")
+    try:
+        batches.resume_stalled(runtime)
+    except Exception:
+        log.exception("event=batch_resume_failed")
     return len(retry)
 
 

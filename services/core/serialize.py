@@ -32,3 +32,51 @@ def job_response(job: Job) -> dict[str, Any]:
         "urls": {"get": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"},
         "metadata": job.metadata_ or {},
     }
+
+
+def completion_id(job: Job) -> str:
+    """The OpenAI-style id of a chat job."""
+    return "chatcmpl-" + job.id.removeprefix("job_")
+
+
+def chunk(job: Job, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """One `chat.completion.chunk` of a streamed answer."""
+    return {
+        "id": completion_id(job),
+        "object": "chat.completion.chunk",
+        "created": int(job.created_at.timestamp()),
+        "model": job.model,
+        "choices": choices,
+        **extra,
+    }
+
+
+def delta_choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    """The only choice of a chunk."""
+    return {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+
+
+def chat_completion_response(job: Job) -> dict[str, Any]:
+    """A finished job as a `chat.completion` object."""
+    result = job.result or {}
+    usage = result.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    message: dict[str, Any] = {"role": "assistant", "content": job.output or ""}
+    if result.get("reasoning"):
+        message["reasoning_content"] = result["reasoning"]
+    return {
+        "id": completion_id(job),
+        "object": "chat.completion",
+        "created": int(job.created_at.timestamp()),
+        "model": job.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": result.get("finish_reason", "stop"),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage,
+        "system_fingerprint": None,
+        "vlmq": {"job_id": job.id, "cache_hit": job.cache_hit, "metrics": job.metrics or {}},
+    }

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import openai
 import pytest
 
@@ -104,3 +108,33 @@ def test_streaming_with_the_openai_client(live_server: str, api_key: str, settin
         max_tokens=6,
     )
     assert text == whole.choices[0].message.content
+
+
+@pytest.mark.usefixtures("background_worker")
+def test_batch_api_with_the_openai_client(live_server: str, api_key: str, tmp_path: Path) -> None:
+    client = make_client(live_server, api_key)
+    lines = [
+        {
+            "custom_id": f"q{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"messages": image_message(question), "max_tokens": 3},
+        }
+        for i, question in enumerate(["what color is the shape?", "what shape is in the image?"])
+    ]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    file = client.files.create(file=path.open("rb"), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + 120
+    while batch.status not in ("completed", "failed", "cancelled", "expired"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.3)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed"
+    assert batch.request_counts is not None and batch.request_counts.completed == 2
+    assert batch.output_file_id is not None
+    output = client.files.content(batch.output_file_id).text.splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in output) == ["q0", "q1"]

@@ -83,3 +83,25 @@ def test_stop_strings_cut_the_answer(glm: TransformersVLM) -> None:
         pytest.fail(f"the random model should say more than one word: {full.raw!r}")
     cut = glm.predict([make_request("red", "what color?", max_tokens=8, stop=[words[1]])])[0]
     assert words[1] not in cut.raw and cut.finish_reason == "stop"
+
+
+def test_yes_probability_is_a_probability_and_batch_independent(glm: TransformersVLM) -> None:
+    batch = [
+        make_request("red", "is there a circle?"),
+        make_request("blue", "is the shape blue?"),
+        make_request("green", "does the image not contain a triangle?"),
+    ]
+    together = glm.yes_probability(batch)
+    alone = [glm.yes_probability([item])[0] for item in batch]
+    assert all(0.0 <= p <= 1.0 for p in together)
+    assert together == pytest.approx(alone, abs=1e-5)
+
+
+def test_moderation_scores_each_category(glm: TransformersVLM) -> None:
+    questions = {"circle": "is there a circle?", "red": "is the shape red?"}
+    params = GenerationParams(max_tokens=1, score_questions=questions)
+    image_only = [{"role": "user", "content": [make_request("red", "").messages[0]["content"][0]]}]
+    scored = glm.predict([PredictRequest(image_only, params)])[0]
+    assert scored.scores is not None and set(scored.scores) == {"circle", "red"}
+    direct = glm.yes_probability([make_request("red", "is there a circle?")])[0]
+    assert scored.scores["circle"] == pytest.approx(direct, abs=1e-5)

@@ -30,9 +30,13 @@ class Prediction:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    # Moderation: P("yes") of each category question.
+    scores: dict[str, float] | None = None
 
     def result(self) -> dict[str, Any]:
         """The job's `result` field."""
+        if self.scores is not None:
+            return {"scores": self.scores, "usage": {"prompt_tokens": self.prompt_tokens}}
         return {
             "answer": self.answer,
             "reasoning": self.reasoning,

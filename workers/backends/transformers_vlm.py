@@ -78,7 +78,11 @@ class TransformersVLM:
         for index, request in enumerate(batch):
             groups.setdefault(request.params.model_dump_json(), []).append(index)
         for indexes in groups.values():
-            outputs = self.generate([batch[i] for i in indexes], batch[indexes[0]].params)
+            params = batch[indexes[0]].params
+            if params.score_questions:
+                outputs = self.score([batch[i] for i in indexes], params.score_questions)
+            else:
+                outputs = self.generate([batch[i] for i in indexes], params)
             for index, prediction in zip(indexes, outputs, strict=True):
                 predictions[index] = prediction
         return [prediction for prediction in predictions if prediction is not None]
@@ -129,6 +133,55 @@ class TransformersVLM:
             for i, row in enumerate(output_ids)
         ]
 
+    def score(self, requests: list[PredictRequest], questions: dict[str, str]) -> list[Prediction]:
+        """Moderation: P("yes") of every category question about every request."""
+        asked = [
+            PredictRequest(with_question(request.messages, question), request.params)
+            for request in requests
+            for question in questions.values()
+        ]
+        probabilities = self.yes_probability(asked)
+        names = list(questions)
+        return [
+            Prediction(
+                answer="",
+                raw="",
+                scores={
+                    name: round(probabilities[row * len(names) + column], 6)
+                    for column, name in enumerate(names)
+                },
+            )
+            for row in range(len(requests))
+        ]
+
+    @torch.inference_mode()
+    def yes_probability(self, requests: list[PredictRequest]) -> list[float]:
+        """P("yes") among {yes, no} as the first answer token, from one forward pass per batch.
+
+        No generation: the prompt runs once and the next-token distribution is read at its
+        last position (left padding puts every row's last token there).
+        """
+        yes_ids, no_ids = self.answer_token_ids("yes"), self.answer_token_ids("no")
+        inputs = self.encode([request.messages for request in requests], requests[0].params)
+        logits = self.model(**inputs).logits[:, -1, :].float()
+        probabilities = torch.softmax(logits, dim=-1)
+        p_yes = probabilities[:, yes_ids].sum(dim=-1)
+        p_no = probabilities[:, no_ids].sum(dim=-1)
+        result: list[float] = (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
+        return result
+
+    def answer_token_ids(self, word: str) -> list[int]:
+        """Ids of the single tokens that spell `word` at the start of an answer, in any case."""
+        tokenizer = self.processor.tokenizer
+        ids: set[int] = set()
+        for variant in (word, word.capitalize(), " " + word, " " + word.capitalize()):
+            encoded = tokenizer.encode(variant, add_special_tokens=False)
+            if len(encoded) == 1 and encoded[0] != tokenizer.unk_token_id:
+                ids.add(int(encoded[0]))
+        if not ids:
+            raise ValueError(f"the tokenizer has no single token for {word!r}")
+        return sorted(ids)
+
     def decode(
         self, new_ids: list[int], prompt_tokens: int, params: GenerationParams
     ) -> Prediction:
@@ -157,3 +210,11 @@ class TransformersVLM:
             completion_tokens=completion_tokens,
             finish_reason=finish_reason,
         )
+
+
+def with_question(messages: list[dict[str, Any]], question: str) -> list[dict[str, Any]]:
+    """The conversation with `question` appended to its last message."""
+    *earlier, last = messages
+    content = last["content"]
+    parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+    return [*earlier, {**last, "content": [*parts, {"type": "text", "text": question}]}]

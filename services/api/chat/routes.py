@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from typing import Any
 
-from services.api.chat.schemas import ChatCompletionRequest, chat_completion_response
+from flask import Blueprint, Response, jsonify, request
+
+from services.api.chat.schemas import ChatCompletionRequest
 from services.api.chat.streaming import stream_chat
 from services.api.context import runtime, tenant_id
 from services.api.requests import check_model, json_object, validate
-from services.core import jobs
+from services.core import idempotency, jobs, webhooks
 from services.core.errors import InvalidRequestError, JobFailedError, SyncTimeoutError
 from services.core.events import wait_for_job
-from services.core.models import JobStatus
+from services.core.models import Job, JobStatus
 from services.core.prompts import build_params, canonical_from_messages
+from services.core.serialize import chat_completion_response
 
 bp = Blueprint("chat", __name__, url_prefix="/v1/chat")
 
@@ -21,14 +24,37 @@ bp = Blueprint("chat", __name__, url_prefix="/v1/chat")
 def create_chat_completion() -> Response:
     """Queue the conversation as a job, wait until it finishes, answer as OpenAI does."""
     rt = runtime()
-    body = validate(ChatCompletionRequest, json_object())
+    raw = json_object()
+    body = validate(ChatCompletionRequest, raw)
     check_model(body.model, rt.settings.model_id)
     if body.n != 1:
         raise InvalidRequestError("only n=1 is supported", param="n")
     canonical = canonical_from_messages(body.messages, rt.settings)
     params = build_params(body.model_dump(), rt.settings)
-    options = jobs.SubmitOptions(kind="chat", stream=body.stream)
-    job = jobs.submit_job(rt, tenant_id(), canonical, params, options)
+    hook = webhooks.parse_subscription(
+        raw.get("webhook"), raw.get("webhook_events_filter"), rt.settings
+    )
+    webhook_fields: dict[str, Any] = {
+        "webhook": hook.url if hook else None,
+        "webhook_events": hook.events if hook else None,
+    }
+    claim = idempotency.claim_from_header(
+        request.headers.get(idempotency.HEADER),
+        tenant_id(),
+        idempotency.submission_fingerprint(
+            "/v1/chat/completions", canonical, params, stream=body.stream, **webhook_fields
+        ),
+        rt.settings,
+    )
+    options = jobs.SubmitOptions(
+        kind="chat", stream=body.stream, idempotency=claim, **webhook_fields
+    )
+    job, _ = idempotency.submit_once(
+        rt.sessions,
+        claim,
+        lambda: jobs.submit_job(rt, tenant_id(), canonical, params, options),
+        finished_job,
+    )
     if body.stream:
         events = stream_chat(rt, tenant_id(), job, body.include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -44,3 +70,16 @@ def create_chat_completion() -> Response:
         message = (job.error or {}).get("message", job.status)
         raise JobFailedError(f"job {job.id} {job.status}: {message}")
     return jsonify(chat_completion_response(job))
+
+
+def finished_job(job_id: str) -> Job:
+    """The job an earlier call with the same `Idempotency-Key` made; a 409 while it runs
+    (its answer belongs to the call still waiting for it)."""
+    with runtime().sessions() as session:
+        job = jobs.get_job(session, tenant_id(), job_id)
+    if not job.job_status.is_terminal():
+        raise idempotency.IdempotencyKeyInFlightError(
+            f"the request with this {idempotency.HEADER} is still in flight (job {job_id})",
+            param=idempotency.HEADER,
+        )
+    return job

@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from services.api.chat.schemas import chunk, delta_choice
 from services.core import jobs
 from services.core.events import wait_for_job
 from services.core.models import Job, JobStatus
 from services.core.runtime import Runtime
+from services.core.serialize import chunk, delta_choice
 from services.core.token_stream import read_events
 
 

@@ -9,10 +9,11 @@ from flask import Blueprint, Response, jsonify, request
 from services.api.context import runtime, tenant_id
 from services.api.jobs.schemas import JobCreateRequest
 from services.api.requests import check_model, json_object, prefer_wait_s, validate
-from services.core import jobs
+from services.core import idempotency, jobs, webhooks
 from services.core.errors import InvalidRequestError
 from services.core.events import wait_for_job
 from services.core.images import check_image
+from services.core.models import Job
 from services.core.prompts import (
     CanonicalRequest,
     build_params,
@@ -39,6 +40,14 @@ def parse_submission() -> tuple[CanonicalRequest, dict[str, Any], dict[str, str]
         for field in ("temperature", "top_p"):
             if field in form:
                 form[field] = parse_number(form[field], float, field)
+        if "webhook_events_filter" in form:
+            # A form repeats the field, or lists the events in one, comma-separated.
+            form["webhook_events_filter"] = [
+                event.strip()
+                for value in request.form.getlist("webhook_events_filter")
+                for event in value.split(",")
+                if event.strip()
+            ]
         body = validate(JobCreateRequest, form)
         canonical = canonical_from_question(check_image(data, settings), body.question, settings)
         return canonical, body.model_dump(), body.metadata
@@ -68,17 +77,47 @@ def parse_number(value: str, kind: type[int] | type[float], field: str) -> int |
 
 @bp.post("")
 def create_job() -> tuple[Response, int, dict[str, str]]:
-    """Submit a job; `Prefer: wait=N` waits up to N seconds for it to finish."""
+    """Submit a job; `Prefer: wait=N` waits up to N seconds for it to finish.
+
+    With an `Idempotency-Key`, a repeated request answers with the job the first one made.
+    """
     rt = runtime()
     canonical, raw, metadata = parse_submission()
     params = build_params(raw, rt.settings)
-    job = jobs.submit_job(rt, tenant_id(), canonical, params, jobs.SubmitOptions(metadata=metadata))
+    hook = webhooks.parse_subscription(raw["webhook"], raw["webhook_events_filter"], rt.settings)
+    webhook_fields: dict[str, Any] = {
+        "webhook": hook.url if hook else None,
+        "webhook_events": hook.events if hook else None,
+    }
+    claim = idempotency.claim_from_header(
+        request.headers.get(idempotency.HEADER),
+        tenant_id(),
+        idempotency.submission_fingerprint(
+            "/v1/jobs", canonical, params, metadata=metadata, **webhook_fields
+        ),
+        rt.settings,
+    )
+    options = jobs.SubmitOptions(metadata=metadata, idempotency=claim, **webhook_fields)
+    job, replayed = idempotency.submit_once(
+        rt.sessions,
+        claim,
+        lambda: jobs.submit_job(rt, tenant_id(), canonical, params, options),
+        read_job,
+    )
     wait_s = prefer_wait_s(rt.settings.max_prefer_wait_s)
     if wait_s > 0:
         wait_for_job(rt.redis, job.id, lambda: jobs.is_terminal(rt, job.id), wait_s)
-        with rt.sessions() as session:
-            job = jobs.get_job(session, tenant_id(), job.id)
-    return jsonify(job_response(job)), 202, {"Location": f"/v1/jobs/{job.id}"}
+        job = read_job(job.id)
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return jsonify(job_response(job)), 202, headers
+
+
+def read_job(job_id: str) -> Job:
+    """The calling tenant's job."""
+    with runtime().sessions() as session:
+        return jobs.get_job(session, tenant_id(), job_id)
 
 
 @bp.get("/<job_id>")

@@ -24,3 +24,7 @@ class JobCreateRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     enable_thinking: bool | None = None
+    # Where to POST the job's events ("start", "completed"; default both), signed per
+    # Standard Webhooks. Checked by `webhooks.parse_subscription`.
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None

@@ -1,0 +1,169 @@
+"""A bulk moderation batch on the bundled model: time, peak worker memory, and accuracy.
+
+Builds a /v1/moderations batch file of easy-VQA images (made unique by rotating and
+flipping, which keeps the shape, so the cache cannot answer), runs it through `vlmq up`
+with the policy {"triangle": "is there a triangle?"}, samples the worker's memory while
+it runs, and scores the flags against the images' true shapes.
+
+    .venv/bin/python -m bench.moderation_batch --lines 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from PIL import Image
+
+from bench.throughput import VlmqService
+from services.core.config import BUNDLED_MODEL_DIR
+from vlmq.client import api_request, download_file, upload_batch_file
+
+POLICY = {"triangle": "is there a triangle?"}
+VARIANTS = [
+    None,
+    *[
+        getattr(Image.Transpose, name)
+        for name in (
+            "ROTATE_90",
+            "ROTATE_180",
+            "ROTATE_270",
+            "FLIP_LEFT_RIGHT",
+            "FLIP_TOP_BOTTOM",
+            "TRANSPOSE",
+            "TRANSVERSE",
+        )
+    ],
+]
+
+
+def labelled_images() -> list[tuple[Path, str]]:
+    """Every easy-VQA image (test split first) with its shape, read off the shape questions."""
+    from easy_vqa import (
+        get_test_image_paths,
+        get_test_questions,
+        get_train_image_paths,
+        get_train_questions,
+    )
+
+    found: list[tuple[Path, str]] = []
+    for questions_of, paths_of in (
+        (get_test_questions, get_test_image_paths),
+        (get_train_questions, get_train_image_paths),
+    ):
+        questions, answers, image_ids = questions_of()
+        paths = paths_of()
+        shapes: dict[int, str] = {}
+        for answer, image_id in zip(answers, image_ids, strict=True):
+            if answer in ("circle", "rectangle", "triangle"):
+                shapes[image_id] = answer
+        found += [(Path(paths[image_id]), shape) for image_id, shape in sorted(shapes.items())]
+    return found
+
+
+def variant_png(path: Path, variant: Image.Transpose | None) -> bytes:
+    image = Image.open(path).convert("RGB")
+    if variant is not None:
+        image = image.transpose(variant)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build_file(lines: int, destination: Path) -> dict[str, str]:
+    """Write the batch file; returns custom_id → true shape."""
+    images = labelled_images()
+    truth: dict[str, str] = {}
+    with destination.open("w") as handle:
+        for index in range(lines):
+            path, shape = images[index % len(images)]
+            variant = VARIANTS[(index // len(images)) % len(VARIANTS)]
+            url = "data:image/png;base64," + base64.b64encode(variant_png(path, variant)).decode()
+            custom_id = f"{path.stem}-{index}"
+            body = {
+                "input": [{"type": "image_url", "image_url": {"url": url}}],
+                "categories": POLICY,
+            }
+            handle.write(
+                json.dumps(
+                    {
+                        "custom_id": custom_id,
+                        "method": "POST",
+                        "url": "/v1/moderations",
+                        "body": body,
+                    }
+                )
+                + "\n"
+            )
+            truth[custom_id] = shape
+    return truth
+
+
+def tree_rss(process: psutil.Process) -> dict[str, int]:
+    """Resident memory of each process under `process`, by command."""
+    found: dict[str, int] = {}
+    for child in [process, *process.children(recursive=True)]:
+        try:
+            command = " ".join(child.cmdline()[-2:])
+            found[command] = found.get(command, 0) + child.memory_info().rss
+        except psutil.Error:
+            continue
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=10_000)
+    parser.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        jsonl = tmp / "moderation.jsonl"
+        truth = build_file(args.lines, jsonl)
+        print(f"{args.lines} lines, {jsonl.stat().st_size / 1e6:.1f} MB")
+        service = VlmqService(args.model, tmp, max_batch=16)
+        try:
+            key = service.new_key("bulk")
+            started = time.perf_counter()
+            file = upload_batch_file(service.base, key, jsonl.name, jsonl.read_bytes())
+            batch = api_request(
+                service.base,
+                key,
+                "POST",
+                "/v1/batches",
+                {"input_file_id": file["id"], "endpoint": "/v1/moderations"},
+            )
+            peak: dict[str, int] = {}
+            root = psutil.Process(service.process.pid)
+            while batch["status"] not in ("completed", "failed", "cancelled", "expired"):
+                time.sleep(1.0)
+                for command, rss in tree_rss(root).items():
+                    peak[command] = max(peak.get(command, 0), rss)
+                batch = api_request(service.base, key, "GET", f"/v1/batches/{batch['id']}")
+            elapsed = time.perf_counter() - started
+            output = tmp / "output.jsonl"
+            download_file(service.base, key, batch["output_file_id"], str(output))
+        finally:
+            service.stop()
+        right = total = 0
+        for raw in output.read_text().splitlines():
+            line = json.loads(raw)
+            flagged = line["response"]["body"]["results"][0]["categories"]["triangle"]
+            right += flagged == (truth[line["custom_id"]] == "triangle")
+            total += 1
+    counts = batch["request_counts"]
+    rate = counts["completed"] / elapsed
+    print(f"batch {batch['status']}: {counts} in {elapsed:.1f} s ({rate:.1f} lines/s)")
+    print(f"policy {POLICY}: flag accuracy {right / total:.4f} ({right}/{total})")
+    for command, rss in sorted(peak.items(), key=lambda item: -item[1]):
+        print(f"peak RSS {rss / 2**20:8.1f} MiB  {command}")
+
+
+if __name__ == "__main__":
+    main()

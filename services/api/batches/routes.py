@@ -1,0 +1,84 @@
+"""`/v1/batches`: the OpenAI Batch API."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from services.api.batches.schemas import BatchCreateRequest
+from services.api.context import runtime, tenant_id
+from services.api.requests import json_object, validate
+from services.core import batches, idempotency
+from services.core.errors import InvalidRequestError
+from services.core.models import Batch
+
+bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
+
+
+@bp.post("")
+def create_batch() -> Response:
+    """Create a batch from an uploaded JSONL file."""
+    rt = runtime()
+    body = validate(BatchCreateRequest, json_object())
+    claim = idempotency.claim_from_header(
+        request.headers.get(idempotency.HEADER),
+        tenant_id(),
+        idempotency.fingerprint("/v1/batches", body.model_dump(mode="json")),
+        rt.settings,
+    )
+
+    def create() -> Batch:
+        return batches.create_batch(
+            rt,
+            tenant_id(),
+            input_file_id=body.input_file_id,
+            endpoint=body.endpoint,
+            completion_window=body.completion_window,
+            metadata=body.metadata,
+            webhook=body.webhook,
+            idempotency=claim,
+        )
+
+    def replay(batch_id: str) -> Batch:
+        with rt.sessions() as session:
+            return batches.get_batch(session, tenant_id(), batch_id)
+
+    batch, replayed = idempotency.submit_once(rt.sessions, claim, create, replay)
+    response = jsonify(batches.batch_response(batch))
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.get("/<batch_id>")
+def retrieve_batch(batch_id: str) -> Response:
+    """The batch object, with its request counts."""
+    with runtime().sessions() as session:
+        return jsonify(batches.batch_response(batches.get_batch(session, tenant_id(), batch_id)))
+
+
+@bp.get("")
+def list_batches() -> Response:
+    """The tenant's batches, newest first (`?limit=&after=`)."""
+    limit = request.args.get("limit", "20")
+    if not limit.isdigit():
+        raise InvalidRequestError("limit must be a positive integer", param="limit")
+    with runtime().sessions() as session:
+        page, has_more = batches.list_batches(
+            session, tenant_id(), limit=int(limit), after=request.args.get("after")
+        )
+        data = [batches.batch_response(batch) for batch in page]
+    return jsonify(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+    )
+
+
+@bp.post("/<batch_id>/cancel")
+def cancel_batch(batch_id: str) -> Response:
+    """Cancel the batch's queued requests; it ends `cancelled` when the running ones finish."""
+    return jsonify(batches.batch_response(batches.cancel_batch(runtime(), tenant_id(), batch_id)))

@@ -1,0 +1,48 @@
+"""`/v1/files`: JSONL uploads for batches, and batch results (OpenAI Files shape)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from services.api.context import runtime, tenant_id
+from services.core.errors import InvalidRequestError
+from services.core.files import file_chunks, file_response, get_file, read_stream, store_file
+
+bp = Blueprint("files", __name__, url_prefix="/v1/files")
+
+
+@bp.post("")
+def upload_file() -> tuple[Response, int]:
+    """Store an uploaded file (`file` + `purpose=batch`), streamed into chunks."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise InvalidRequestError("multipart upload needs a 'file'", param="file")
+    purpose = request.form.get("purpose", "")
+    if purpose != "batch":
+        raise InvalidRequestError("purpose must be 'batch'", param="purpose")
+    file = store_file(
+        runtime(),
+        tenant_id(),
+        purpose,
+        upload.filename or "input.jsonl",
+        read_stream(upload.stream),
+    )
+    return jsonify(file_response(file)), 200
+
+
+@bp.get("/<file_id>")
+def retrieve_file(file_id: str) -> Response:
+    """The file object."""
+    with runtime().sessions() as session:
+        return jsonify(file_response(get_file(session, tenant_id(), file_id)))
+
+
+@bp.get("/<file_id>/content")
+def file_content(file_id: str) -> Response:
+    """The file's bytes, streamed a chunk at a time."""
+    rt = runtime()
+    with rt.sessions() as session:
+        file = get_file(session, tenant_id(), file_id)
+        filename = file.filename
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return Response(file_chunks(rt, file_id), mimetype="application/jsonl", headers=headers)

@@ -1,0 +1,1 @@
+"""`/v1/webhooks`: the tenant's webhook signing secret."""

@@ -1,0 +1,17 @@
+"""`GET /v1/webhooks/default/secret`: the secret that signs the tenant's webhooks."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from services.api.context import runtime, tenant_id
+from services.core.webhooks import tenant_secret
+
+bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
+
+
+@bp.get("/default/secret")
+def get_secret() -> Response:
+    """The tenant's Standard Webhooks secret (`whsec_...`, created on first use), in
+    Replicate's shape `{"key": ...}`, for receivers to verify `webhook-signature`."""
+    return jsonify({"key": tenant_secret(runtime(), tenant_id())})

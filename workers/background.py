@@ -1,0 +1,93 @@
+"""`vlmq background-worker`: a lightweight Celery worker (no model) for the work around jobs.
+
+It delivers webhooks (receivers can be slow or down, so deliveries never run in the API or
+in the inference worker) and does batch bookkeeping (expanding input files into jobs,
+finalizing batches). The threads pool never forks: the runtime is created once per process
+when the worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init
+
+from services.core import webhooks
+from services.core.config import Settings
+from services.core.queue import BATCHES_QUEUE, DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
+from services.core.runtime import Runtime
+from workers.batch_tasks import register_batch_tasks
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 2.0
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime (created when the worker started)."""
+    if _runtime is None:
+        raise RuntimeError("the webhook worker's runtime is created by the worker_init hook")
+    return _runtime
+
+
+def heartbeat(runtime: Runtime) -> None:
+    """Announce a live webhook worker (tests and operators wait on it)."""
+    key = f"{webhooks.HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
+    while True:
+        try:
+            runtime.redis.set(key, b"1", ex=int(HEARTBEAT_S * 3))
+        except Exception:
+            log.warning("event=webhook_heartbeat_failed")
+        time.sleep(HEARTBEAT_S)
+
+
+def register_webhook_tasks(app: Celery) -> None:
+    """Register the delivery task on the app."""
+
+    @app.task(name=DELIVER_WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True)
+    def deliver_webhook(delivery_id: str, attempt: int) -> str | None:
+        """Make one attempt of a delivery; a duplicate message is a no-op."""
+        return webhooks.deliver(get_runtime(), delivery_id, attempt)
+
+
+def create_background_app(settings: Settings) -> Celery:
+    """The Celery app of a background worker."""
+    app = create_celery(settings)
+
+    def start(**_: Any) -> None:
+        global _runtime
+        logging.basicConfig(level=settings.log_level)
+        _runtime = Runtime.create(settings)
+        threading.Thread(
+            target=heartbeat, args=(_runtime,), name="vlmq-background-heartbeat", daemon=True
+        ).start()
+
+    worker_init.connect(start, weak=False)
+    register_webhook_tasks(app)
+    register_batch_tasks(app, get_runtime)
+    return app
+
+
+def run_background_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
+    """Run a background worker in the foreground on the webhook and batch queues."""
+    create_background_app(settings).worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={settings.background_worker_concurrency}",
+            f"--queues={WEBHOOK_QUEUE},{BATCHES_QUEUE}",
+            f"--loglevel={settings.log_level}",
+            # A name of its own: it may share a host with inference workers.
+            "--hostname=background@%h",
+            "--without-gossip",
+            "--without-mingle",
+            *(extra_args or []),
+        ]
+    )
