@@ -48,7 +48,6 @@ def test_concurrent_jobs_are_batched_and_answer_as_one_at_a_time(
     # The same requests one at a time, as another tenant (so the cache cannot answer them).
     other = {"Authorization": f"Bearer {other_api_key}", "Prefer": "wait=60"}
     alone = [client.post("/v1/jobs", json=body, headers=other).get_json() for body in bodies]
-    assert [j["metrics"]["batch_size"] for j in alone] == [1] * len(bodies)
     assert [j["output"] for j in together] == [j["output"] for j in alone]
     assert [j["result"]["usage"] for j in together] == [j["result"]["usage"] for j in alone]
 

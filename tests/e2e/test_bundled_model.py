@@ -1,0 +1,127 @@
+"""The bundled easy-VQA model, served by default, answering real easy-VQA test questions.
+
+Through the whole service over HTTP (a real worker loading the committed checkpoint), and
+through the backend for the checks that need many questions.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from easy_vqa import get_test_image_paths, get_test_questions
+from flask.testing import FlaskClient
+from PIL import Image
+
+from services.api import create_app
+from services.core.config import BUNDLED_MODEL_DIR, Settings
+from services.core.prompts import GenerationParams
+from services.core.runtime import Runtime
+from tests.support import WorkerProcess, data_url, make_settings
+from workers.backends.base import PredictRequest
+from workers.backends.transformers_vlm import TransformersVLM
+
+SAMPLE = 60
+
+
+def easy_vqa_sample(count: int, offset: int = 0) -> list[tuple[str, str, Path]]:
+    """(question, answer, image path) of easy-VQA test questions, spread over the split."""
+    questions, answers, image_ids = get_test_questions()
+    paths = get_test_image_paths()
+    step = len(questions) // count
+    return [
+        (questions[i], answers[i], Path(paths[image_ids[i]]))
+        for i in range(offset, offset + step * count, step)
+    ]
+
+
+@pytest.fixture(scope="module")
+def bundled(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, api_key: str
+) -> Iterator[tuple[Settings, FlaskClient]]:
+    """A stack serving the bundled model with default settings (its own worker and queue)."""
+    tmp = tmp_path_factory.mktemp("bundled")
+    settings = make_settings(tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name="")
+    runtime = Runtime.create(settings)
+    worker = WorkerProcess(settings, tmp / "worker.log")
+    try:
+        worker.wait_ready(runtime.redis)
+        yield settings, create_app(settings).test_client()
+    finally:
+        worker.stop()
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def backend() -> TransformersVLM:
+    model = TransformersVLM(str(BUNDLED_MODEL_DIR))
+    model.setup("cpu")
+    return model
+
+
+def test_the_bundled_model_is_the_default() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert Path(settings.model) == BUNDLED_MODEL_DIR
+    assert settings.model_id == "easyvqa-glm4v"
+    config = (BUNDLED_MODEL_DIR / "config.json").read_text()
+    assert '"Glm4vForConditionalGeneration"' in config
+
+
+def test_http_answers_easy_vqa_questions(
+    bundled: tuple[Settings, FlaskClient], auth: dict[str, str]
+) -> None:
+    settings, client = bundled
+    models = client.get("/v1/models", headers=auth).get_json()["data"]
+    assert models[0]["id"] == "easyvqa-glm4v" and models[0]["root"] == str(BUNDLED_MODEL_DIR)
+    right = 0
+    sample = easy_vqa_sample(SAMPLE)
+    for question, answer, path in sample:
+        body = {"image": data_url(path.read_bytes()), "question": question}
+        job: dict[str, Any] = client.post(
+            "/v1/jobs", json=body, headers={**auth, "Prefer": "wait=60"}
+        ).get_json()
+        assert job["status"] == "succeeded", job
+        assert job["output"] == job["output"].strip() and "<" not in job["output"]
+        right += job["output"] == answer
+    assert right / len(sample) >= 0.9, f"{right}/{len(sample)}"
+
+
+def ask(backend: TransformersVLM, image: Image.Image, question: str) -> PredictRequest:
+    content = [{"type": "image", "image": image}, {"type": "text", "text": question}]
+    return PredictRequest([{"role": "user", "content": content}], GenerationParams(max_tokens=8))
+
+
+def reencoded(path: Path, size: tuple[int, int], fmt: str) -> Image.Image:
+    """The image resized and saved in another format, then decoded as the service would."""
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").resize(size).save(buffer, format=fmt)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+@pytest.mark.parametrize(("size", "fmt"), [((128, 128), "JPEG"), ((300, 200), "WEBP")])
+def test_other_sizes_and_formats_are_answered(
+    backend: TransformersVLM, size: tuple[int, int], fmt: str
+) -> None:
+    sample = [q for q in easy_vqa_sample(120, offset=3) if q[1] not in ("yes", "no")][:40]
+    requests = [ask(backend, reencoded(path, size, fmt), question) for question, _, path in sample]
+    answers = [p.answer for p in backend.predict(requests)]
+    right = sum(a == expected for a, (_, expected, _) in zip(answers, sample, strict=True))
+    assert right / len(sample) >= 0.85, (right, len(sample), answers)
+
+
+def test_yes_probability_matches_yes_no_answers(backend: TransformersVLM) -> None:
+    sample = [q for q in easy_vqa_sample(600, offset=1) if q[1] in ("yes", "no")][:200]
+    requests = [
+        ask(backend, Image.open(path).convert("RGB"), question) for question, _, path in sample
+    ]
+    probabilities: list[float] = []
+    for start in range(0, len(requests), 50):
+        probabilities += backend.yes_probability(requests[start : start + 50])
+    right = sum(
+        (p > 0.5) == (answer == "yes")
+        for p, (_, answer, _) in zip(probabilities, sample, strict=True)
+    )
+    assert right / len(sample) >= 0.9, f"{right}/{len(sample)}"
