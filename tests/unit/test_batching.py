@@ -1,0 +1,98 @@
+"""The batcher: who shares a model call, and who waits for whom."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from services.core.prompts import GenerationParams
+from workers.backends.base import Prediction, PredictRequest
+from workers.batching import Batcher
+
+
+class RecordingFakeBackend:
+    """Answers instantly with the batch size; records each call's size."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[int] = []
+        self.fail = fail
+        self.release = threading.Event()
+        self.release.set()
+
+    def setup(self, device: str) -> None:
+        """Nothing to load."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        self.release.wait()
+        self.calls.append(len(batch))
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return [Prediction(answer=str(len(batch)), raw="") for _ in batch]
+
+
+def request() -> PredictRequest:
+    return PredictRequest([{"role": "user", "content": "hi"}], GenerationParams())
+
+
+def test_a_lone_request_does_not_wait_for_company() -> None:
+    backend = RecordingFakeBackend()
+    batcher = Batcher(backend, max_batch=8, wait_ms=500)
+    started = time.perf_counter()
+    batcher.submit(request()).result(timeout=5)
+    assert time.perf_counter() - started < 0.25
+    assert backend.calls == [1]
+
+
+def test_requests_on_their_way_are_waited_for_and_batched() -> None:
+    backend = RecordingFakeBackend()
+    batcher = Batcher(backend, max_batch=8, wait_ms=300)
+    futures = []
+
+    def arrive() -> None:
+        with batcher.incoming():
+            time.sleep(0.05)
+        futures.append(batcher.submit(request()))
+
+    threads = [threading.Thread(target=arrive) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results = [future.result(timeout=5) for future in futures]
+    assert backend.calls == [4]
+    assert all(result.batch_size == 4 for result in results)
+
+
+def test_batches_never_exceed_max_batch() -> None:
+    backend = RecordingFakeBackend()
+    backend.release.clear()  # hold the first call so the rest pile up
+    batcher = Batcher(backend, max_batch=3, wait_ms=50)
+    futures = [batcher.submit(request()) for _ in range(7)]
+    time.sleep(0.1)
+    backend.release.set()
+    for future in futures:
+        future.result(timeout=5)
+    assert sum(backend.calls) == 7 and max(backend.calls) <= 3
+
+
+def test_a_retried_job_runs_alone() -> None:
+    backend = RecordingFakeBackend()
+    backend.release.clear()
+    batcher = Batcher(backend, max_batch=8, wait_ms=50)
+    first = batcher.submit(request())
+    time.sleep(0.05)
+    others = [batcher.submit(request()) for _ in range(2)]
+    isolated = batcher.submit(request(), isolated=True)
+    backend.release.set()
+    assert isolated.result(timeout=5).batch_size == 1
+    assert first.result(timeout=5) and all(f.result(timeout=5) for f in others)
+
+
+def test_a_failed_call_fails_every_waiter() -> None:
+    batcher = Batcher(RecordingFakeBackend(fail=True), max_batch=8, wait_ms=10)
+    futures = [batcher.submit(request()) for _ in range(3)]
+    for future in futures:
+        with pytest.raises(RuntimeError, match="exploded"):
+            future.result(timeout=5)
