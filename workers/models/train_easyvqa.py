@@ -10,12 +10,13 @@ Recipe (see the README.md this writes next to the checkpoint):
    (8x8 patches -> 16 visual tokens), whatever its size.
 2. Derive each training image's shape and colour from the training questions and answers
    ("what shape is in the image?" -> circle, "is there not a red shape?" -> no -> red, ...).
-3. Pre-train the vision tower alone with two auxiliary linear heads on its (merged, LM-space)
-   output that classify shape and colour, with dihedral augmentation (flips, 90-degree turns).
-4. Train the whole model on the VQA pairs, formatted exactly as the service formats a job
-   (chat template, generation prompt, thinking off), with loss on the answer word and the
-   end-of-text token only, keeping the auxiliary shape/colour losses on the vision output.
-   AdamW, linear warm-up then cosine decay. The auxiliary heads are dropped when saving.
+3. Pre-train the vision tower alone with two auxiliary linear heads on its max-pooled
+   (merged, LM-space) output that classify shape and colour, with random horizontal flips.
+4. Freeze the vision tower, cache its visual tokens for every image (and its mirror image),
+   and train the language model on the VQA pairs, formatted exactly as the service formats a
+   job (chat template, generation prompt, thinking off), with loss on the answer word and the
+   end-of-text token only. AdamW, linear warm-up then cosine decay. The auxiliary heads are
+   dropped when saving (`--joint` trains vision and LM together instead, keeping the heads).
 5. Save, reload from disk and measure exact-match accuracy on the full test split with
    greedy generation, the way the service answers (`evaluate_easyvqa.evaluate`).
 """
@@ -100,13 +101,25 @@ def patchify(images: torch.Tensor, patch: int, merge: int, temporal: int = 2) ->
     return x.reshape(b * gh * gw, c * temporal * patch * patch)
 
 
-def unpatchify(pixel_values: torch.Tensor, n: int, side: int, patch: int, merge: int) -> torch.Tensor:
+def unpatchify(
+    pixel_values: torch.Tensor, n: int, side: int, patch: int, merge: int
+) -> torch.Tensor:
     """Inverse of `patchify` for n square images (temporal copies dropped)."""
     g = side // patch
-    x = pixel_values.reshape(n, g // merge, g // merge, merge, merge, 3, 2, patch, patch)[:, :, :, :, :, :, 0]
+    x = pixel_values.reshape(n, g // merge, g // merge, merge, merge, 3, 2, patch, patch)[
+        :, :, :, :, :, :, 0
+    ]
     # (n, gh/m, gw/m, m, m, C, p, p) -> (n, C, gh/m, m, p, gw/m, m, p)
     x = x.permute(0, 5, 1, 3, 6, 2, 4, 7)
     return x.reshape(n, 3, side, side).contiguous()
+
+
+def hflip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip per image (easy-VQA triangles stand upright, so only this flip)."""
+    k = torch.rand(images.shape[0], generator=gen) < 0.5
+    out = images.clone()
+    out[k] = images[k].flip(-1)
+    return out
 
 
 def dihedral(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -142,19 +155,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vision-hidden", type=int, default=64)
     p.add_argument("--vision-depth", type=int, default=2)
     p.add_argument("--patch", type=int, default=8)
-    p.add_argument("--vision-steps", type=int, default=600)
+    p.add_argument("--vision-steps", type=int, default=1500)
     p.add_argument("--vision-batch", type=int, default=128)
-    p.add_argument("--vision-lr", type=float, default=2e-3)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--vision-lr", type=float, default=3e-3)
+    p.add_argument("--augment", choices=["none", "hflip", "dihedral"], default="hflip")
+    p.add_argument(
+        "--joint",
+        dest="freeze_vision",
+        action="store_false",
+        help="phase 2 trains vision tower and LM together (default: vision frozen, LM on cached features)",
+    )
+    p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--aux-weight", type=float, default=0.3)
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--max-minutes", type=float, default=40.0, help="stop training (not eval) after this")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=500)
-    p.add_argument("--eval-limit", type=int, default=None, help="final test eval on the first N only")
+    p.add_argument(
+        "--max-minutes", type=float, default=38.0, help="stop training (not eval) after this"
+    )
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument(
+        "--eval-limit", type=int, default=None, help="final test eval on the first N only"
+    )
     args = p.parse_args(argv)
 
     t0 = time.time()
@@ -215,7 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     model = AutoModelForImageTextToText.from_pretrained(out)
     tok = processor.tokenizer
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"vocab {len(tok)}, parameters {n_params:,} (vision {sum(p.numel() for p in model.model.visual.parameters()):,})")
+    log(
+        f"vocab {len(tok)}, parameters {n_params:,} (vision {sum(p.numel() for p in model.model.visual.parameters()):,})"
+    )
 
     # ---- images: processed once by the checkpoint's own image processor, kept as 64x64 tensors
     def load_images(paths: dict[int, str]) -> tuple[torch.Tensor, dict[int, int]]:
@@ -226,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
                 pil.append(im.convert("RGB"))
         feats = processor.image_processor(images=pil, return_tensors="pt")
         grid = feats["image_grid_thw"]
-        assert (grid == torch.tensor([1, IMAGE_SIDE // args.patch, IMAGE_SIDE // args.patch])).all(), grid[:3]
+        assert (
+            grid == torch.tensor([1, IMAGE_SIDE // args.patch, IMAGE_SIDE // args.patch])
+        ).all(), grid[:3]
         pv = feats["pixel_values"]
         imgs = unpatchify(pv, len(ids), IMAGE_SIDE, args.patch, merge)
         assert torch.equal(patchify(imgs, args.patch, merge), pv), "patchify mismatch"
@@ -237,7 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     grid1 = torch.tensor([[1, IMAGE_SIDE // args.patch, IMAGE_SIDE // args.patch]])
     n_vis = IMAGE_SIDE // args.patch // merge
     n_vis *= n_vis
-    log(f"images: train {len(tr_imgs)}, test {len(te_imgs)}; {n_vis} visual tokens each; t={time.time() - t0:.0f}s")
+    log(
+        f"images: train {len(tr_imgs)}, test {len(te_imgs)}; {n_vis} visual tokens each; t={time.time() - t0:.0f}s"
+    )
 
     # ---- shape / colour labels of each image, derived from its questions
     def label_tensor(qs, as_, ids, index):
@@ -276,7 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     assert all(tok.convert_ids_to_tokens(v) == a for a, v in answer_id.items())
 
     def encode(qs, as_):
-        seqs = [torch.cat([prompt_ids(q), torch.tensor([answer_id[a], eos])]) for q, a in zip(qs, as_)]
+        seqs = [
+            torch.cat([prompt_ids(q), torch.tensor([answer_id[a], eos])]) for q, a in zip(qs, as_)
+        ]
         pos = []
         image_token = model.config.image_token_id
         for s in seqs:
@@ -289,7 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     te_seq, te_pos = encode(te_q, te_a)
     tr_img_of = torch.tensor([tr_index[i] for i in tr_i])
     te_img_of = torch.tensor([te_index[i] for i in te_i])
-    log(f"encoded {len(tr_seq)} train / {len(te_seq)} test questions, {len(prompt_cache)} distinct; t={time.time() - t0:.0f}s")
+    log(
+        f"encoded {len(tr_seq)} train / {len(te_seq)} test questions, {len(prompt_cache)} distinct; t={time.time() - t0:.0f}s"
+    )
 
     def collate(seqs, poss, idx):
         length = max(len(seqs[j]) for j in idx)
@@ -305,14 +339,19 @@ def main(argv: list[str] | None = None) -> None:
 
     hidden = args.text_hidden
     heads = torch.nn.ModuleDict(
-        {"shape": torch.nn.Linear(hidden, len(SHAPES)), "colour": torch.nn.Linear(hidden, len(colours))}
+        {
+            "shape": torch.nn.Linear(hidden, len(SHAPES)),
+            "colour": torch.nn.Linear(hidden, len(colours)),
+        }
     )
 
     def aux_loss(pooled_tokens: torch.Tensor, lab: torch.Tensor):
-        pooled = pooled_tokens.view(lab.shape[0], n_vis, hidden).mean(1)
+        pooled = pooled_tokens.view(lab.shape[0], n_vis, hidden).max(1).values
         ls = heads["shape"](pooled)
         lc = heads["colour"](pooled)
-        loss = F.cross_entropy(ls, lab[:, 0], ignore_index=-1) + F.cross_entropy(lc, lab[:, 1], ignore_index=-1)
+        loss = F.cross_entropy(ls, lab[:, 0], ignore_index=-1) + F.cross_entropy(
+            lc, lab[:, 1], ignore_index=-1
+        )
         return loss, ls.argmax(-1), lc.argmax(-1)
 
     def vision_test_accuracy() -> tuple[float, float]:
@@ -321,26 +360,39 @@ def main(argv: list[str] | None = None) -> None:
             ss, cs = [], []
             for lo in range(0, len(te_imgs), 500):
                 x = te_imgs[lo : lo + 500]
-                v = model.model.visual(patchify(x, args.patch, merge), grid_thw=grid1.repeat(len(x), 1))
+                v = model.model.visual(
+                    patchify(x, args.patch, merge), grid_thw=grid1.repeat(len(x), 1)
+                )
                 _, s, c = aux_loss(v.pooler_output, te_lab[lo : lo + 500])
                 ss.append(s)
                 cs.append(c)
         s, c = torch.cat(ss), torch.cat(cs)
         ms, mc = te_lab[:, 0] >= 0, te_lab[:, 1] >= 0
         model.train()
-        return float((s[ms] == te_lab[ms, 0]).float().mean()), float((c[mc] == te_lab[mc, 1]).float().mean())
+        return float((s[ms] == te_lab[ms, 0]).float().mean()), float(
+            (c[mc] == te_lab[mc, 1]).float().mean()
+        )
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        if args.augment == "hflip":
+            return hflip(x, gen)
+        if args.augment == "dihedral":
+            return dihedral(x, gen)
+        return x
 
     # ---- phase 1: vision tower + auxiliary heads
     model.train()
     vis_params = list(model.model.visual.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(vis_params, lr=args.vision_lr, weight_decay=args.weight_decay, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        vis_params, lr=args.vision_lr, weight_decay=args.weight_decay, betas=(0.9, 0.98)
+    )
     t1 = time.time()
     run_loss, run_s, run_c = 0.0, 0.0, 0.0
     for step in range(args.vision_steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.vision_steps, 50, args.vision_lr)
         idx = torch.randint(0, len(tr_imgs), (args.vision_batch,), generator=gen)
-        x = dihedral(tr_imgs[idx], gen)
+        x = augment(tr_imgs[idx])
         lab = tr_lab[idx]
         v = model.model.visual(patchify(x, args.patch, merge), grid_thw=grid1.repeat(len(idx), 1))
         loss, s, c = aux_loss(v.pooler_output, lab)
@@ -358,23 +410,60 @@ def main(argv: list[str] | None = None) -> None:
                 f"run-acc shape {run_s:.3f} colour {run_c:.3f} elapsed {time.time() - t0:.0f}s"
             )
     vs, vc = vision_test_accuracy()
-    log(f"[vision] done in {time.time() - t1:.0f}s; test-image accuracy shape {vs:.4f} colour {vc:.4f}")
+    log(
+        f"[vision] done in {time.time() - t1:.0f}s; test-image accuracy shape {vs:.4f} colour {vc:.4f}"
+    )
 
     # ---- phase 2: whole model on the VQA pairs (+ auxiliary losses)
-    params = list(model.parameters()) + list(heads.parameters())
+    cached: dict[str, torch.Tensor] = {}
+    if args.freeze_vision:
+        model.model.visual.requires_grad_(False)
+        model.model.visual.eval()
+        with torch.no_grad():
+            for name, imgs in (
+                ("train", tr_imgs),
+                ("train-flip", tr_imgs.flip(-1)),
+                ("test", te_imgs),
+            ):
+                chunks = []
+                for lo in range(0, len(imgs), 500):
+                    x = imgs[lo : lo + 500]
+                    v = model.model.visual(
+                        patchify(x, args.patch, merge), grid_thw=grid1.repeat(len(x), 1)
+                    )
+                    chunks.append(v.pooler_output.view(len(x), n_vis, hidden))
+                cached[name] = torch.cat(chunks)
+        log(f"[vqa] vision frozen; features cached, t={time.time() - t0:.0f}s")
+    params = [p for p in model.parameters() if p.requires_grad] + list(heads.parameters())
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=args.lr,
         betas=(0.9, 0.98),
     )
 
-    def forward(seqs, poss, img_of, imgs, labs, idx, augment: bool):
+    def forward(seqs, poss, img_of, imgs, labs, idx, do_augment: bool):
         ids, att, pos = collate(seqs, poss, idx)
+        if args.freeze_vision:
+            which = "test" if imgs is te_imgs else "train"
+            feats = cached[which][img_of[idx]]
+            if do_augment and args.augment != "none":
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                feats = torch.where(flip[:, None, None], cached["train-flip"][img_of[idx]], feats)
+            emb = model.model.get_input_embeddings()(ids)
+            emb = emb.masked_scatter(
+                (ids == model.config.image_token_id)[..., None], feats.reshape(-1, hidden)
+            )
+            o = model.model.language_model(inputs_embeds=emb, attention_mask=att, position_ids=pos)
+            logits = model.lm_head(o.last_hidden_state[:, -3:-1])
+            return logits, ids[:, -2:], feats.reshape(-1, hidden), labs[img_of[idx]]
         x = imgs[img_of[idx]]
-        if augment:
-            x = dihedral(x, gen)
+        if do_augment:
+            x = augment(x)
         o = model.model(
             input_ids=ids,
             attention_mask=att,
@@ -423,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
         logits, tgt, pooled, lab = forward(tr_seq, tr_pos, tr_img_of, tr_imgs, tr_lab, idx, True)
         lm_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
         loss = lm_loss
-        if args.aux_weight > 0:
+        if args.aux_weight > 0 and not args.freeze_vision:
             a_loss, _, _ = aux_loss(pooled, lab)
             loss = loss + args.aux_weight * a_loss
         opt.zero_grad(set_to_none=True)
@@ -443,7 +532,9 @@ def main(argv: list[str] | None = None) -> None:
             log(f"[vqa] step {step + 1} quick test (teacher-forced, 2000 q): {quick_test()}")
     train_seconds = time.time() - t0
     vs, vc = vision_test_accuracy()
-    log(f"[vqa] done: {steps_done} steps in {time.time() - t2:.0f}s; total training time {train_seconds:.0f}s")
+    log(
+        f"[vqa] done: {steps_done} steps in {time.time() - t2:.0f}s; total training time {train_seconds:.0f}s"
+    )
     log(f"[vqa] vision aux heads on test images: shape {vs:.4f} colour {vc:.4f}")
 
     # ---- save (auxiliary heads are not part of the model) and evaluate the saved checkpoint
@@ -467,18 +558,35 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "test": {k: v for k, v in result.items() if k != "examples_wrong"},
         "size_mb": round(size_mb, 1),
+        "vision_test": [round(vs, 4), round(vc, 4)],
     }
-    (out / "vlmq_recipe.json").write_text(json.dumps({"seed": args.seed, "args": vars(args), **stats}, indent=2))
+    (out / "vlmq_recipe.json").write_text(
+        json.dumps({"seed": args.seed, "args": vars(args), **stats}, indent=2)
+    )
     write_model_card(out, args, recipe, stats, len(tok), colours)
     log("wrote model card")
 
 
-def write_model_card(out: Path, args, recipe: Glm4vRecipe, stats: dict, vocab: int, colours) -> None:
+def write_model_card(
+    out: Path, args, recipe: Glm4vRecipe, stats: dict, vocab: int, colours
+) -> None:
     test = stats["test"]
     rows = "\n".join(
-        f"| {t} | {v['n']} | {v['correct']} | {100 * v['accuracy']:.2f} % |" for t, v in test["per_type"].items()
+        f"| {t} | {v['n']} | {v['correct']} | {100 * v['accuracy']:.2f} % |"
+        for t, v in test["per_type"].items()
     )
     t, v = recipe.text, recipe.vision
+    if args.freeze_vision:
+        phase3 = (
+            "the vision tower is frozen, its visual tokens are cached for every training image and "
+            "its mirror image, and the language model (with the embeddings and LM head) is trained "
+            "on the VQA pairs"
+        )
+    else:
+        phase3 = (
+            "the whole model is trained on the VQA pairs, keeping the auxiliary losses "
+            f"(weight {args.aux_weight})"
+        )
     card = f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
@@ -497,7 +605,7 @@ same code path as a real GLM-4.6V-Flash checkpoint (`AutoProcessor` +
 ## What it can do — and what it cannot
 
 easy-VQA images are 64x64 pictures of **one** shape (circle, rectangle or triangle) in one of
-eight colours ({", ".join(colours)}) on a white background. The model answers
+eight colours ({", ".join(colours)}) on a light background. The model answers
 questions such as "what shape is in the image?", "what color is the triangle?",
 "is there not a red shape?" with a single word: one of the 13 answers
 (the 3 shapes, the 8 colours, `yes`, `no`).
@@ -506,27 +614,27 @@ It knows shapes and colours and nothing else. It has a 13-word answer space and 
 of {vocab} tokens (the words of easy-VQA's questions); any other question, any other kind of
 image (photos, documents, several objects) gets one of those 13 words, confidently and
 meaninglessly. Images of any size are resized to 64x64 pixels by its image processor
-(non-square images keep their aspect ratio, e.g. 300x200 becomes 48x64). It is a test fixture
+(non-square images keep their aspect ratio, e.g. a 300x200 image becomes 64x48). It is a test fixture
 and a demo, not a general model.
 
 ## Measured accuracy
 
 Exact match of the greedy answer (new tokens decoded with special tokens stripped, whitespace
-stripped) on the **full easy-VQA test split** ({test['n']} questions, images never seen in
+stripped) on the **full easy-VQA test split** ({test["n"]} questions, images never seen in
 training), computed by `workers/models/evaluate_easyvqa.py` on the saved checkpoint:
 
 | answer type | questions | correct | accuracy |
 |---|---|---|---|
 {rows}
-| **all** | {test['n']} | {test['correct']} | **{100 * test['accuracy']:.2f} %** |
+| **all** | {test["n"]} | {test["correct"]} | **{100 * test["accuracy"]:.2f} %** |
 
 ## How it was trained
 
 - Command: `nice -n 19 python -m workers.models.train_easyvqa --out {args.out}` (seed {args.seed},
-  {stats['threads']} CPU threads); the log is `training_log.txt` next to this file.
-- Training wall time: {stats['train_seconds']} s ({stats['train_seconds'] / 60:.1f} min) on 2 CPU cores, plus the
-  test-split evaluation.
-- Model: {stats['parameters']:,} parameters. Text decoder (GLM-4): hidden {t.hidden_size},
+  {stats["threads"]} torch CPU threads); the log is `training_log.txt` next to this file.
+- Training wall time: {stats["train_seconds"]} s ({stats["train_seconds"] / 60:.1f} min) on a 2-core CPU machine, from
+  start to the end of training, not counting the test-split evaluation.
+- Model: {stats["parameters"]:,} parameters. Text decoder (GLM-4): hidden {t.hidden_size},
   {t.num_hidden_layers} layers, {t.num_attention_heads} heads ({t.num_key_value_heads} KV heads), MLP {t.intermediate_size}.
   Vision tower: hidden {v.hidden_size}, depth {v.depth}, patch {v.patch_size}, 2x2 merge, so an image
   becomes 8x8 patches and 16 visual tokens. Word-level tokenizer with GLM's special tokens.
@@ -536,13 +644,18 @@ training), computed by `workers/models/evaluate_easyvqa.py` on the saved checkpo
   question in one user turn, generation prompt, `enable_thinking=False` — followed by the target
   `<answer> <|endoftext|>`; the loss is on those two tokens only.
 - Recipe: (1) each training image's shape and colour are read off its own questions and
-  answers; (2) the vision tower is pre-trained alone for {args.vision_steps} steps with two auxiliary
-  linear heads (shape, colour) on its mean-pooled output, with random flips and 90-degree
-  rotations; (3) the whole model is trained for {stats['steps']} steps of batch {args.batch} on the VQA
-  pairs, keeping the auxiliary losses (weight {args.aux_weight}); AdamW (peak LR {args.lr}, weight
-  decay {args.weight_decay}), linear warm-up then cosine decay, no label smoothing. The auxiliary
-  heads are dropped; the checkpoint is a plain `Glm4vForConditionalGeneration`.
-- Checkpoint size: {stats['size_mb']} MB (float32 safetensors).
+  answers (e.g. "what color is the circle?" / "red" -> a red circle; "is there a blue shape?" /
+  "no" -> not blue);
+  (2) the vision tower is pre-trained alone for {args.vision_steps} steps of batch {args.vision_batch} with two
+  auxiliary linear heads (shape, colour) on its max-pooled output, random horizontal flips
+  (augmentation: {args.augment}), AdamW peak LR {args.vision_lr}, warm-up then cosine decay;
+  (3) {phase3}, for {stats["steps"]} steps of batch {args.batch}: AdamW (peak LR {args.lr}, weight
+  decay {args.weight_decay}), {args.warmup} warm-up steps then cosine decay, loss on the answer and
+  end-of-text tokens only, no label smoothing. The auxiliary heads are dropped; the checkpoint
+  is a plain `Glm4vForConditionalGeneration`.
+- Vision tower's own accuracy on the test images (auxiliary heads, labels read off the test
+  questions): shape {100 * stats["vision_test"][0]:.2f} %, colour {100 * stats["vision_test"][1]:.2f} %.
+- Checkpoint size: {stats["size_mb"]} MB (float32 safetensors).
 
 ## Licence and data
 
@@ -550,6 +663,7 @@ easy-VQA is MIT-licensed (Victor Zhou). The weights here were trained from rando
 initialisation by vlmq's own script; no pretrained weights were used.
 """
     (out / "README.md").write_text(card)
+
 
 if __name__ == "__main__":
     main()
