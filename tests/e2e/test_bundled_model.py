@@ -56,7 +56,7 @@ def bundled(
 
 
 @pytest.fixture(scope="module")
-def backend() -> TransformersVLM:
+def easyvqa_backend() -> TransformersVLM:
     model = TransformersVLM(str(BUNDLED_MODEL_DIR))
     model.setup("cpu")
     return model
@@ -86,7 +86,7 @@ def test_http_answers_easy_vqa_questions(
         assert job["status"] == "succeeded", job
         assert job["output"] == job["output"].strip() and "<" not in job["output"]
         right += job["output"] == answer
-    assert right / len(sample) >= 0.9, f"{right}/{len(sample)}"
+    assert right / len(sample) >= 0.95, f"{right}/{len(sample)}"
 
 
 def ask(backend: TransformersVLM, image: Image.Image, question: str) -> PredictRequest:
@@ -103,16 +103,18 @@ def reencoded(path: Path, size: tuple[int, int], fmt: str) -> Image.Image:
 
 @pytest.mark.parametrize(("size", "fmt"), [((128, 128), "JPEG"), ((300, 200), "WEBP")])
 def test_other_sizes_and_formats_are_answered(
-    backend: TransformersVLM, size: tuple[int, int], fmt: str
+    easyvqa_backend: TransformersVLM, size: tuple[int, int], fmt: str
 ) -> None:
+    backend = easyvqa_backend
     sample = [q for q in easy_vqa_sample(120, offset=3) if q[1] not in ("yes", "no")][:40]
     requests = [ask(backend, reencoded(path, size, fmt), question) for question, _, path in sample]
     answers = [p.answer for p in backend.predict(requests)]
     right = sum(a == expected for a, (_, expected, _) in zip(answers, sample, strict=True))
-    assert right / len(sample) >= 0.85, (right, len(sample), answers)
+    assert right / len(sample) >= 0.95, (right, len(sample), answers)
 
 
-def test_yes_probability_matches_yes_no_answers(backend: TransformersVLM) -> None:
+def test_yes_probability_matches_yes_no_answers(easyvqa_backend: TransformersVLM) -> None:
+    backend = easyvqa_backend
     sample = [q for q in easy_vqa_sample(600, offset=1) if q[1] in ("yes", "no")][:200]
     requests = [
         ask(backend, Image.open(path).convert("RGB"), question) for question, _, path in sample
@@ -124,4 +126,4 @@ def test_yes_probability_matches_yes_no_answers(backend: TransformersVLM) -> Non
         (p > 0.5) == (answer == "yes")
         for p, (_, answer, _) in zip(probabilities, sample, strict=True)
     )
-    assert right / len(sample) >= 0.9, f"{right}/{len(sample)}"
+    assert right / len(sample) >= 0.95, f"{right}/{len(sample)}"
