@@ -1,9 +1,10 @@
 """A bulk moderation batch on the bundled model: time, peak worker memory, and accuracy.
 
-Builds a /v1/moderations batch file of easy-VQA images (made unique by rotating and
-flipping, which keeps the shape, so the cache cannot answer), runs it through `vlmq up`
-with the policy {"triangle": "is there a triangle?"}, samples the worker's memory while
-it runs, and scores the flags against the images' true shapes.
+Builds a /v1/moderations batch file of easy-VQA images (test split first, then train;
+mirrored copies after the originals, so every line is a new image and the cache cannot
+answer), runs it through `vlmq up` with the policy {"triangle": "is there a triangle?"},
+samples the worker's memory while it runs, and scores the flags against the images' true
+shapes, for the test images (never seen in training) and for all lines.
 
     .venv/bin/python -m bench.moderation_batch --lines 10000
 """
@@ -16,6 +17,7 @@ import io
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -26,24 +28,21 @@ from services.core.config import BUNDLED_MODEL_DIR
 from vlmq.client import api_request, download_file, upload_batch_file
 
 POLICY = {"triangle": "is there a triangle?"}
-VARIANTS = [
-    None,
-    *[
-        getattr(Image.Transpose, name)
-        for name in (
-            "ROTATE_90",
-            "ROTATE_180",
-            "ROTATE_270",
-            "FLIP_LEFT_RIGHT",
-            "FLIP_TOP_BOTTOM",
-            "TRANSPOSE",
-            "TRANSVERSE",
-        )
-    ],
-]
+# Mirroring keeps the shape (the model was trained with mirrored images; rotations would
+# show it triangles pointing sideways, which easy-VQA never has).
+VARIANTS = [None, Image.Transpose.FLIP_LEFT_RIGHT]
 
 
-def labelled_images() -> list[tuple[Path, str]]:
+@dataclass(frozen=True)
+class Truth:
+    """What a line's image really shows, and where it came from."""
+
+    shape: str
+    split: str
+    mirrored: bool
+
+
+def labelled_images() -> list[tuple[Path, str, str]]:
     """Every easy-VQA image (test split first) with its shape, read off the shape questions."""
     from easy_vqa import (
         get_test_image_paths,
@@ -52,10 +51,10 @@ def labelled_images() -> list[tuple[Path, str]]:
         get_train_questions,
     )
 
-    found: list[tuple[Path, str]] = []
-    for questions_of, paths_of in (
-        (get_test_questions, get_test_image_paths),
-        (get_train_questions, get_train_image_paths),
+    found: list[tuple[Path, str, str]] = []
+    for split, questions_of, paths_of in (
+        ("test", get_test_questions, get_test_image_paths),
+        ("train", get_train_questions, get_train_image_paths),
     ):
         questions, answers, image_ids = questions_of()
         paths = paths_of()
@@ -63,7 +62,7 @@ def labelled_images() -> list[tuple[Path, str]]:
         for answer, image_id in zip(answers, image_ids, strict=True):
             if answer in ("circle", "rectangle", "triangle"):
                 shapes[image_id] = answer
-        found += [(Path(paths[image_id]), shape) for image_id, shape in sorted(shapes.items())]
+        found += [(Path(paths[i]), shape, split) for i, shape in sorted(shapes.items())]
     return found
 
 
@@ -76,32 +75,28 @@ def variant_png(path: Path, variant: Image.Transpose | None) -> bytes:
     return buffer.getvalue()
 
 
-def build_file(lines: int, destination: Path) -> dict[str, str]:
-    """Write the batch file; returns custom_id → true shape."""
+def build_file(lines: int, destination: Path) -> dict[str, Truth]:
+    """Write the batch file; returns custom_id → what its image shows."""
     images = labelled_images()
-    truth: dict[str, str] = {}
+    truth: dict[str, Truth] = {}
     with destination.open("w") as handle:
         for index in range(lines):
-            path, shape = images[index % len(images)]
+            path, shape, split = images[index % len(images)]
             variant = VARIANTS[(index // len(images)) % len(VARIANTS)]
             url = "data:image/png;base64," + base64.b64encode(variant_png(path, variant)).decode()
-            custom_id = f"{path.stem}-{index}"
+            custom_id = f"{split}-{path.stem}-{index}"
             body = {
                 "input": [{"type": "image_url", "image_url": {"url": url}}],
                 "categories": POLICY,
             }
-            handle.write(
-                json.dumps(
-                    {
-                        "custom_id": custom_id,
-                        "method": "POST",
-                        "url": "/v1/moderations",
-                        "body": body,
-                    }
-                )
-                + "\n"
-            )
-            truth[custom_id] = shape
+            line = {
+                "custom_id": custom_id,
+                "method": "POST",
+                "url": "/v1/moderations",
+                "body": body,
+            }
+            handle.write(json.dumps(line) + "\n")
+            truth[custom_id] = Truth(shape, split, variant is not None)
     return truth
 
 
@@ -151,16 +146,24 @@ def main() -> None:
             download_file(service.base, key, batch["output_file_id"], str(output))
         finally:
             service.stop()
-        right = total = 0
+        scored: list[tuple[Truth, bool]] = []
         for raw in output.read_text().splitlines():
             line = json.loads(raw)
             flagged = line["response"]["body"]["results"][0]["categories"]["triangle"]
-            right += flagged == (truth[line["custom_id"]] == "triangle")
-            total += 1
+            scored.append((truth[line["custom_id"]], flagged))
     counts = batch["request_counts"]
     rate = counts["completed"] / elapsed
     print(f"batch {batch['status']}: {counts} in {elapsed:.1f} s ({rate:.1f} lines/s)")
-    print(f"policy {POLICY}: flag accuracy {right / total:.4f} ({right}/{total})")
+    groups = {
+        "test images": lambda t: t.split == "test" and not t.mirrored,
+        "test images, mirrored": lambda t: t.split == "test" and t.mirrored,
+        "all lines": lambda t: True,
+    }
+    for name, chosen in groups.items():
+        picked = [(t, flagged) for t, flagged in scored if chosen(t)]
+        right = sum(flagged == (t.shape == "triangle") for t, flagged in picked)
+        if picked:
+            print(f"policy {POLICY}, {name}: {right / len(picked):.4f} ({right}/{len(picked)})")
     for command, rss in sorted(peak.items(), key=lambda item: -item[1]):
         print(f"peak RSS {rss / 2**20:8.1f} MiB  {command}")
 

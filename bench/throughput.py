@@ -41,6 +41,8 @@ from tests.support import REPO_ROOT, wait_until
 from vlmq.client import submit_upload
 from vlmq.embedded_redis import start_embedded_redis
 
+# Generation length of every request; `--max-tokens` changes it (the bundled model stops
+# after its one-word answer whatever the limit; a random-weight model uses all of it).
 MAX_TOKENS = 4
 
 
@@ -228,6 +230,37 @@ def _png(size: int = 64) -> bytes:
     return buffer.getvalue()
 
 
+def build_random_model(size: str) -> str:
+    """A random-weight GLM-4V with a text model of HIDDEN:LAYERS, in a temporary folder."""
+    from workers.models.glm4v_builder import Glm4vRecipe, TextSize, build_glm4v
+
+    hidden, layers = (int(part) for part in size.split(":"))
+    text = TextSize(
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=max(2, hidden // 64),
+        num_key_value_heads=max(1, hidden // 128),
+    )
+    out = Path(tempfile.mkdtemp(prefix="vlmq-random-model-")) / f"random-glm4v-{hidden}x{layers}"
+    words = [
+        "what",
+        "color",
+        "is",
+        "the",
+        "shape",
+        "in",
+        "image",
+        "circle",
+        "triangle",
+        "rectangle",
+        "red",
+        "blue",
+        "green",
+    ]
+    return str(build_glm4v(Glm4vRecipe(words=words, text=text), out))
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -239,7 +272,18 @@ def main() -> None:
     parser.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
+    parser.add_argument(
+        "--random-model",
+        metavar="HIDDEN:LAYERS",
+        default=None,
+        help="serve a random-weight GLM-4V of this text size instead (inference-bound load)",
+    )
     args = parser.parse_args()
+    global MAX_TOKENS
+    MAX_TOKENS = args.max_tokens
+    if args.random_model:
+        args.model = build_random_model(args.random_model)
     questions = easyvqa_questions(args.requests * (len(args.concurrency) + 1))
     phases = {
         c: questions[i * args.requests : (i + 1) * args.requests]

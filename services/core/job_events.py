@@ -26,8 +26,14 @@ def job_started(runtime: Runtime, job_id: str) -> None:
         log.exception("event=webhook_schedule_failed job_id=%s", job_id)
 
 
-def job_finished(runtime: Runtime, job_id: str) -> None:
-    """A job reached a terminal state."""
+def job_finished(
+    runtime: Runtime, job_id: str, *, has_webhook: bool = True, in_batch: bool = True
+) -> None:
+    """A job reached a terminal state.
+
+    A caller that knows the job has no webhook or no batch says so, and saves the reads
+    that would find out.
+    """
     from services.core import batches, webhooks  # they import the job service in turn
 
     try:
@@ -36,10 +42,12 @@ def job_finished(runtime: Runtime, job_id: str) -> None:
         # A lost notification only delays waiters: they re-check the database.
         log.warning("event=publish_failed job_id=%s", job_id)
     try:
-        webhooks.on_job_event(runtime, job_id, "completed")
+        if has_webhook:
+            webhooks.on_job_event(runtime, job_id, "completed")
     except Exception:
         log.exception("event=webhook_schedule_failed job_id=%s", job_id)
     try:
-        batches.on_job_finished(runtime, job_id)
+        if in_batch:
+            batches.on_job_finished(runtime, job_id)
     except Exception:
         log.exception("event=batch_progress_failed job_id=%s", job_id)

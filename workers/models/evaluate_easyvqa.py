@@ -1,9 +1,9 @@
-"""Evaluate a VLM checkpoint on easy-VQA exactly the way the service answers a job.
+"""Measure a VLM checkpoint on easy-VQA through the service's own backend.
 
-The inference path mirrors the service: `processor.apply_chat_template` on a batch of
-single-turn conversations (image + question, generation prompt, thinking off, left padding),
-greedy `model.generate`, decode only the new tokens with special tokens stripped, strip
-whitespace, and compare the result with the expected answer word (exact match).
+Each question becomes the `PredictRequest` a worker builds for a job (one user turn: the
+image, decoded as the worker decodes it, then the question; greedy, thinking off), batches go
+through `TransformersVLM.predict`, and `Prediction.answer` (what a job's `result.answer`
+holds) must equal the expected answer word exactly.
 
     python -m workers.models.evaluate_easyvqa workers/models/easyvqa-glm4v --split test
 """
@@ -11,12 +11,41 @@ whitespace, and compare the result with the expected answer word (exact match).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
+from typing import Any, TypedDict
+
+from PIL.Image import Image
+
+from services.core.images import to_rgb
+from services.core.prompts import GenerationParams
+from workers.backends.base import PredictRequest
+from workers.backends.transformers_vlm import TransformersVLM
 
 SHAPE_ANSWERS = frozenset({"circle", "rectangle", "triangle"})
 YES_NO_ANSWERS = frozenset({"yes", "no"})
+# Every easy-VQA answer is one word; a few tokens leave room to see what else came out.
+EVAL_PARAMS = GenerationParams(max_tokens=8)
+
+
+class TypeScore(TypedDict):
+    """Exact-match counts of one answer type."""
+
+    n: int
+    correct: int
+    accuracy: float
+
+
+class EvalResult(TypedDict):
+    """What `evaluate` measured."""
+
+    split: str
+    n: int
+    correct: int
+    accuracy: float
+    per_type: dict[str, TypeScore]
+    seconds: float
+    examples_wrong: list[tuple[str, str, str]]
 
 
 def answer_type(answer: str) -> str:
@@ -28,7 +57,9 @@ def answer_type(answer: str) -> str:
     return "colour"
 
 
-def load_split(split: str = "test", limit: int | None = None):
+def load_split(
+    split: str = "test", limit: int | None = None
+) -> tuple[list[str], list[str], list[str]]:
     """(questions, answers, image paths) of an easy-VQA split, the first `limit` questions."""
     from easy_vqa import (
         get_test_image_paths,
@@ -50,8 +81,8 @@ def load_split(split: str = "test", limit: int | None = None):
     return list(questions), list(answers), [paths[i] for i in image_ids]
 
 
-def conversation(image, question: str) -> list[dict]:
-    """The single-turn conversation the service builds for one job."""
+def conversation(image: Image, question: str) -> list[dict[str, Any]]:
+    """The single-turn conversation a worker builds for a job (`workers.pipeline.load_input`)."""
     return [
         {
             "role": "user",
@@ -60,78 +91,53 @@ def conversation(image, question: str) -> list[dict]:
     ]
 
 
-def answer_batch(model, processor, images, questions, max_new_tokens: int = 8) -> list[str]:
-    """Greedy answers for a batch of (PIL image, question) pairs, decoded like the service."""
-    import torch
-
-    inputs = processor.apply_chat_template(
-        [conversation(img, q) for img, q in zip(images, questions)],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        enable_thinking=False,
-        padding=True,
-    )
-    inputs = inputs.to(model.device)
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new_tokens = out[:, inputs["input_ids"].shape[1] :]
-    texts = processor.batch_decode(new_tokens, skip_special_tokens=True)
-    return [t.strip() for t in texts]
-
-
 def evaluate(
     model_dir: str | Path,
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 256,
-    model=None,
-    processor=None,
-    progress: bool = False,
-) -> dict:
-    """Exact-match accuracy of the checkpoint in `model_dir` on an easy-VQA split.
+    device: str = "cpu",
+    backend: TransformersVLM | None = None,
+) -> EvalResult:
+    """Exact-match accuracy on an easy-VQA split of the checkpoint in `model_dir`.
 
-    Returns {"n", "correct", "accuracy", "per_type": {type: {"n", "correct", "accuracy"}},
-    "seconds", "examples_wrong": [up to 20 (question, expected, got)]}. `model` and
-    `processor` may be passed already loaded (then `model_dir` is only a label).
+    `backend` may be passed already set up (then `model_dir` is only a label). The result
+    holds overall and per-answer-type counts and up to 20 (question, expected, got) misses.
     """
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     start = time.time()
-    if processor is None:
-        processor = AutoProcessor.from_pretrained(model_dir)
-    if model is None:
-        model = AutoModelForImageTextToText.from_pretrained(model_dir)
-    model.eval()
+    if backend is None:
+        backend = TransformersVLM(str(model_dir))
+        backend.setup(device)
     questions, answers, paths = load_split(split, limit)
-    cache: dict[str, Image.Image] = {}
+    images: dict[str, Image] = {}
+    for path in paths:
+        if path not in images:
+            images[path] = to_rgb(Path(path).read_bytes())
 
-    def image(path: str) -> Image.Image:
-        if path not in cache:
-            with Image.open(path) as im:
-                cache[path] = im.convert("RGB")
-        return cache[path]
-
-    per_type: dict[str, dict] = {}
+    per_type: dict[str, TypeScore] = {}
     wrong: list[tuple[str, str, str]] = []
     correct = 0
     for lo in range(0, len(questions), batch_size):
         hi = min(lo + batch_size, len(questions))
-        got = answer_batch(model, processor, [image(p) for p in paths[lo:hi]], questions[lo:hi])
-        for q, a, g in zip(questions[lo:hi], answers[lo:hi], got):
-            t = per_type.setdefault(answer_type(a), {"n": 0, "correct": 0})
-            t["n"] += 1
-            if g == a:
-                t["correct"] += 1
+        batch = [
+            PredictRequest(conversation(images[path], question), EVAL_PARAMS)
+            for path, question in zip(paths[lo:hi], questions[lo:hi], strict=True)
+        ]
+        predictions = backend.predict(batch)
+        for question, expected, prediction in zip(
+            questions[lo:hi], answers[lo:hi], predictions, strict=True
+        ):
+            score = per_type.setdefault(
+                answer_type(expected), {"n": 0, "correct": 0, "accuracy": 0.0}
+            )
+            score["n"] += 1
+            if prediction.answer == expected:
+                score["correct"] += 1
                 correct += 1
             elif len(wrong) < 20:
-                wrong.append((q, a, g))
-        if progress:
-            print(f"  eval {hi}/{len(questions)} acc so far {correct / hi:.4f}", flush=True)
-    for t in per_type.values():
-        t["accuracy"] = t["correct"] / t["n"]
+                wrong.append((question, expected, prediction.answer))
+    for score in per_type.values():
+        score["accuracy"] = score["correct"] / score["n"]
     n = len(questions)
     return {
         "split": split,
@@ -144,18 +150,36 @@ def evaluate(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def format_table(result: EvalResult) -> str:
+    """The result as a small plain-text table, one row per answer type and one for all."""
+    rows = [(name, s["n"], s["correct"], s["accuracy"]) for name, s in result["per_type"].items()]
+    rows.append(("all", result["n"], result["correct"], result["accuracy"]))
+    lines = [f"{'answer type':<12} {'questions':>9} {'correct':>8} {'accuracy':>9}"]
+    lines += [f"{name:<12} {n:>9} {ok:>8} {100 * acc:>7.2f} %" for name, n, ok, acc in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: evaluate a checkpoint and print the table."""
+    parser = argparse.ArgumentParser(description="Exact-match accuracy on easy-VQA.")
     parser.add_argument("model_dir")
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    print(json.dumps(evaluate(args.model_dir, args.split, args.limit, progress=True), indent=2))
+    result = evaluate(
+        args.model_dir, args.split, args.limit, batch_size=args.batch_size, device=args.device
+    )
+    print(f"{args.model_dir}, {args.split} split, {result['seconds']} s")
+    print(format_table(result))
+    for question, expected, got in result["examples_wrong"][:5]:
+        print(f"  wrong: {question!r} expected {expected!r}, got {got!r}")
 
 
 if __name__ == "__main__":

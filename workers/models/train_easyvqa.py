@@ -17,8 +17,11 @@ Recipe (see the README.md this writes next to the checkpoint):
    job (chat template, generation prompt, thinking off), with loss on the answer word and the
    end-of-text token only. AdamW, linear warm-up then cosine decay. The auxiliary heads are
    dropped when saving (`--joint` trains vision and LM together instead, keeping the heads).
-5. Save, reload from disk and measure exact-match accuracy on the full test split with
-   greedy generation, the way the service answers (`evaluate_easyvqa.evaluate`).
+5. Save, then measure exact-match accuracy on the full test split through the service's own
+   backend, `TransformersVLM` (`evaluate_easyvqa.evaluate`).
+
+Every random draw comes from the seeded global RNGs or one seeded `torch.Generator`, in a
+fixed order; keep that order when editing, or a rerun no longer reproduces the checkpoint.
 """
 
 from __future__ import annotations
@@ -30,39 +33,185 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from workers.models.evaluate_easyvqa import answer_type, conversation, evaluate
+from workers.models.evaluate_easyvqa import EvalResult, answer_type, conversation, evaluate
 from workers.models.glm4v_builder import Glm4vRecipe, TextSize, VisionSize, build_glm4v, split_words
 
 SHAPES = ("circle", "rectangle", "triangle")
 IMAGE_SIDE = 64  # easy-VQA images are 64x64; every image is resized to this many pixels
+MERGE = 2  # the vision tower's spatial merge: 2x2 patches make one visual token
+CHUNK = 500  # images per vision-tower call outside training
+
+# `Any` where transformers objects are meant: mypy treats transformers as untyped.
+Model = Any
+Processor = Any
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command-line options (field order is the order they are logged and saved in)."""
+
+    out: str = "workers/models/easyvqa-glm4v"
+    threads: int = 2
+    seed: int = 0
+    text_hidden: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    vision_hidden: int = 64
+    vision_depth: int = 2
+    patch: int = 8
+    vision_steps: int = 1500
+    vision_batch: int = 128
+    vision_lr: float = 3e-3
+    augment: str = "hflip"
+    freeze_vision: bool = True
+    steps: int = 5000
+    batch: int = 128
+    lr: float = 1e-3
+    warmup: int = 150
+    aux_weight: float = 0.3
+    weight_decay: float = 0.01
+    max_minutes: float = 38.0
+    log_every: int = 100
+    eval_every: int = 1000
+    eval_limit: int | None = None
+
+    @property
+    def grid(self) -> torch.Tensor:
+        """`image_grid_thw` of one image: one frame of (side / patch)^2 patches."""
+        return torch.tensor([[1, IMAGE_SIDE // self.patch, IMAGE_SIDE // self.patch]])
+
+    @property
+    def n_visual(self) -> int:
+        """Visual tokens per image, after the spatial merge."""
+        return (IMAGE_SIDE // self.patch // MERGE) ** 2
+
+
+@dataclass
+class Split:
+    """One easy-VQA split, encoded for training: images, their labels and the token ids."""
+
+    name: str
+    questions: list[str]
+    answers: list[str]
+    image_ids: list[int]
+    images: torch.Tensor  # (images, 3, 64, 64), normalised as the image processor does
+    index: dict[int, int]  # easy-VQA image id -> row of `images`
+    labels: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (images, 2)
+    seqs: list[torch.Tensor] = field(default_factory=list)  # prompt + answer + eos
+    positions: list[torch.Tensor] = field(default_factory=list)  # (3, len) rope positions
+    image_of: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # question -> row
+
+
+@dataclass
+class Run:
+    """What the training phases share: options, model, auxiliary heads, data, RNG, log."""
+
+    opts: Options
+    model: Model
+    heads: torch.nn.ModuleDict
+    train: Split
+    test: Split
+    gen: torch.Generator
+    log: Tee
+    t0: float
+    eos: int
+    # Frozen vision tower's visual tokens: "train", "train-flip" (mirror images), "test".
+    cached: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class TrainStats(TypedDict):
+    """What the run measured, saved in vlmq_recipe.json and quoted by the model card."""
+
+    parameters: int
+    vision_steps: int
+    steps: int
+    train_seconds: int
+    threads: int
+    test: dict[str, Any]
+    size_mb: float
+    vision_test: list[float]
 
 
 class Tee:
     """Print to stdout and append to a log file."""
 
-    def __init__(self, path: Path):
-        self.file = open(path, "a", buffering=1)
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-    def __call__(self, *parts) -> None:
+    def __call__(self, *parts: object) -> None:
         line = " ".join(str(p) for p in parts)
         print(line, flush=True)
-        self.file.write(line + "\n")
+        with self.path.open("a") as file:
+            file.write(line + "\n")
+
+
+def parse_options(argv: list[str] | None = None) -> Options:
+    """Options from the command line (defaults are the recipe of the bundled checkpoint)."""
+    d = Options()
+    p = argparse.ArgumentParser(description="Train the bundled easy-VQA GLM-4V model on the CPU.")
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--text-hidden", type=int, default=d.text_hidden)
+    p.add_argument("--text-layers", type=int, default=d.text_layers)
+    p.add_argument("--text-heads", type=int, default=d.text_heads)
+    p.add_argument("--vision-hidden", type=int, default=d.vision_hidden)
+    p.add_argument("--vision-depth", type=int, default=d.vision_depth)
+    p.add_argument("--patch", type=int, default=d.patch)
+    p.add_argument("--vision-steps", type=int, default=d.vision_steps)
+    p.add_argument("--vision-batch", type=int, default=d.vision_batch)
+    p.add_argument("--vision-lr", type=float, default=d.vision_lr)
+    p.add_argument("--augment", choices=["none", "hflip", "dihedral"], default=d.augment)
+    p.add_argument(
+        "--joint",
+        dest="freeze_vision",
+        action="store_false",
+        help="phase 2 trains vision tower and LM together "
+        "(default: vision frozen, LM on cached features)",
+    )
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--aux-weight", type=float, default=d.aux_weight)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=d.max_minutes,
+        help="stop training (not eval) after this",
+    )
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument(
+        "--eval-limit", type=int, default=d.eval_limit, help="final test eval on the first N only"
+    )
+    return Options(**vars(p.parse_args(argv)))
+
+
+# ---- images, labels, augmentation, learning rate
 
 
 def colours_of(answers: list[str]) -> tuple[str, ...]:
+    """The colour words among easy-VQA's answers, sorted."""
     return tuple(sorted(a for a in answers if a not in SHAPES and a not in ("yes", "no")))
 
 
-def derive_image_labels(questions, answers, image_ids, colours) -> dict[int, tuple[int, int]]:
+def derive_image_labels(
+    questions: list[str], answers: list[str], image_ids: list[int], colours: tuple[str, ...]
+) -> dict[int, tuple[int, int]]:
     """Shape and colour index of each image, read off its questions (-1 where undetermined)."""
-    cand: dict[int, tuple[set, set]] = {}
-    for q, a, i in zip(questions, answers, image_ids):
+    cand: dict[int, tuple[set[str], set[str]]] = {}
+    for q, a, i in zip(questions, answers, image_ids, strict=True):
         shapes, cols = cand.setdefault(i, (set(SHAPES), set(colours)))
         words = split_words(q)
         q_shapes = [w for w in words if w in SHAPES]
@@ -85,14 +234,26 @@ def derive_image_labels(questions, answers, image_ids, colours) -> dict[int, tup
                 attrs[0][0].discard(attrs[0][1])
     labels = {}
     for i, (shapes, cols) in cand.items():
-        s = SHAPES.index(next(iter(shapes))) if len(shapes) == 1 else -1
-        c = colours.index(next(iter(cols))) if len(cols) == 1 else -1
-        labels[i] = (s, c)
+        shape = SHAPES.index(next(iter(shapes))) if len(shapes) == 1 else -1
+        colour = colours.index(next(iter(cols))) if len(cols) == 1 else -1
+        labels[i] = (shape, colour)
     return labels
 
 
+def label_tensor(split: Split, colours: tuple[str, ...]) -> torch.Tensor:
+    """(images, 2) shape and colour index of each image of the split, -1 where unknown."""
+    labels = derive_image_labels(split.questions, split.answers, split.image_ids, colours)
+    lab = torch.full((len(split.index), 2), -1, dtype=torch.long)
+    for i, (s, c) in labels.items():
+        lab[split.index[i]] = torch.tensor([s, c])
+    return lab
+
+
 def patchify(images: torch.Tensor, patch: int, merge: int, temporal: int = 2) -> torch.Tensor:
-    """(B, 3, H, W) normalised images -> (B * patches, 3 * temporal * patch^2), as Glm4vImageProcessor."""
+    """(B, 3, H, W) normalised images -> (B * patches, 3 * temporal * patch^2).
+
+    The layout of Glm4vImageProcessor's `pixel_values`.
+    """
     b, c, h, w = images.shape
     gh, gw = h // patch, w // patch
     x = images.reshape(b, c, gh // merge, merge, patch, gw // merge, merge, patch)
@@ -112,6 +273,24 @@ def unpatchify(
     # (n, gh/m, gw/m, m, m, C, p, p) -> (n, C, gh/m, m, p, gw/m, m, p)
     x = x.permute(0, 5, 1, 3, 6, 2, 4, 7)
     return x.reshape(n, 3, side, side).contiguous()
+
+
+def load_images(
+    processor: Processor, paths: dict[int, str], patch: int
+) -> tuple[torch.Tensor, dict[int, int]]:
+    """Images processed once by the checkpoint's own image processor, kept as 64x64 tensors."""
+    ids = sorted(paths)
+    pil = []
+    for i in ids:
+        with Image.open(paths[i]) as im:
+            pil.append(im.convert("RGB"))
+    feats = processor.image_processor(images=pil, return_tensors="pt")
+    grid = feats["image_grid_thw"]
+    assert (grid == torch.tensor([1, IMAGE_SIDE // patch, IMAGE_SIDE // patch])).all(), grid[:3]
+    pv = feats["pixel_values"]
+    imgs = unpatchify(pv, len(ids), IMAGE_SIDE, patch, MERGE)
+    assert torch.equal(patchify(imgs, patch, MERGE), pv), "patchify mismatch"
+    return imgs, {i: k for k, i in enumerate(ids)}
 
 
 def hflip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -137,265 +316,192 @@ def dihedral(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def augment(images: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """Apply the `--augment` transformation (`none`, `hflip` or `dihedral`)."""
+    if kind == "hflip":
+        return hflip(images, gen)
+    if kind == "dihedral":
+        return dihedral(images, gen)
+    return images
+
+
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float = 0.03) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `floor * peak`."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train the bundled easy-VQA GLM-4V model on the CPU.")
-    p.add_argument("--out", default="workers/models/easyvqa-glm4v")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--text-hidden", type=int, default=128)
-    p.add_argument("--text-layers", type=int, default=3)
-    p.add_argument("--text-heads", type=int, default=4)
-    p.add_argument("--vision-hidden", type=int, default=64)
-    p.add_argument("--vision-depth", type=int, default=2)
-    p.add_argument("--patch", type=int, default=8)
-    p.add_argument("--vision-steps", type=int, default=1500)
-    p.add_argument("--vision-batch", type=int, default=128)
-    p.add_argument("--vision-lr", type=float, default=3e-3)
-    p.add_argument("--augment", choices=["none", "hflip", "dihedral"], default="hflip")
-    p.add_argument(
-        "--joint",
-        dest="freeze_vision",
-        action="store_false",
-        help="phase 2 trains vision tower and LM together (default: vision frozen, LM on cached features)",
-    )
-    p.add_argument("--steps", type=int, default=5000)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=150)
-    p.add_argument("--aux-weight", type=float, default=0.3)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument(
-        "--max-minutes", type=float, default=38.0, help="stop training (not eval) after this"
-    )
-    p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=1000)
-    p.add_argument(
-        "--eval-limit", type=int, default=None, help="final test eval on the first N only"
-    )
-    args = p.parse_args(argv)
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in opt.param_groups:
+        group["lr"] = lr
 
-    t0 = time.time()
-    torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
 
-    from easy_vqa import (
-        get_answers,
-        get_test_image_paths,
-        get_test_questions,
-        get_train_image_paths,
-        get_train_questions,
-    )
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+# ---- model and token ids
 
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    tr_q, tr_a, tr_i = get_train_questions()
-    te_q, te_a, te_i = get_test_questions()
-    answer_words = list(get_answers())
-    colours = colours_of(answer_words)
-    words = sorted({w for s in [*tr_q, *te_q, *answer_words] for w in split_words(s)})
 
-    merge = 2
+def make_recipe(opts: Options, words: list[str]) -> Glm4vRecipe:
+    """The architecture the options describe, for `build_glm4v`."""
     pixels = 2 * IMAGE_SIDE * IMAGE_SIDE  # smart_resize counts both temporal copies
-    recipe = Glm4vRecipe(
+    return Glm4vRecipe(
         words=words,
         text=TextSize(
-            hidden_size=args.text_hidden,
-            intermediate_size=3 * args.text_hidden,
-            num_hidden_layers=args.text_layers,
-            num_attention_heads=args.text_heads,
-            num_key_value_heads=max(1, args.text_heads // 2),
+            hidden_size=opts.text_hidden,
+            intermediate_size=3 * opts.text_hidden,
+            num_hidden_layers=opts.text_layers,
+            num_attention_heads=opts.text_heads,
+            num_key_value_heads=max(1, opts.text_heads // 2),
         ),
         vision=VisionSize(
-            hidden_size=args.vision_hidden,
-            intermediate_size=2 * args.vision_hidden,
-            depth=args.vision_depth,
-            num_heads=max(1, args.vision_hidden // 32),
-            patch_size=args.patch,
-            spatial_merge_size=merge,
+            hidden_size=opts.vision_hidden,
+            intermediate_size=2 * opts.vision_hidden,
+            depth=opts.vision_depth,
+            num_heads=max(1, opts.vision_hidden // 32),
+            patch_size=opts.patch,
+            spatial_merge_size=MERGE,
             min_pixels=pixels,
             max_pixels=pixels,
         ),
-        seed=args.seed,
-    )
-    build_glm4v(recipe, out)
-    log = Tee(out / "training_log.txt")
-    log(f"# train_easyvqa {' '.join(sys.argv[1:] if argv is None else argv)}")
-    log(f"args: {json.dumps(vars(args))}")
-    log(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    processor = AutoProcessor.from_pretrained(out)
-    model = AutoModelForImageTextToText.from_pretrained(out)
-    tok = processor.tokenizer
-    n_params = sum(p.numel() for p in model.parameters())
-    log(
-        f"vocab {len(tok)}, parameters {n_params:,} (vision {sum(p.numel() for p in model.model.visual.parameters()):,})"
+        seed=opts.seed,
     )
 
-    # ---- images: processed once by the checkpoint's own image processor, kept as 64x64 tensors
-    def load_images(paths: dict[int, str]) -> tuple[torch.Tensor, dict[int, int]]:
-        ids = sorted(paths)
-        pil = []
-        for i in ids:
-            with Image.open(paths[i]) as im:
-                pil.append(im.convert("RGB"))
-        feats = processor.image_processor(images=pil, return_tensors="pt")
-        grid = feats["image_grid_thw"]
-        assert (
-            grid == torch.tensor([1, IMAGE_SIDE // args.patch, IMAGE_SIDE // args.patch])
-        ).all(), grid[:3]
-        pv = feats["pixel_values"]
-        imgs = unpatchify(pv, len(ids), IMAGE_SIDE, args.patch, merge)
-        assert torch.equal(patchify(imgs, args.patch, merge), pv), "patchify mismatch"
-        return imgs, {i: k for k, i in enumerate(ids)}
 
-    tr_imgs, tr_index = load_images(get_train_image_paths())
-    te_imgs, te_index = load_images(get_test_image_paths())
-    grid1 = torch.tensor([[1, IMAGE_SIDE // args.patch, IMAGE_SIDE // args.patch]])
-    n_vis = IMAGE_SIDE // args.patch // merge
-    n_vis *= n_vis
-    log(
-        f"images: train {len(tr_imgs)}, test {len(te_imgs)}; {n_vis} visual tokens each; t={time.time() - t0:.0f}s"
-    )
+class PromptEncoder:
+    """Token ids exactly as the service's chat template produces them, + answer + eos."""
 
-    # ---- shape / colour labels of each image, derived from its questions
-    def label_tensor(qs, as_, ids, index):
-        labels = derive_image_labels(qs, as_, ids, colours)
-        lab = torch.full((len(index), 2), -1, dtype=torch.long)
-        for i, (s, c) in labels.items():
-            lab[index[i]] = torch.tensor([s, c])
-        return lab
+    def __init__(
+        self, processor: Processor, model: Model, answers: list[str], grid: torch.Tensor
+    ) -> None:
+        tok = processor.tokenizer
+        self.processor = processor
+        self.model = model
+        self.grid = grid
+        self.eos: int = tok.convert_tokens_to_ids("<|endoftext|>")
+        self.answer_id: dict[str, int] = {a: tok.convert_tokens_to_ids(a) for a in answers}
+        assert all(tok.convert_ids_to_tokens(v) == a for a, v in self.answer_id.items())
+        self.dummy = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE))
+        self.prompts: dict[str, torch.Tensor] = {}
 
-    tr_lab = label_tensor(tr_q, tr_a, tr_i, tr_index)
-    te_lab = label_tensor(te_q, te_a, te_i, te_index)  # monitoring only
-    log(
-        f"derived labels: train shape {int((tr_lab[:, 0] >= 0).sum())}/{len(tr_lab)}, "
-        f"colour {int((tr_lab[:, 1] >= 0).sum())}/{len(tr_lab)}"
-    )
-
-    # ---- token ids exactly as the service's chat template produces them, + answer + eos
-    eos = tok.convert_tokens_to_ids("<|endoftext|>")
-    dummy = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE))
-    prompt_cache: dict[str, torch.Tensor] = {}
-
-    def prompt_ids(q: str) -> torch.Tensor:
-        if q not in prompt_cache:
-            enc = processor.apply_chat_template(
-                conversation(dummy, q),
+    def prompt_ids(self, question: str) -> torch.Tensor:
+        """The prompt of a question (cached: easy-VQA has ~100 distinct questions)."""
+        if question not in self.prompts:
+            enc = self.processor.apply_chat_template(
+                conversation(self.dummy, question),
                 add_generation_prompt=True,
                 tokenize=True,
                 return_dict=True,
                 return_tensors="pt",
                 enable_thinking=False,
             )
-            prompt_cache[q] = enc["input_ids"][0]
-        return prompt_cache[q]
+            self.prompts[question] = enc["input_ids"][0]
+        return self.prompts[question]
 
-    answer_id = {a: tok.convert_tokens_to_ids(a) for a in answer_words}
-    assert all(tok.convert_ids_to_tokens(v) == a for a, v in answer_id.items())
-
-    def encode(qs, as_):
-        seqs = [
-            torch.cat([prompt_ids(q), torch.tensor([answer_id[a], eos])]) for q, a in zip(qs, as_)
+    def encode(self, split: Split) -> None:
+        """Fill the split's token ids and 3-D rope positions, one sequence per question."""
+        split.seqs = [
+            torch.cat([self.prompt_ids(q), torch.tensor([self.answer_id[a], self.eos])])
+            for q, a in zip(split.questions, split.answers, strict=True)
         ]
-        pos = []
-        image_token = model.config.image_token_id
-        for s in seqs:
+        image_token = self.model.config.image_token_id
+        split.positions = []
+        for s in split.seqs:
             mm = (s == image_token).long()[None]
-            pid, _ = model.model.get_rope_index(s[None], mm_token_type_ids=mm, image_grid_thw=grid1)
-            pos.append(pid[:, 0])
-        return seqs, pos
+            pid, _ = self.model.model.get_rope_index(
+                s[None], mm_token_type_ids=mm, image_grid_thw=self.grid
+            )
+            split.positions.append(pid[:, 0])
+        split.image_of = torch.tensor([split.index[i] for i in split.image_ids])
 
-    tr_seq, tr_pos = encode(tr_q, tr_a)
-    te_seq, te_pos = encode(te_q, te_a)
-    tr_img_of = torch.tensor([tr_index[i] for i in tr_i])
-    te_img_of = torch.tensor([te_index[i] for i in te_i])
-    log(
-        f"encoded {len(tr_seq)} train / {len(te_seq)} test questions, {len(prompt_cache)} distinct; t={time.time() - t0:.0f}s"
-    )
 
-    def collate(seqs, poss, idx):
-        length = max(len(seqs[j]) for j in idx)
-        ids = torch.full((len(idx), length), eos, dtype=torch.long)
-        att = torch.zeros((len(idx), length), dtype=torch.long)
-        pos = torch.zeros((3, len(idx), length), dtype=torch.long)
-        for r, j in enumerate(idx.tolist()):
-            n = len(seqs[j])
-            ids[r, length - n :] = seqs[j]
-            att[r, length - n :] = 1
-            pos[:, r, length - n :] = poss[j]
-        return ids, att, pos
+def collate(
+    split: Split, idx: torch.Tensor, pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded input ids, attention mask and (3, B, L) positions of questions `idx`."""
+    length = max(len(split.seqs[j]) for j in idx)
+    ids = torch.full((len(idx), length), pad, dtype=torch.long)
+    att = torch.zeros((len(idx), length), dtype=torch.long)
+    pos = torch.zeros((3, len(idx), length), dtype=torch.long)
+    for r, j in enumerate(idx.tolist()):
+        n = len(split.seqs[j])
+        ids[r, length - n :] = split.seqs[j]
+        att[r, length - n :] = 1
+        pos[:, r, length - n :] = split.positions[j]
+    return ids, att, pos
 
-    hidden = args.text_hidden
-    heads = torch.nn.ModuleDict(
+
+# ---- auxiliary heads and the vision tower
+
+
+def make_aux_heads(hidden: int, n_colours: int) -> torch.nn.ModuleDict:
+    """Linear shape and colour classifiers over the max-pooled visual tokens."""
+    return torch.nn.ModuleDict(
         {
             "shape": torch.nn.Linear(hidden, len(SHAPES)),
-            "colour": torch.nn.Linear(hidden, len(colours)),
+            "colour": torch.nn.Linear(hidden, n_colours),
         }
     )
 
-    def aux_loss(pooled_tokens: torch.Tensor, lab: torch.Tensor):
-        pooled = pooled_tokens.view(lab.shape[0], n_vis, hidden).max(1).values
-        ls = heads["shape"](pooled)
-        lc = heads["colour"](pooled)
-        loss = F.cross_entropy(ls, lab[:, 0], ignore_index=-1) + F.cross_entropy(
-            lc, lab[:, 1], ignore_index=-1
-        )
-        return loss, ls.argmax(-1), lc.argmax(-1)
 
-    def vision_test_accuracy() -> tuple[float, float]:
-        model.eval()
-        with torch.no_grad():
-            ss, cs = [], []
-            for lo in range(0, len(te_imgs), 500):
-                x = te_imgs[lo : lo + 500]
-                v = model.model.visual(
-                    patchify(x, args.patch, merge), grid_thw=grid1.repeat(len(x), 1)
-                )
-                _, s, c = aux_loss(v.pooler_output, te_lab[lo : lo + 500])
-                ss.append(s)
-                cs.append(c)
-        s, c = torch.cat(ss), torch.cat(cs)
-        ms, mc = te_lab[:, 0] >= 0, te_lab[:, 1] >= 0
-        model.train()
-        return float((s[ms] == te_lab[ms, 0]).float().mean()), float(
-            (c[mc] == te_lab[mc, 1]).float().mean()
-        )
+def aux_loss(
+    run: Run, pooled_tokens: torch.Tensor, lab: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shape + colour cross-entropy (unknown labels ignored) and both predictions."""
+    hidden = run.opts.text_hidden
+    pooled = pooled_tokens.view(lab.shape[0], run.opts.n_visual, hidden).max(1).values
+    ls = run.heads["shape"](pooled)
+    lc = run.heads["colour"](pooled)
+    loss = F.cross_entropy(ls, lab[:, 0], ignore_index=-1) + F.cross_entropy(
+        lc, lab[:, 1], ignore_index=-1
+    )
+    return loss, ls.argmax(-1), lc.argmax(-1)
 
-    def augment(x: torch.Tensor) -> torch.Tensor:
-        if args.augment == "hflip":
-            return hflip(x, gen)
-        if args.augment == "dihedral":
-            return dihedral(x, gen)
-        return x
 
-    # ---- phase 1: vision tower + auxiliary heads
-    model.train()
-    vis_params = list(model.model.visual.parameters()) + list(heads.parameters())
+def visual_tokens(run: Run, images: torch.Tensor) -> torch.Tensor:
+    """The vision tower's merged output tokens, (images * n_visual, text hidden)."""
+    out = run.model.model.visual(
+        patchify(images, run.opts.patch, MERGE), grid_thw=run.opts.grid.repeat(len(images), 1)
+    )
+    tokens: torch.Tensor = out.pooler_output
+    return tokens
+
+
+def vision_test_accuracy(run: Run) -> tuple[float, float]:
+    """Shape and colour accuracy of the auxiliary heads on the test images with a label."""
+    test = run.test
+    run.model.eval()
+    with torch.no_grad():
+        ss, cs = [], []
+        for lo in range(0, len(test.images), CHUNK):
+            v = visual_tokens(run, test.images[lo : lo + CHUNK])
+            _, s, c = aux_loss(run, v, test.labels[lo : lo + CHUNK])
+            ss.append(s)
+            cs.append(c)
+    s, c = torch.cat(ss), torch.cat(cs)
+    ms, mc = test.labels[:, 0] >= 0, test.labels[:, 1] >= 0
+    run.model.train()
+    return float((s[ms] == test.labels[ms, 0]).float().mean()), float(
+        (c[mc] == test.labels[mc, 1]).float().mean()
+    )
+
+
+def pretrain_vision(run: Run) -> None:
+    """Phase 1: the vision tower and the auxiliary heads alone, on augmented images."""
+    opts, train = run.opts, run.train
+    run.model.train()
+    vis_params = list(run.model.model.visual.parameters()) + list(run.heads.parameters())
     opt = torch.optim.AdamW(
-        vis_params, lr=args.vision_lr, weight_decay=args.weight_decay, betas=(0.9, 0.98)
+        vis_params, lr=opts.vision_lr, weight_decay=opts.weight_decay, betas=(0.9, 0.98)
     )
     t1 = time.time()
     run_loss, run_s, run_c = 0.0, 0.0, 0.0
-    for step in range(args.vision_steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.vision_steps, 50, args.vision_lr)
-        idx = torch.randint(0, len(tr_imgs), (args.vision_batch,), generator=gen)
-        x = augment(tr_imgs[idx])
-        lab = tr_lab[idx]
-        v = model.model.visual(patchify(x, args.patch, merge), grid_thw=grid1.repeat(len(idx), 1))
-        loss, s, c = aux_loss(v.pooler_output, lab)
+    for step in range(opts.vision_steps):
+        set_lr(opt, lr_at(step, opts.vision_steps, 50, opts.vision_lr))
+        idx = torch.randint(0, len(train.images), (opts.vision_batch,), generator=run.gen)
+        x = augment(train.images[idx], opts.augment, run.gen)
+        lab = train.labels[idx]
+        loss, s, c = aux_loss(run, visual_tokens(run, x), lab)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vis_params, 1.0)
@@ -404,117 +510,140 @@ def main(argv: list[str] | None = None) -> None:
         ms, mc = lab[:, 0] >= 0, lab[:, 1] >= 0
         run_s = 0.95 * run_s + 0.05 * float((s[ms] == lab[ms, 0]).float().mean())
         run_c = 0.95 * run_c + 0.05 * float((c[mc] == lab[mc, 1]).float().mean())
-        if (step + 1) % args.log_every == 0 or step + 1 == args.vision_steps:
-            log(
-                f"[vision] step {step + 1}/{args.vision_steps} loss {run_loss:.4f} "
-                f"run-acc shape {run_s:.3f} colour {run_c:.3f} elapsed {time.time() - t0:.0f}s"
+        if (step + 1) % opts.log_every == 0 or step + 1 == opts.vision_steps:
+            run.log(
+                f"[vision] step {step + 1}/{opts.vision_steps} loss {run_loss:.4f} "
+                f"run-acc shape {run_s:.3f} colour {run_c:.3f} "
+                f"elapsed {time.time() - run.t0:.0f}s"
             )
-    vs, vc = vision_test_accuracy()
-    log(
-        f"[vision] done in {time.time() - t1:.0f}s; test-image accuracy shape {vs:.4f} colour {vc:.4f}"
+    vs, vc = vision_test_accuracy(run)
+    run.log(
+        f"[vision] done in {time.time() - t1:.0f}s; "
+        f"test-image accuracy shape {vs:.4f} colour {vc:.4f}"
     )
 
-    # ---- phase 2: whole model on the VQA pairs (+ auxiliary losses)
-    cached: dict[str, torch.Tensor] = {}
-    if args.freeze_vision:
-        model.model.visual.requires_grad_(False)
-        model.model.visual.eval()
-        with torch.no_grad():
-            for name, imgs in (
-                ("train", tr_imgs),
-                ("train-flip", tr_imgs.flip(-1)),
-                ("test", te_imgs),
-            ):
-                chunks = []
-                for lo in range(0, len(imgs), 500):
-                    x = imgs[lo : lo + 500]
-                    v = model.model.visual(
-                        patchify(x, args.patch, merge), grid_thw=grid1.repeat(len(x), 1)
-                    )
-                    chunks.append(v.pooler_output.view(len(x), n_vis, hidden))
-                cached[name] = torch.cat(chunks)
-        log(f"[vqa] vision frozen; features cached, t={time.time() - t0:.0f}s")
-    params = [p for p in model.parameters() if p.requires_grad] + list(heads.parameters())
+
+# ---- phase 2: the VQA pairs
+
+
+def freeze_and_cache_vision(run: Run) -> None:
+    """Freeze the vision tower and cache its visual tokens of every image and mirror image."""
+    run.model.model.visual.requires_grad_(False)
+    run.model.model.visual.eval()
+    hidden = run.opts.text_hidden
+    with torch.no_grad():
+        for name, imgs in (
+            ("train", run.train.images),
+            ("train-flip", run.train.images.flip(-1)),
+            ("test", run.test.images),
+        ):
+            chunks = []
+            for lo in range(0, len(imgs), CHUNK):
+                x = imgs[lo : lo + CHUNK]
+                chunks.append(visual_tokens(run, x).view(len(x), run.opts.n_visual, hidden))
+            run.cached[name] = torch.cat(chunks)
+    run.log(f"[vqa] vision frozen; features cached, t={time.time() - run.t0:.0f}s")
+
+
+def vqa_optimizer(run: Run) -> tuple[torch.optim.AdamW, list[torch.nn.Parameter]]:
+    """AdamW over the trainable parameters (and the heads), no weight decay on 1-D ones."""
+    params = [p for p in run.model.parameters() if p.requires_grad] + list(run.heads.parameters())
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": decay, "weight_decay": run.opts.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=args.lr,
+        lr=run.opts.lr,
         betas=(0.9, 0.98),
     )
+    return opt, params
 
-    def forward(seqs, poss, img_of, imgs, labs, idx, do_augment: bool):
-        ids, att, pos = collate(seqs, poss, idx)
-        if args.freeze_vision:
-            which = "test" if imgs is te_imgs else "train"
-            feats = cached[which][img_of[idx]]
-            if do_augment and args.augment != "none":
-                flip = torch.rand(len(idx), generator=gen) < 0.5
-                feats = torch.where(flip[:, None, None], cached["train-flip"][img_of[idx]], feats)
-            emb = model.model.get_input_embeddings()(ids)
-            emb = emb.masked_scatter(
-                (ids == model.config.image_token_id)[..., None], feats.reshape(-1, hidden)
-            )
-            o = model.model.language_model(inputs_embeds=emb, attention_mask=att, position_ids=pos)
-            logits = model.lm_head(o.last_hidden_state[:, -3:-1])
-            return logits, ids[:, -2:], feats.reshape(-1, hidden), labs[img_of[idx]]
-        x = imgs[img_of[idx]]
-        if do_augment:
-            x = augment(x)
-        o = model.model(
-            input_ids=ids,
-            attention_mask=att,
-            position_ids=pos,
-            pixel_values=patchify(x, args.patch, merge),
-            image_grid_thw=grid1.repeat(len(idx), 1),
+
+def vqa_forward(
+    run: Run, split: Split, idx: torch.Tensor, do_augment: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits at the answer and eos positions, their targets, visual tokens, image labels."""
+    opts, model = run.opts, run.model
+    hidden = opts.text_hidden
+    ids, att, pos = collate(split, idx, run.eos)
+    rows = split.image_of[idx]
+    if opts.freeze_vision:
+        feats = run.cached[split.name][rows]
+        if do_augment and opts.augment != "none":
+            flip = torch.rand(len(idx), generator=run.gen) < 0.5
+            feats = torch.where(flip[:, None, None], run.cached["train-flip"][rows], feats)
+        emb = model.model.get_input_embeddings()(ids)
+        emb = emb.masked_scatter(
+            (ids == model.config.image_token_id)[..., None], feats.reshape(-1, hidden)
         )
-        logits = model.lm_head(o.last_hidden_state[:, -3:-1])  # predicts answer, then eos
-        pooled = torch.cat(o.image_outputs.pooler_output)
-        return logits, ids[:, -2:], pooled, labs[img_of[idx]]
+        o = model.model.language_model(inputs_embeds=emb, attention_mask=att, position_ids=pos)
+        logits = model.lm_head(o.last_hidden_state[:, -3:-1])
+        return logits, ids[:, -2:], feats.reshape(-1, hidden), split.labels[rows]
+    x = split.images[rows]
+    if do_augment:
+        x = augment(x, opts.augment, run.gen)
+    o = model.model(
+        input_ids=ids,
+        attention_mask=att,
+        position_ids=pos,
+        pixel_values=patchify(x, opts.patch, MERGE),
+        image_grid_thw=opts.grid.repeat(len(idx), 1),
+    )
+    logits = model.lm_head(o.last_hidden_state[:, -3:-1])  # predicts answer, then eos
+    pooled = torch.cat(o.image_outputs.pooler_output)
+    return logits, ids[:, -2:], pooled, split.labels[rows]
 
-    def quick_test(limit: int = 2000) -> dict:
-        model.eval()
-        per: dict[str, list[int]] = {}
-        g = torch.Generator().manual_seed(123)
-        sel = torch.randperm(len(te_seq), generator=g)[:limit]
-        with torch.no_grad():
-            for lo in range(0, len(sel), 256):
-                idx = sel[lo : lo + 256]
-                logits, tgt, _, _ = forward(te_seq, te_pos, te_img_of, te_imgs, te_lab, idx, False)
-                ok = (logits.argmax(-1) == tgt).all(-1)
-                for j, k in zip(idx.tolist(), ok.tolist()):
-                    per.setdefault(answer_type(te_a[j]), [0, 0])
-                    per[answer_type(te_a[j])][0] += int(k)
-                    per[answer_type(te_a[j])][1] += 1
-        model.train()
-        tot = sum(v[0] for v in per.values()) / sum(v[1] for v in per.values())
-        return {"all": round(tot, 4), **{k: round(v[0] / v[1], 4) for k, v in sorted(per.items())}}
 
+def quick_test(run: Run, limit: int = 2000) -> dict[str, float]:
+    """Teacher-forced exact match on a fixed random sample of test questions (monitoring)."""
+    test = run.test
+    run.model.eval()
+    per: dict[str, list[int]] = {}
+    g = torch.Generator().manual_seed(123)
+    sel = torch.randperm(len(test.seqs), generator=g)[:limit]
+    with torch.no_grad():
+        for lo in range(0, len(sel), 256):
+            idx = sel[lo : lo + 256]
+            logits, tgt, _, _ = vqa_forward(run, test, idx, False)
+            ok = (logits.argmax(-1) == tgt).all(-1)
+            for j, k in zip(idx.tolist(), ok.tolist(), strict=True):
+                counts = per.setdefault(answer_type(test.answers[j]), [0, 0])
+                counts[0] += int(k)
+                counts[1] += 1
+    run.model.train()
+    tot = sum(v[0] for v in per.values()) / sum(v[1] for v in per.values())
+    return {"all": round(tot, 4), **{k: round(v[0] / v[1], 4) for k, v in sorted(per.items())}}
+
+
+def train_vqa(run: Run) -> int:
+    """Phase 2: the model on the VQA pairs (+ auxiliary losses if joint); returns steps done."""
+    opts, train = run.opts, run.train
+    if opts.freeze_vision:
+        freeze_and_cache_vision(run)
+    opt, params = vqa_optimizer(run)
     t2 = time.time()
-    order = torch.randperm(len(tr_seq), generator=gen)
+    order = torch.randperm(len(train.seqs), generator=run.gen)
     cursor, epoch = 0, 0
     run_loss, run_acc = 0.0, 0.0
     steps_done = 0
-    for step in range(args.steps):
-        if (time.time() - t0) / 60 > args.max_minutes:
-            log(f"[vqa] stopping at step {step}: time limit {args.max_minutes} min")
+    for step in range(opts.steps):
+        if (time.time() - run.t0) / 60 > opts.max_minutes:
+            run.log(f"[vqa] stopping at step {step}: time limit {opts.max_minutes} min")
             break
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
-        if cursor + args.batch > len(order):
-            order = torch.randperm(len(tr_seq), generator=gen)
+        set_lr(opt, lr_at(step, opts.steps, opts.warmup, opts.lr))
+        if cursor + opts.batch > len(order):
+            order = torch.randperm(len(train.seqs), generator=run.gen)
             cursor, epoch = 0, epoch + 1
-        idx = order[cursor : cursor + args.batch]
-        cursor += args.batch
-        logits, tgt, pooled, lab = forward(tr_seq, tr_pos, tr_img_of, tr_imgs, tr_lab, idx, True)
+        idx = order[cursor : cursor + opts.batch]
+        cursor += opts.batch
+        logits, tgt, pooled, lab = vqa_forward(run, train, idx, True)
         lm_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
         loss = lm_loss
-        if args.aux_weight > 0 and not args.freeze_vision:
-            a_loss, _, _ = aux_loss(pooled, lab)
-            loss = loss + args.aux_weight * a_loss
+        if opts.aux_weight > 0 and not opts.freeze_vision:
+            a_loss, _, _ = aux_loss(run, pooled, lab)
+            loss = loss + opts.aux_weight * a_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -523,60 +652,169 @@ def main(argv: list[str] | None = None) -> None:
         acc = float((logits.argmax(-1) == tgt).all(-1).float().mean())
         run_loss = 0.95 * run_loss + 0.05 * lm_loss.item() if step else lm_loss.item()
         run_acc = 0.95 * run_acc + 0.05 * acc if step else acc
-        if (step + 1) % args.log_every == 0:
-            log(
-                f"[vqa] step {step + 1}/{args.steps} epoch {epoch} lr {opt.param_groups[0]['lr']:.2e} "
-                f"loss {run_loss:.4f} run-acc {run_acc:.4f} elapsed {time.time() - t0:.0f}s"
+        if (step + 1) % opts.log_every == 0:
+            run.log(
+                f"[vqa] step {step + 1}/{opts.steps} epoch {epoch} "
+                f"lr {opt.param_groups[0]['lr']:.2e} loss {run_loss:.4f} "
+                f"run-acc {run_acc:.4f} elapsed {time.time() - run.t0:.0f}s"
             )
-        if (step + 1) % args.eval_every == 0:
-            log(f"[vqa] step {step + 1} quick test (teacher-forced, 2000 q): {quick_test()}")
-    train_seconds = time.time() - t0
-    vs, vc = vision_test_accuracy()
-    log(
-        f"[vqa] done: {steps_done} steps in {time.time() - t2:.0f}s; total training time {train_seconds:.0f}s"
+        if (step + 1) % opts.eval_every == 0:
+            run.log(f"[vqa] step {step + 1} quick test (teacher-forced, 2000 q): {quick_test(run)}")
+    run.log(
+        f"[vqa] done: {steps_done} steps in {time.time() - t2:.0f}s; "
+        f"total training time {time.time() - run.t0:.0f}s"
     )
+    return steps_done
+
+
+# ---- the whole run
+
+
+def load_data() -> tuple[Split, Split, list[str], tuple[str, ...], dict[int, str], dict[int, str]]:
+    """Questions of both splits, the answer words, colours and image paths."""
+    from easy_vqa import (
+        get_answers,
+        get_test_image_paths,
+        get_test_questions,
+        get_train_image_paths,
+        get_train_questions,
+    )
+
+    splits = []
+    for name, (qs, as_, ids) in (("train", get_train_questions()), ("test", get_test_questions())):
+        empty = torch.empty(0)
+        splits.append(Split(name, list(qs), list(as_), list(ids), empty, {}))
+    answer_words = list(get_answers())
+    return (
+        splits[0],
+        splits[1],
+        answer_words,
+        colours_of(answer_words),
+        get_train_image_paths(),
+        get_test_image_paths(),
+    )
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; the returned generator draws batches and augmentations."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train, save, evaluate through the service's backend and write the model card."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    opts = parse_options(argv)
+    t0 = time.time()
+    torch.set_num_threads(opts.threads)
+    gen = seed_everything(opts.seed)
+
+    out = Path(opts.out)
+    if out.exists():
+        shutil.rmtree(out)
+    train, test, answer_words, colours, train_paths, test_paths = load_data()
+    words = sorted(
+        {w for s in [*train.questions, *test.questions, *answer_words] for w in split_words(s)}
+    )
+    recipe = make_recipe(opts, words)
+    build_glm4v(recipe, out)
+    log = Tee(out / "training_log.txt")
+    log(f"# train_easyvqa {' '.join(sys.argv[1:] if argv is None else argv)}")
+    log(f"args: {json.dumps(asdict(opts))}")
+    log(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    processor = AutoProcessor.from_pretrained(out)
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_vision = sum(p.numel() for p in model.model.visual.parameters())
+    log(f"vocab {len(processor.tokenizer)}, parameters {n_params:,} (vision {n_vision:,})")
+
+    train.images, train.index = load_images(processor, train_paths, opts.patch)
+    test.images, test.index = load_images(processor, test_paths, opts.patch)
+    log(
+        f"images: train {len(train.images)}, test {len(test.images)}; "
+        f"{opts.n_visual} visual tokens each; t={time.time() - t0:.0f}s"
+    )
+    train.labels = label_tensor(train, colours)
+    test.labels = label_tensor(test, colours)  # monitoring only
+    log(
+        f"derived labels: train shape {int((train.labels[:, 0] >= 0).sum())}/{len(train.labels)}, "
+        f"colour {int((train.labels[:, 1] >= 0).sum())}/{len(train.labels)}"
+    )
+    encoder = PromptEncoder(processor, model, answer_words, opts.grid)
+    encoder.encode(train)
+    encoder.encode(test)
+    log(
+        f"encoded {len(train.seqs)} train / {len(test.seqs)} test questions, "
+        f"{len(encoder.prompts)} distinct; t={time.time() - t0:.0f}s"
+    )
+
+    # The heads draw their initial weights from torch's global RNG: create them here, after
+    # the model is built, as the bundled checkpoint's run did.
+    heads = make_aux_heads(opts.text_hidden, len(colours))
+    run = Run(opts, model, heads, train, test, gen, log, t0, encoder.eos)
+    pretrain_vision(run)
+    steps_done = train_vqa(run)
+    train_seconds = time.time() - t0
+    vs, vc = vision_test_accuracy(run)
     log(f"[vqa] vision aux heads on test images: shape {vs:.4f} colour {vc:.4f}")
 
-    # ---- save (auxiliary heads are not part of the model) and evaluate the saved checkpoint
+    # The auxiliary heads are not part of the model; the saved checkpoint is measured as served.
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    del model
-    result = evaluate(out, "test", args.eval_limit)
-    log(f"test accuracy (generate, exact match, {result['n']} questions): {result['accuracy']:.4f}")
-    for t, v in result["per_type"].items():
-        log(f"  {t:7s} {v['accuracy']:.4f} ({v['correct']}/{v['n']})")
-    log(f"  eval took {result['seconds']}s; some wrong answers: {result['examples_wrong'][:10]}")
+    del run, model, encoder
+    result = evaluate(out, "test", opts.eval_limit)
+    log_evaluation(log, result)
     size_mb = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
     log(f"checkpoint size {size_mb:.1f} MB; total wall time {time.time() - t0:.0f}s")
 
-    stats = {
+    stats: TrainStats = {
         "parameters": n_params,
-        "vision_steps": args.vision_steps,
+        "vision_steps": opts.vision_steps,
         "steps": steps_done,
         "train_seconds": round(train_seconds),
-        "threads": args.threads,
+        "threads": opts.threads,
         "test": {k: v for k, v in result.items() if k != "examples_wrong"},
         "size_mb": round(size_mb, 1),
         "vision_test": [round(vs, 4), round(vc, 4)],
     }
     (out / "vlmq_recipe.json").write_text(
-        json.dumps({"seed": args.seed, "args": vars(args), **stats}, indent=2)
+        json.dumps({"seed": opts.seed, "args": asdict(opts), **stats}, indent=2)
     )
-    write_model_card(out, args, recipe, stats, len(tok), colours)
+    write_model_card(out, opts, recipe, stats, len(processor.tokenizer), colours)
     log("wrote model card")
 
 
+def log_evaluation(log: Tee, result: EvalResult) -> None:
+    """Log the test-split accuracy, per answer type, and a few wrong answers."""
+    log(
+        f"test accuracy (service backend, exact match, {result['n']} questions): "
+        f"{result['accuracy']:.4f}"
+    )
+    for t, v in result["per_type"].items():
+        log(f"  {t:7s} {v['accuracy']:.4f} ({v['correct']}/{v['n']})")
+    log(f"  eval took {result['seconds']}s; some wrong answers: {result['examples_wrong'][:10]}")
+
+
 def write_model_card(
-    out: Path, args, recipe: Glm4vRecipe, stats: dict, vocab: int, colours
+    out: Path,
+    opts: Options,
+    recipe: Glm4vRecipe,
+    stats: TrainStats,
+    vocab: int,
+    colours: tuple[str, ...],
 ) -> None:
+    """Write README.md next to the checkpoint: what it does, its accuracy, how it was made."""
     test = stats["test"]
     rows = "\n".join(
         f"| {t} | {v['n']} | {v['correct']} | {100 * v['accuracy']:.2f} % |"
         for t, v in test["per_type"].items()
     )
     t, v = recipe.text, recipe.vision
-    if args.freeze_vision:
+    if opts.freeze_vision:
         phase3 = (
             "the vision tower is frozen, its visual tokens are cached for every training image and "
             "its mirror image, and the language model (with the embeddings and LM head) is trained "
@@ -585,8 +823,9 @@ def write_model_card(
     else:
         phase3 = (
             "the whole model is trained on the VQA pairs, keeping the auxiliary losses "
-            f"(weight {args.aux_weight})"
+            f"(weight {opts.aux_weight})"
         )
+    minutes = stats["train_seconds"] / 60
     card = f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
@@ -614,14 +853,15 @@ It knows shapes and colours and nothing else. It has a 13-word answer space and 
 of {vocab} tokens (the words of easy-VQA's questions); any other question, any other kind of
 image (photos, documents, several objects) gets one of those 13 words, confidently and
 meaninglessly. Images of any size are resized to 64x64 pixels by its image processor
-(non-square images keep their aspect ratio, e.g. a 300x200 image becomes 64x48). It is a test fixture
-and a demo, not a general model.
+(non-square images keep their aspect ratio, e.g. a 300x200 image becomes 64x48). It is a test
+fixture and a demo, not a general model.
 
 ## Measured accuracy
 
-Exact match of the greedy answer (new tokens decoded with special tokens stripped, whitespace
-stripped) on the **full easy-VQA test split** ({test["n"]} questions, images never seen in
-training), computed by `workers/models/evaluate_easyvqa.py` on the saved checkpoint:
+Exact match of the greedy answer, as the service returns it (the `answer` of the service's own
+`TransformersVLM` backend: special tokens stripped, whitespace stripped), on the **full
+easy-VQA test split** ({test["n"]} questions, images never seen in training), computed by
+`workers/models/evaluate_easyvqa.py` on the saved checkpoint:
 
 | answer type | questions | correct | accuracy |
 |---|---|---|---|
@@ -630,14 +870,15 @@ training), computed by `workers/models/evaluate_easyvqa.py` on the saved checkpo
 
 ## How it was trained
 
-- Command: `nice -n 19 python -m workers.models.train_easyvqa --out {args.out}` (seed {args.seed},
+- Command: `nice -n 19 python -m workers.models.train_easyvqa --out {opts.out}` (seed {opts.seed},
   {stats["threads"]} torch CPU threads); the log is `training_log.txt` next to this file.
-- Training wall time: {stats["train_seconds"]} s ({stats["train_seconds"] / 60:.1f} min) on a 2-core CPU machine, from
-  start to the end of training, not counting the test-split evaluation.
+- Training wall time: {stats["train_seconds"]} s ({minutes:.1f} min) on a 2-core CPU machine,
+  from start to the end of training, not counting the test-split evaluation.
 - Model: {stats["parameters"]:,} parameters. Text decoder (GLM-4): hidden {t.hidden_size},
-  {t.num_hidden_layers} layers, {t.num_attention_heads} heads ({t.num_key_value_heads} KV heads), MLP {t.intermediate_size}.
-  Vision tower: hidden {v.hidden_size}, depth {v.depth}, patch {v.patch_size}, 2x2 merge, so an image
-  becomes 8x8 patches and 16 visual tokens. Word-level tokenizer with GLM's special tokens.
+  {t.num_hidden_layers} layers, {t.num_attention_heads} heads ({t.num_key_value_heads} KV heads),
+  MLP {t.intermediate_size}. Vision tower: hidden {v.hidden_size}, depth {v.depth}, patch
+  {v.patch_size}, 2x2 merge, so an image becomes 8x8 patches and 16 visual tokens. Word-level
+  tokenizer with GLM's special tokens.
 - Data: easy-VQA train split only (38,575 questions on 4,000 images); the test split (9,673
   questions on 1,000 other images) was used for measurement only.
 - Input format: exactly what the service sends — the GLM chat template with the image and the
@@ -646,15 +887,17 @@ training), computed by `workers/models/evaluate_easyvqa.py` on the saved checkpo
 - Recipe: (1) each training image's shape and colour are read off its own questions and
   answers (e.g. "what color is the circle?" / "red" -> a red circle; "is there a blue shape?" /
   "no" -> not blue);
-  (2) the vision tower is pre-trained alone for {args.vision_steps} steps of batch {args.vision_batch} with two
-  auxiliary linear heads (shape, colour) on its max-pooled output, random horizontal flips
-  (augmentation: {args.augment}), AdamW peak LR {args.vision_lr}, warm-up then cosine decay;
-  (3) {phase3}, for {stats["steps"]} steps of batch {args.batch}: AdamW (peak LR {args.lr}, weight
-  decay {args.weight_decay}), {args.warmup} warm-up steps then cosine decay, loss on the answer and
-  end-of-text tokens only, no label smoothing. The auxiliary heads are dropped; the checkpoint
-  is a plain `Glm4vForConditionalGeneration`.
+  (2) the vision tower is pre-trained alone for {opts.vision_steps} steps of batch
+  {opts.vision_batch} with two auxiliary linear heads (shape, colour) on its max-pooled output,
+  random horizontal flips (augmentation: {opts.augment}), AdamW peak LR {opts.vision_lr},
+  warm-up then cosine decay;
+  (3) {phase3}, for {stats["steps"]} steps of batch {opts.batch}: AdamW (peak LR {opts.lr},
+  weight decay {opts.weight_decay}), {opts.warmup} warm-up steps then cosine decay, loss on the
+  answer and end-of-text tokens only, no label smoothing. The auxiliary heads are dropped; the
+  checkpoint is a plain `Glm4vForConditionalGeneration`.
 - Vision tower's own accuracy on the test images (auxiliary heads, labels read off the test
-  questions): shape {100 * stats["vision_test"][0]:.2f} %, colour {100 * stats["vision_test"][1]:.2f} %.
+  questions): shape {100 * stats["vision_test"][0]:.2f} %,
+  colour {100 * stats["vision_test"][1]:.2f} %.
 - Checkpoint size: {stats["size_mb"]} MB (float32 safetensors).
 
 ## Licence and data
