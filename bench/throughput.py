@@ -266,6 +266,7 @@ def median(values: list[float]) -> float:
 
 
 def main() -> None:
+    global MAX_TOKENS
     parser = argparse.ArgumentParser(
         description="vlmq throughput against the raw model and a naive service"
     )
@@ -280,7 +281,6 @@ def main() -> None:
         help="serve a random-weight GLM-4V of this text size instead (inference-bound load)",
     )
     args = parser.parse_args()
-    global MAX_TOKENS
     MAX_TOKENS = args.max_tokens
     if args.random_model:
         args.model = build_random_model(args.random_model)

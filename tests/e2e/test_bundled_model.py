@@ -127,3 +127,32 @@ def test_yes_probability_matches_yes_no_answers(easyvqa_backend: TransformersVLM
         for p, (_, answer, _) in zip(probabilities, sample, strict=True)
     )
     assert right / len(sample) >= 0.95, f"{right}/{len(sample)}"
+
+
+def test_triangle_policy_flags_easy_vqa_test_images(easyvqa_backend: TransformersVLM) -> None:
+    questions, answers, image_ids = get_test_questions()
+    paths = get_test_image_paths()
+    shapes = {
+        image_id: answer
+        for answer, image_id in zip(answers, image_ids, strict=True)
+        if answer in ("circle", "rectangle", "triangle")
+    }
+    sample = sorted(shapes.items())[:200]
+    params = GenerationParams(max_tokens=1, score_questions={"triangle": "is there a triangle?"})
+    requests = [
+        PredictRequest(
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "image": Image.open(paths[i]).convert("RGB")}],
+                }
+            ],
+            params,
+        )
+        for i, _ in sample
+    ]
+    scores = [p.scores["triangle"] for p in easyvqa_backend.predict(requests) if p.scores]
+    right = sum(
+        (s >= 0.5) == (shape == "triangle") for s, (_, shape) in zip(scores, sample, strict=True)
+    )
+    assert right / len(sample) >= 0.95, f"{right}/{len(sample)}"
