@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT, wait_until
+from tests.support import REPO_ROOT, shape_png, wait_until
 
 
 def free_port() -> int:
@@ -131,3 +131,46 @@ def test_up_serves_the_curl_example_and_the_cli(
     )
     assert asked.returncode == 0, asked.stderr
     assert asked.stdout.strip() != ""
+
+
+def test_bulk_moderation_pipeline_from_the_readme(
+    vlmq_up: tuple[str, str, dict[str, str], Path], tmp_path: Path
+) -> None:
+    base, key, env, _log = vlmq_up
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, shape in [("a.png", "triangle"), ("b.png", "circle"), ("c.png", "rectangle")]:
+        (photos / name).write_bytes(shape_png("red", shape))
+    (photos / "notes.txt").write_text("not an image")
+    cli = [sys.executable, "-m", "vlmq.cli", "batch"]
+    env = {**env, "VLMQ_API_KEY": key}
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    made = run(
+        "moderation-file",
+        str(photos),
+        "--category",
+        "triangle=is there a triangle?",
+        "--out",
+        "photos.jsonl",
+    )
+    assert "3 images" in made
+    submitted = run(
+        "submit", "photos.jsonl", "--wait", "--output", "photos.output.jsonl", "--url", base
+    )
+    assert "completed: 3 succeeded, 0 failed" in submitted
+    lines = [
+        json.loads(line) for line in (tmp_path / "photos.output.jsonl").read_text().splitlines()
+    ]
+    assert sorted(line["custom_id"] for line in lines) == ["a.png", "b.png", "c.png"]
+    flagged = run("flagged", "photos.output.jsonl")
+    expected = {
+        line["custom_id"] for line in lines if line["response"]["body"]["results"][0]["flagged"]
+    }
+    assert {row.split("\t")[0] for row in flagged.splitlines()} == expected
