@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.e2e.test_readme_commands import free_port, ready
-from tests.support import REPO_ROOT, wait_until
+from bench.throughput import VlmqService
 from vlmq.client import submit_upload
 from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
 
@@ -61,59 +57,25 @@ def main() -> None:
         model = build_glm4v(
             Glm4vRecipe(words=["what", "color", "is", "the", "shape"]), Path(tmp) / "tiny"
         )
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
-        env.update(
-            VLMQ_DATA_DIR=str(Path(tmp) / "var"),
-            VLMQ_PORT=str(port),
-            VLMQ_EMBEDDED_REDIS_PORT=str(free_port()),
-            VLMQ_MODEL=str(model),
-        )
-        log = Path(tmp) / "up.log"
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "vlmq.cli", "up"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                base = f"http://127.0.0.1:{port}"
-                key = wait_until(
-                    lambda: next(
-                        (
-                            line.split()[-1]
-                            for line in log.read_text().splitlines()
-                            if "API key" in line
-                        ),
-                        None,
-                    ),
-                    60,
-                    "key",
-                    0.2,
-                )
-                wait_until(lambda: ready(base), 90, "ready", 0.3)
-                post_job(base, key, png(10**6), args.max_tokens)  # warm-up
-                e2e, inference, overhead, queue = [], [], [], []
-                for index in range(args.jobs):
-                    latency, job = post_job(base, key, png(index), args.max_tokens)
-                    assert job["status"] == "succeeded" and not job["cache_hit"], job
-                    metrics = job["metrics"]
-                    e2e.append(latency)
-                    inference.append(float(metrics["inference_ms"]))  # type: ignore[index]
-                    queue.append(float(metrics["queue_ms"]))  # type: ignore[index]
-                    overhead.append(latency - float(metrics["inference_ms"]))  # type: ignore[index]
-                hits = [
-                    post_job(base, key, png(index), args.max_tokens)[0]
-                    for index in range(args.jobs)
-                ]
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
-    print(
-        f"{args.jobs} sequential jobs, tiny random-weight GLM-4V, max_tokens={args.max_tokens}, CPU"
-    )
+        service = VlmqService(str(model), Path(tmp), max_batch=8)
+        try:
+            base, key = service.base, service.new_key("overhead")
+            post_job(base, key, png(10**6), args.max_tokens)  # warm-up
+            e2e, inference, overhead, queue = [], [], [], []
+            for index in range(args.jobs):
+                latency, job = post_job(base, key, png(index), args.max_tokens)
+                assert job["status"] == "succeeded" and not job["cache_hit"], job
+                metrics = job["metrics"]
+                e2e.append(latency)
+                inference.append(float(metrics["inference_ms"]))
+                queue.append(float(metrics["queue_ms"]))
+                overhead.append(latency - float(metrics["inference_ms"]))
+            hits = [
+                post_job(base, key, png(index), args.max_tokens)[0] for index in range(args.jobs)
+            ]
+        finally:
+            service.stop()
+    print(f"{args.jobs} sequential jobs, tiny random GLM-4V, max_tokens={args.max_tokens}, CPU")
     print(f"  end-to-end (client)      {summary(e2e)}")
     print(f"  model inference (worker) {summary(inference)}")
     print(f"  overhead = e2e - infer   {summary(overhead)}")

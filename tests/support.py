@@ -53,21 +53,45 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """A real `vlmq worker` process (Celery parent and its one pool child)."""
+class VlmqProcess:
+    """A real `vlmq <command>` process in its own process group, logging to a file."""
+
+    command = "worker"
 
     def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
         self.settings = settings
         self.log_path = log_path
         self.log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vlmq.cli", "worker"],
+            [sys.executable, "-m", "vlmq.cli", self.command],
             cwd=REPO_ROOT,
             env=settings_env(settings, **extra_env),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so a test can kill it whole
         )
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 9)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop gracefully, or kill."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 15)
+                self.process.wait(timeout=15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                self.kill()
+        self.log.close()
+
+
+class WorkerProcess(VlmqProcess):
+    """A real `vlmq worker` (the supervisor and the worker process it runs)."""
+
+    command = "worker"
 
     def wait_ready(self, client: redis.Redis, timeout_s: float = 90) -> WorkerProcess:
         """Block until the worker's heartbeat says its model is loaded."""
@@ -87,22 +111,6 @@ class WorkerProcess:
             ["pgrep", "-g", str(self.process.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
         return {self.process.pid, *(int(pid) for pid in children)}
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker (parent and pool child) at once."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, 9)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        """Stop the worker gracefully, or kill it."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, 15)
-                self.process.wait(timeout=15)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                self.kill()
-        self.log.close()
 
 
 def wait_until(

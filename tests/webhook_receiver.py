@@ -7,9 +7,6 @@ redirect), so tests can make a real webhook worker retry, time out, or be redire
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -21,7 +18,7 @@ import redis
 
 from services.core.config import Settings
 from services.core.webhooks import HEARTBEAT_PREFIX
-from tests.support import REPO_ROOT, settings_env, wait_until
+from tests.support import VlmqProcess, wait_until
 
 # The webhook worker of the tests retries quickly: 4 attempts within about 2 seconds.
 TEST_RETRY_SCHEDULE_S = "0.3,0.6,1.2"
@@ -133,23 +130,17 @@ class WebhookReceiver:
         self.server.server_close()
 
 
-class BackgroundWorkerProcess:
+class BackgroundWorkerProcess(VlmqProcess):
     """A real `vlmq background-worker` process with the tests' short retry schedule."""
 
+    command = "background-worker"
+
     def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.log_path = log_path
-        self.log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vlmq.cli", "background-worker"],
-            cwd=REPO_ROOT,
-            env=settings_env(
-                settings,
-                VLMQ_WEBHOOK_RETRY_SCHEDULE_S=TEST_RETRY_SCHEDULE_S,
-                VLMQ_WEBHOOK_TIMEOUT_S=TEST_WEBHOOK_TIMEOUT_S,
-            ),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        super().__init__(
+            settings,
+            log_path,
+            VLMQ_WEBHOOK_RETRY_SCHEDULE_S=TEST_RETRY_SCHEDULE_S,
+            VLMQ_WEBHOOK_TIMEOUT_S=TEST_WEBHOOK_TIMEOUT_S,
         )
 
     def wait_ready(self, client: redis.Redis, timeout_s: float = 60) -> BackgroundWorkerProcess:
@@ -162,15 +153,3 @@ class BackgroundWorkerProcess:
             interval_s=0.1,
         )
         return self
-
-    def stop(self) -> None:
-        """Stop the worker gracefully, or kill it."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, 15)
-                self.process.wait(timeout=15)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, 9)
-                self.process.wait(timeout=10)
-        self.log.close()

@@ -292,13 +292,7 @@ def claim_job(runtime: Runtime, job_id: str) -> Claim | None:
             )
         )
     if exhausted:
-        fail_job(
-            runtime,
-            job_id,
-            None,
-            "worker_lost",
-            f"the job stopped its worker {settings.max_attempts} times and was given up",
-        )
+        give_up_job(runtime, job_id)
     return None
 
 
@@ -341,10 +335,15 @@ def finish_job(
             ),
         )
     if done:
-        job_finished(
-            runtime, claim.job_id, has_webhook=claim.has_webhook, in_batch=claim.in_batch
-        )
+        job_finished(runtime, claim.job_id, has_webhook=claim.has_webhook, in_batch=claim.in_batch)
     return bool(done)
+
+
+def give_up_job(runtime: Runtime, job_id: str) -> bool:
+    """Fail a job that has used up its attempts (it keeps killing its worker)."""
+    attempts = runtime.settings.max_attempts
+    message = f"the job stopped its worker {attempts} times and was given up"
+    return fail_job(runtime, job_id, None, "worker_lost", message)
 
 
 def fail_job(

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from services.core import batches, webhooks
 from services.core.db import session_scope, utcnow
-from services.core.jobs import fail_job
+from services.core.jobs import give_up_job
 from services.core.models import Job, JobStatus
 from services.core.queue import enqueue_job
 from services.core.runtime import Runtime
@@ -52,13 +52,7 @@ def reconcile(runtime: Runtime) -> int:
                 .values(status=JobStatus.QUEUED.value, enqueued_at=now, lease_expires_at=None)
             )
     for job_id in exhausted:
-        fail_job(
-            runtime,
-            job_id,
-            None,
-            "worker_lost",
-            f"the job stopped its worker {settings.max_attempts} times and was given up",
-        )
+        give_up_job(runtime, job_id)
     for job_id in retry:
         enqueue_job(runtime.celery, settings, job_id, background=job_id in in_batch)
         log.info("event=requeued job_id=%s", job_id)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from services.api.chat.schemas import ChatCompletionRequest
 from services.api.chat.streaming import stream_chat
 from services.api.context import runtime, tenant_id
 from services.api.requests import check_model, json_object, validate
-from services.core import idempotency, jobs, webhooks
+from services.api.submissions import idempotency_claim, webhook_fields
+from services.core import idempotency, jobs
 from services.core.errors import InvalidRequestError, JobFailedError, SyncTimeoutError
 from services.core.events import wait_for_job
 from services.core.models import Job, JobStatus
@@ -31,24 +30,9 @@ def create_chat_completion() -> Response:
         raise InvalidRequestError("only n=1 is supported", param="n")
     canonical = canonical_from_messages(body.messages, rt.settings)
     params = build_params(body.model_dump(), rt.settings)
-    hook = webhooks.parse_subscription(
-        raw.get("webhook"), raw.get("webhook_events_filter"), rt.settings
-    )
-    webhook_fields: dict[str, Any] = {
-        "webhook": hook.url if hook else None,
-        "webhook_events": hook.events if hook else None,
-    }
-    claim = idempotency.claim_from_header(
-        request.headers.get(idempotency.HEADER),
-        tenant_id(),
-        idempotency.submission_fingerprint(
-            "/v1/chat/completions", canonical, params, stream=body.stream, **webhook_fields
-        ),
-        rt.settings,
-    )
-    options = jobs.SubmitOptions(
-        kind="chat", stream=body.stream, idempotency=claim, **webhook_fields
-    )
+    hook = webhook_fields(raw)
+    claim = idempotency_claim("/v1/chat/completions", canonical, params, stream=body.stream, **hook)
+    options = jobs.SubmitOptions(kind="chat", stream=body.stream, idempotency=claim, **hook)
     job, _ = idempotency.submit_once(
         rt.sessions,
         claim,

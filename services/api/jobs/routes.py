@@ -9,7 +9,8 @@ from flask import Blueprint, Response, jsonify, request
 from services.api.context import runtime, tenant_id
 from services.api.jobs.schemas import JobCreateRequest
 from services.api.requests import check_model, json_object, prefer_wait_s, validate
-from services.core import idempotency, jobs, webhooks
+from services.api.submissions import idempotency_claim, webhook_fields
+from services.core import idempotency, jobs
 from services.core.errors import InvalidRequestError
 from services.core.events import wait_for_job
 from services.core.images import check_image
@@ -84,20 +85,9 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     rt = runtime()
     canonical, raw, metadata = parse_submission()
     params = build_params(raw, rt.settings)
-    hook = webhooks.parse_subscription(raw["webhook"], raw["webhook_events_filter"], rt.settings)
-    webhook_fields: dict[str, Any] = {
-        "webhook": hook.url if hook else None,
-        "webhook_events": hook.events if hook else None,
-    }
-    claim = idempotency.claim_from_header(
-        request.headers.get(idempotency.HEADER),
-        tenant_id(),
-        idempotency.submission_fingerprint(
-            "/v1/jobs", canonical, params, metadata=metadata, **webhook_fields
-        ),
-        rt.settings,
-    )
-    options = jobs.SubmitOptions(metadata=metadata, idempotency=claim, **webhook_fields)
+    hook = webhook_fields(raw)
+    claim = idempotency_claim("/v1/jobs", canonical, params, metadata=metadata, **hook)
+    options = jobs.SubmitOptions(metadata=metadata, idempotency=claim, **hook)
     job, replayed = idempotency.submit_once(
         rt.sessions,
         claim,

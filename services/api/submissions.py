@@ -1,0 +1,36 @@
+"""What every job-creating route reads besides the request itself: webhook fields and the
+`Idempotency-Key` header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from services.api.context import runtime, tenant_id
+from services.core import idempotency, webhooks
+from services.core.idempotency import IdempotencyClaim
+from services.core.prompts import CanonicalRequest, GenerationParams
+
+
+def webhook_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """`webhook` and `webhook_events` (as SubmitOptions takes them), checked; 400 if bad."""
+    hook = webhooks.parse_subscription(
+        raw.get("webhook"), raw.get("webhook_events_filter"), runtime().settings
+    )
+    return {
+        "webhook": hook.url if hook else None,
+        "webhook_events": hook.events if hook else None,
+    }
+
+
+def idempotency_claim(
+    endpoint: str, canonical: CanonicalRequest, params: GenerationParams, **extra: Any
+) -> IdempotencyClaim | None:
+    """The claim of the request's `Idempotency-Key` header on this exact request, if any."""
+    return idempotency.claim_from_header(
+        request.headers.get(idempotency.HEADER),
+        tenant_id(),
+        idempotency.submission_fingerprint(endpoint, canonical, params, **extra),
+        runtime().settings,
+    )
