@@ -378,13 +378,27 @@ def is_terminal(runtime: Runtime, job_id: str) -> bool:
     return status is None or JobStatus(status) in TERMINAL_STATUSES
 
 
-def wait_for_result(runtime: Runtime, tenant_id: str, job_id: str, timeout_s: float) -> Job:
-    """Block until the job is terminal (woken by its notification); 504 after `timeout_s`."""
-    done = events.wait_for_job(
-        runtime.redis, job_id, lambda: is_terminal(runtime, job_id), timeout_s
-    )
-    with runtime.sessions() as session:
-        job = get_job(session, tenant_id, job_id)
+def wait_until_terminal(runtime: Runtime, job: Job, timeout_s: float) -> tuple[Job, bool]:
+    """The job once terminal (woken by its notification), or as it is after `timeout_s`.
+
+    Returns the job as last read and whether it is terminal. Each check is one read.
+    """
+    if JobStatus(job.status).is_terminal():
+        return job, True
+    latest = [job]
+
+    def terminal_now() -> bool:
+        with runtime.sessions() as session:
+            latest.append(get_job(session, job.tenant_id, job.id))
+        return JobStatus(latest[-1].status).is_terminal()
+
+    done = events.wait_for_job(runtime.redis, job.id, terminal_now, timeout_s)
+    return latest[-1], done
+
+
+def wait_for_result(runtime: Runtime, job: Job, timeout_s: float) -> Job:
+    """The terminal job; a 504 after `timeout_s` (the job goes on)."""
+    job, done = wait_until_terminal(runtime, job, timeout_s)
     if not done:
         raise SyncTimeoutError(f"job {job.id} did not finish in time; poll /v1/jobs/{job.id}")
     return job

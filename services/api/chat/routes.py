@@ -10,8 +10,7 @@ from services.api.context import runtime, tenant_id
 from services.api.requests import check_model, json_object, validate
 from services.api.submissions import idempotency_claim, webhook_fields
 from services.core import idempotency, jobs
-from services.core.errors import InvalidRequestError, JobFailedError, SyncTimeoutError
-from services.core.events import wait_for_job
+from services.core.errors import InvalidRequestError, JobFailedError
 from services.core.models import Job, JobStatus
 from services.core.prompts import build_params, canonical_from_messages
 from services.core.serialize import chat_completion_response
@@ -43,13 +42,7 @@ def create_chat_completion() -> Response:
         events = stream_chat(rt, tenant_id(), job, body.include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return Response(events, mimetype="text/event-stream", headers=headers)
-    finished = wait_for_job(
-        rt.redis, job.id, lambda: jobs.is_terminal(rt, job.id), rt.settings.sync_timeout_s
-    )
-    with rt.sessions() as session:
-        job = jobs.get_job(session, tenant_id(), job.id)
-    if not finished:
-        raise SyncTimeoutError(f"job {job.id} did not finish in time; poll /v1/jobs/{job.id}")
+    job = jobs.wait_for_result(rt, job, rt.settings.sync_timeout_s)
     if job.status != JobStatus.SUCCEEDED:
         message = (job.error or {}).get("message", job.status)
         raise JobFailedError(f"job {job.id} {job.status}: {message}")

@@ -12,7 +12,6 @@ from services.api.requests import check_model, json_object, prefer_wait_s, valid
 from services.api.submissions import idempotency_claim, webhook_fields
 from services.core import idempotency, jobs
 from services.core.errors import InvalidRequestError
-from services.core.events import wait_for_job
 from services.core.images import check_image
 from services.core.models import Job
 from services.core.prompts import (
@@ -96,8 +95,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     )
     wait_s = prefer_wait_s(rt.settings.max_prefer_wait_s)
     if wait_s > 0:
-        wait_for_job(rt.redis, job.id, lambda: jobs.is_terminal(rt, job.id), wait_s)
-        job = read_job(job.id)
+        job, _ = jobs.wait_until_terminal(rt, job, wait_s)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -28,7 +28,7 @@ def create_moderation() -> Response:
     submitted = submit_moderation(rt, tenant_id(), body.input, body.categories, body.thresholds)
     finished = []
     for job in submitted:
-        job = jobs.wait_for_result(rt, tenant_id(), job.id, rt.settings.sync_timeout_s)
+        job = jobs.wait_for_result(rt, job, rt.settings.sync_timeout_s)
         if job.status != JobStatus.SUCCEEDED:
             message = (job.error or {}).get("message", job.status)
             raise JobFailedError(f"job {job.id} {job.status}: {message}")
