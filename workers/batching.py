@@ -54,6 +54,7 @@ class Batcher:
         # only when some is on its way, so a lone request never pays `wait_ms`.
         self._incoming = 0
         self._incoming_lock = threading.Lock()
+        self._under_load = False
         threading.Thread(target=self._run, name="vlmq-batcher", daemon=True).start()
 
     @contextmanager
@@ -80,8 +81,8 @@ class Batcher:
             return batch
         deadline = time.monotonic() + self.wait_s
         while len(batch) < self.max_batch:
-            if self.pending.empty() and self._incoming == 0:
-                break  # nobody else is coming: run now
+            if self.pending.empty() and self._incoming == 0 and not self._under_load:
+                break  # an idle worker and nobody else coming: run now
             remaining = deadline - time.monotonic()
             try:
                 item = (
@@ -105,6 +106,9 @@ class Batcher:
                 continue
             self.model_calls += 1
             self.batch_sizes.append(len(live))
+            # Under load (the last call was shared), later requests wait for company even
+            # when none is in sight yet: clients answered together come back together.
+            self._under_load = len(live) > 1
             try:
                 predictions = self.backend.predict([item.request for item in live])
             except BaseException as exc:  # every waiter must hear about the failure

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Batching: a worker runs up to `max_batch` jobs in one model call, waiting at most
     # `batch_wait_ms` after the first for more to arrive.
     max_batch: int = 16
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: float = 20.0
 
     # Workers: the time limit of one job, the attempt cap, and the lease after which a
     # running job whose worker went silent is re-enqueued (keep it above the time limit).
