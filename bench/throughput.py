@@ -221,6 +221,7 @@ class NaiveService:
         for process in self.processes:
             process.wait(timeout=60)
         self.redis.terminate()
+        self.redis.wait(timeout=30)  # it writes its files until it exits
         self.log.close()
 
 
