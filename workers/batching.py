@@ -48,8 +48,6 @@ class Batcher:
         self.max_batch = max(1, max_batch)
         self.wait_s = max(0.0, wait_ms / 1000)
         self.pending: queue.Queue[Pending] = queue.Queue()
-        self.model_calls = 0
-        self.batch_sizes: list[int] = []
         # Jobs claimed by task threads but not submitted yet: a batch waits for company
         # only when some is on its way, so a lone request never pays `wait_ms`.
         self._incoming = 0
@@ -104,8 +102,6 @@ class Batcher:
             live = [item for item in batch if item.future.set_running_or_notify_cancel()]
             if not live:
                 continue
-            self.model_calls += 1
-            self.batch_sizes.append(len(live))
             # Under load (the last call was shared), later requests wait for company even
             # when none is in sight yet: clients answered together come back together.
             self._under_load = len(live) > 1

@@ -153,7 +153,3 @@ def parse_delays(schedule: str) -> list[float]:
         raise ValueError(f"retry delays must not be negative: {schedule!r}")
     return delays
 
-
-def default_field_docs() -> dict[str, object]:
-    """Each setting's environment variable and default, for `.env.example` checks."""
-    return {f"VLMQ_{name.upper()}": field.default for name, field in Settings.model_fields.items()}

@@ -40,11 +40,6 @@ class GenerationParams(BaseModel):
             return []
         return [value] if isinstance(value, str) else value
 
-    @property
-    def is_greedy(self) -> bool:
-        """Greedy decoding (the default) unless the request asks for sampling."""
-        return self.temperature == 0
-
 
 def build_params(raw: dict[str, Any], settings: Settings) -> GenerationParams:
     """Generation parameters from a request body, with the deployment's defaults and caps."""
