@@ -27,6 +27,7 @@ from services.core.ids import new_id
 from services.core.jobs import SubmitOptions, new_job, request_cache_key, store_images
 from services.core.models import Batch, Job, JobStatus
 from services.core.moderations import job_moderation_result, moderation_jobs_spec
+from services.core.pagination import newest_first_page
 from services.core.prompts import build_params, canonical_from_messages
 from services.core.queue import (
     BATCH_EXPAND_TASK,
@@ -107,20 +108,9 @@ def list_batches(
     session: Session, tenant_id: str, *, limit: int, after: str | None
 ) -> tuple[list[Batch], bool]:
     """A page of the tenant's batches, newest first."""
-    if not 1 <= limit <= 100:
-        raise InvalidRequestError("limit must be between 1 and 100", param="limit")
     query = sa.select(Batch).where(Batch.tenant_id == tenant_id)
-    if after is not None:
-        cursor = get_batch(session, tenant_id, after)
-        query = query.where(
-            sa.or_(
-                Batch.created_at < cursor.created_at,
-                sa.and_(Batch.created_at == cursor.created_at, Batch.id < cursor.id),
-            )
-        )
-    query = query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)
-    rows = list(session.scalars(query))
-    return rows[:limit], len(rows) > limit
+    cursor = get_batch(session, tenant_id, after) if after is not None else None
+    return newest_first_page(session, Batch, query, cursor, limit)
 
 
 def cancel_batch(runtime: Runtime, tenant_id: str, batch_id: str) -> Batch:

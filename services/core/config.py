@@ -152,4 +152,3 @@ def parse_delays(schedule: str) -> list[float]:
     if any(delay < 0 for delay in delays):
         raise ValueError(f"retry delays must not be negative: {schedule!r}")
     return delays
-

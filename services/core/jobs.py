@@ -30,6 +30,7 @@ from services.core.images import CheckedImage
 from services.core.job_events import job_finished, job_started
 from services.core.model_info import model_revision
 from services.core.models import TERMINAL_STATUSES, Image, Job, JobStatus
+from services.core.pagination import newest_first_page
 from services.core.prompts import CanonicalRequest, GenerationParams
 from services.core.queue import enqueue_job
 from services.core.runtime import Runtime
@@ -37,7 +38,6 @@ from services.core.runtime import Runtime
 log = logging.getLogger(__name__)
 
 NON_TERMINAL = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
-MAX_PAGE = 100
 
 
 def rows_changed(session: Session, statement: sa.Update) -> int:
@@ -195,23 +195,11 @@ def list_jobs(
     """A page of the tenant's jobs, newest first, after the job id `after`; and has_more."""
     if status is not None and status not in {s.value for s in JobStatus}:
         raise InvalidRequestError(f"unknown status {status!r}", param="status")
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequestError(f"limit must be between 1 and {MAX_PAGE}", param="limit")
     query = sa.select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
-    if after is not None:
-        cursor = get_job(session, tenant_id, after)
-        query = query.where(
-            sa.or_(
-                Job.created_at < cursor.created_at,
-                sa.and_(Job.created_at == cursor.created_at, Job.id < cursor.id),
-            )
-        )
-    rows = list(
-        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
-    )
-    return rows[:limit], len(rows) > limit
+    cursor = get_job(session, tenant_id, after) if after is not None else None
+    return newest_first_page(session, Job, query, cursor, limit)
 
 
 def cancel_job(runtime: Runtime, tenant_id: str, job_id: str) -> Job:

@@ -39,7 +39,7 @@ def create_chat_completion() -> Response:
         finished_job,
     )
     if body.stream:
-        events = stream_chat(rt, tenant_id(), job, body.include_usage)
+        events = stream_chat(rt, job, body.include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return Response(events, mimetype="text/event-stream", headers=headers)
     job = jobs.wait_for_result(rt, job, rt.settings.sync_timeout_s)

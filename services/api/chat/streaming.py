@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.core import jobs
-from services.core.events import wait_for_job
 from services.core.models import Job, JobStatus
 from services.core.runtime import Runtime
 from services.core.serialize import chunk, delta_choice
@@ -21,7 +20,7 @@ def sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-def stream_chat(runtime: Runtime, tenant_id: str, job: Job, include_usage: bool) -> Iterator[str]:
+def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str]:
     """Chunks of the job's answer as they are generated, then the finish, usage and [DONE]."""
     yield sse(chunk(job, [delta_choice({"role": "assistant", "content": ""})]))
     sent = ""
@@ -39,14 +38,7 @@ def stream_chat(runtime: Runtime, tenant_id: str, job: Job, include_usage: bool)
             sent += event.delta
             yield sse(chunk(job, [delta_choice({"content": event.delta})]))
     # The stream ends just before the job row is final: wait for the row.
-    wait_for_job(
-        runtime.redis,
-        job.id,
-        lambda: jobs.is_terminal(runtime, job.id),
-        max(0.0, deadline - time.monotonic()),
-    )
-    with runtime.sessions() as session:
-        job = jobs.get_job(session, tenant_id, job.id)
+    job, _ = jobs.wait_until_terminal(runtime, job, max(0.0, deadline - time.monotonic()))
     if job.status != JobStatus.SUCCEEDED:
         message = (job.error or {}).get("message") or f"job {job.id} is {job.status}"
         yield sse(

@@ -12,7 +12,7 @@ from services.api.requests import check_model, json_object, prefer_wait_s, valid
 from services.api.submissions import idempotency_claim, webhook_fields
 from services.core import idempotency, jobs
 from services.core.errors import InvalidRequestError
-from services.core.images import check_image
+from services.core.images import check_image, image_bytes_from_reference
 from services.core.models import Job
 from services.core.prompts import (
     CanonicalRequest,
@@ -58,8 +58,6 @@ def parse_submission() -> tuple[CanonicalRequest, dict[str, Any], dict[str, str]
             raise InvalidRequestError("send either messages or image + question, not both")
         canonical = canonical_from_messages(body.messages, settings)
     elif body.image is not None:
-        from services.core.images import image_bytes_from_reference
-
         image = check_image(image_bytes_from_reference(body.image, settings), settings)
         canonical = canonical_from_question(image, body.question, settings)
     else:
