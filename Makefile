@@ -22,11 +22,13 @@ run: $(STAMP)
 ## Set everything up and run the whole suite (SQLite and PostgreSQL, real Redis and workers).
 test: $(STAMP)
 	$(BIN)/ruff check services workers vlmq tests bench
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check services workers vlmq tests bench
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check services workers vlmq
 
 typecheck: $(STAMP)

@@ -20,7 +20,7 @@ from celery.signals import worker_process_init
 from flask import Flask, jsonify, request
 from PIL import Image
 
-from services.core.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams
 
 REDIS_URL = os.environ.get("NAIVE_REDIS_URL", "redis://127.0.0.1:6379/14")
 celery = Celery("naive", broker=REDIS_URL, backend=REDIS_URL)

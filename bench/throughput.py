@@ -36,7 +36,7 @@ from typing import Any
 from PIL import Image
 
 from services.core.config import BUNDLED_MODEL_DIR
-from services.core.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams
 from tests.support import REPO_ROOT, wait_until
 from vlmq.client import submit_upload
 from vlmq.embedded_redis import start_embedded_redis

@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from services.api import create_app
+from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.migrate import upgrade
 from services.core.runtime import Runtime
@@ -93,7 +94,7 @@ def settings(
 @pytest.fixture(scope="session")
 def runtime(settings: Settings) -> Iterator[Runtime]:
     """Connections to the stack's database and Redis."""
-    rt = Runtime.create(settings)
+    rt = create_runtime(settings)
     yield rt
     rt.close()
 

@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from services.api import create_app
+from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.runtime import Runtime
 from tests.support import WorkerProcess, data_url, make_settings, shape_png, wait_until
@@ -55,7 +56,7 @@ def fake_stack_fixture(
         served_model_name=f"fake-{secrets.token_hex(3)}",
         **overrides,
     )
-    runtime = Runtime.create(settings)
+    runtime = create_runtime(settings)
     stack = FakeStack(
         settings, runtime, create_app(settings).test_client(), tmp_path / "calls.log", tmp_path, []
     )

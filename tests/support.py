@@ -18,7 +18,7 @@ import redis
 from PIL import Image, ImageDraw
 
 from services.core.config import Settings
-from services.core.workers import live_workers
+from services.core.heartbeats import live_model_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ class WorkerProcess(VlmqProcess):
         wait_until(
             lambda: any(
                 info.get("pid") in self.pids()
-                for info in live_workers(client, self.settings.model_id)
+                for info in live_model_workers(client, self.settings.model_id)
             ),
             timeout_s,
             f"worker ready (log: {self.log_path})",

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from services.core.config import Settings
-from services.core.webhooks import HEARTBEAT_PREFIX
+from services.core.heartbeats import BACKGROUND_WORKER_PREFIX
 from tests.support import VlmqProcess, wait_until
 
 # The webhook worker of the tests retries quickly: 4 attempts within about 2 seconds.
@@ -147,7 +147,7 @@ class BackgroundWorkerProcess(VlmqProcess):
         """Block until the worker's heartbeat appears."""
         key = f"*:{self.process.pid}"
         wait_until(
-            lambda: any(client.scan_iter(match=HEARTBEAT_PREFIX + key)),
+            lambda: any(client.scan_iter(match=BACKGROUND_WORKER_PREFIX + key)),
             timeout_s,
             f"webhook worker ready (log: {self.log_path})",
             interval_s=0.1,

@@ -9,8 +9,6 @@ when the worker starts.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from typing import Any
@@ -18,10 +16,12 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init
 
-from services.core import webhooks
+from services.core.bootstrap import create_runtime
+from services.core.broker import BATCHES_QUEUE, DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
 from services.core.config import Settings
-from services.core.queue import BATCHES_QUEUE, DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
+from services.core.heartbeats import beat_background_worker
 from services.core.runtime import Runtime
+from services.core.webhooks.delivery import deliver
 from workers.batch_tasks import register_batch_tasks
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,9 @@ def get_runtime() -> Runtime:
 
 def heartbeat(runtime: Runtime) -> None:
     """Announce a live webhook worker (tests and operators wait on it)."""
-    key = f"{webhooks.HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
     while True:
         try:
-            runtime.redis.set(key, b"1", ex=int(HEARTBEAT_S * 3))
+            beat_background_worker(runtime.redis, HEARTBEAT_S)
         except Exception:
             log.warning("event=webhook_heartbeat_failed")
         time.sleep(HEARTBEAT_S)
@@ -54,7 +53,7 @@ def register_webhook_tasks(app: Celery) -> None:
     @app.task(name=DELIVER_WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True)
     def deliver_webhook(delivery_id: str, attempt: int) -> str | None:
         """Make one attempt of a delivery; a duplicate message is a no-op."""
-        return webhooks.deliver(get_runtime(), delivery_id, attempt)
+        return deliver(get_runtime(), delivery_id, attempt)
 
 
 def create_background_app(settings: Settings) -> Celery:
@@ -64,7 +63,7 @@ def create_background_app(settings: Settings) -> Celery:
     def start(**_: Any) -> None:
         global _runtime
         logging.basicConfig(level=settings.log_level)
-        _runtime = Runtime.create(settings)
+        _runtime = create_runtime(settings)
         threading.Thread(
             target=heartbeat, args=(_runtime,), name="vlmq-background-heartbeat", daemon=True
         ).start()

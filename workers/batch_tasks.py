@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from services.core.batches import advance_batch, expand_batch
-from services.core.queue import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
+from services.core.batches.expand import expand_batch
+from services.core.batches.finalize import advance_batch
+from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
 from services.core.runtime import Runtime
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init
 
+from services.core.broker import create_celery
 from services.core.config import Settings
-from services.core.queue import create_celery
 from workers.state import init_state
 from workers.tasks import register_tasks
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from services.core import cache, singleflight, token_stream
-from services.core.events import wait_for_job
-from services.core.images import to_rgb
-from services.core.jobs import Claim, claim_job, fail_job, finish_job, is_terminal
+from services.core import cache, notify
+from services.core.inputs.images import to_rgb
+from services.core.inputs.prompts import GenerationParams
+from services.core.jobs.lifecycle import Claim, claim_job, fail_job, finish_job
+from services.core.jobs.service import is_terminal
 from services.core.models import Image, Job
-from services.core.prompts import GenerationParams
 from services.core.runtime import Runtime
 from workers.backends.base import PredictRequest
 from workers.batching import Batcher
@@ -59,14 +59,15 @@ def load_input(runtime: Runtime, job_id: str) -> JobInput:
 def run_job(runtime: Runtime, batcher: Batcher, job_id: str) -> str:
     """Run one job to a terminal state; returns what happened (for logs and tests)."""
     with batcher.incoming():
-        claim = claim_job(runtime, job_id)
+        with runtime.unit_of_work() as session:
+            claim = claim_job(session, runtime.settings, job_id)
         if claim is None:
             return "skipped"
         try:
             job_input = load_input(runtime, job_id)
         except Exception as exc:
             message = f"could not load the job's input: {exc}"
-            fail_job(runtime, job_id, claim, "invalid_input", message)
+            fail_attempt(runtime, claim, "invalid_input", message)
             return "failed"
     # No database session is open from here on: inference can take minutes, and a held
     # connection would pin a pool slot (or, on SQLite, a read snapshot) all that time.
@@ -75,12 +76,12 @@ def run_job(runtime: Runtime, batcher: Batcher, job_id: str) -> str:
         return predict_and_record(runtime, batcher, claim, job_input)
     if answer_from_cache(runtime, claim, key, job_input.stream):
         return "cached"
-    leader = singleflight.lead_or_follow(runtime.redis, key, job_id, runtime.settings.lease_s)
+    leader = cache.lead_or_follow(runtime.redis, key, job_id, runtime.settings.lease_s)
     if leader is not None:
-        wait_for_job(
+        notify.wait_for_job(
             runtime.redis,
             leader,
-            lambda: is_terminal(runtime, leader),
+            lambda: job_is_terminal(runtime, leader),
             runtime.settings.task_soft_time_limit_s,
         )
         if answer_from_cache(runtime, claim, key, job_input.stream):
@@ -89,7 +90,7 @@ def run_job(runtime: Runtime, batcher: Batcher, job_id: str) -> str:
         return predict_and_record(runtime, batcher, claim, job_input)
     finally:
         if leader is None:
-            singleflight.release(runtime.redis, key, job_id)
+            cache.release_lead(runtime.redis, key, job_id)
 
 
 def answer_from_cache(runtime: Runtime, claim: Claim, key: str, stream: bool) -> bool:
@@ -98,16 +99,17 @@ def answer_from_cache(runtime: Runtime, claim: Claim, key: str, stream: bool) ->
     if cached is None:
         return False
     if stream:
-        token_stream.publish_delta(runtime.redis, claim.job_id, cached.get("output") or "")
-        token_stream.publish_end(runtime.redis, claim.job_id)
-    finish_job(
-        runtime,
-        claim,
-        output=cached.get("output") or "",
-        result=cached.get("result") or {},
-        inference_ms=0.0,
-        cache_hit=True,
-    )
+        notify.publish_delta(runtime.redis, claim.job_id, cached.get("output") or "")
+        notify.publish_end(runtime.redis, claim.job_id)
+    with runtime.unit_of_work() as session:
+        finish_job(
+            session,
+            claim,
+            output=cached.get("output") or "",
+            result=cached.get("result") or {},
+            inference_ms=0.0,
+            cache_hit=True,
+        )
     return True
 
 
@@ -121,22 +123,22 @@ def predict_and_record(
         request = PredictRequest(
             request.messages,
             request.params,
-            on_text=lambda delta: token_stream.publish_delta(redis_client, job_id, delta),
+            on_text=lambda delta: notify.publish_delta(redis_client, job_id, delta),
         )
     started = time.perf_counter()
     try:
         future = batcher.submit(request, isolated=claim.attempt > 1)
         batch_result = future.result(timeout=runtime.settings.task_soft_time_limit_s)
     except FutureTimeoutError:
-        fail_job(runtime, claim.job_id, claim, "timeout", "the job ran past its time limit")
+        fail_attempt(runtime, claim, "timeout", "the job ran past its time limit")
         return "failed"
     except Exception as exc:
         log.exception("event=inference_failed job_id=%s", claim.job_id)
-        fail_job(runtime, claim.job_id, claim, "inference_error", f"{type(exc).__name__}: {exc}")
+        fail_attempt(runtime, claim, "inference_error", f"{type(exc).__name__}: {exc}")
         return "failed"
     finally:
         if job_input.stream:
-            token_stream.publish_end(runtime.redis, claim.job_id)
+            notify.publish_end(runtime.redis, claim.job_id)
     inference_ms = (time.perf_counter() - started) * 1000
     prediction = batch_result.prediction
     result = prediction.result()
@@ -152,12 +154,25 @@ def predict_and_record(
             )
         except Exception:
             log.warning("event=cache_put_failed job_id=%s", claim.job_id)
-    finished = finish_job(
-        runtime,
-        claim,
-        output=prediction.answer,
-        result=result,
-        inference_ms=inference_ms,
-        batch_size=batch_result.batch_size,
-    )
+    with runtime.unit_of_work() as session:
+        finished = finish_job(
+            session,
+            claim,
+            output=prediction.answer,
+            result=result,
+            inference_ms=inference_ms,
+            batch_size=batch_result.batch_size,
+        )
     return "succeeded" if finished else "stale"
+
+
+def fail_attempt(runtime: Runtime, claim: Claim, error_type: str, message: str) -> None:
+    """Fail the job of a claimed attempt (a no-op if the attempt is no longer current)."""
+    with runtime.unit_of_work() as session:
+        fail_job(session, claim.job_id, claim, error_type, message)
+
+
+def job_is_terminal(runtime: Runtime, job_id: str) -> bool:
+    """Whether the job has ended (read from the database)."""
+    with runtime.sessions() as session:
+        return is_terminal(session, job_id)

@@ -1,4 +1,4 @@
-"""Per-process worker state: the runtime, the loaded model, heartbeat and reconciler threads.
+"""Per-process worker state: the runtime, the loaded model, heartbeat and maintenance threads.
 
 Created when the worker process starts (never at import time; the threads pool never
 forks), so each worker process loads the model exactly once.
@@ -6,17 +6,14 @@ forks), so each worker process loads the model exactly once.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
 import threading
 import time
 
+from services.core.bootstrap import create_runtime
 from services.core.config import Settings
-from services.core.reconcile import reconcile_if_leader
-from services.core.runtime import Runtime
-from services.core.workers import HEARTBEAT_PREFIX
+from services.core.heartbeats import beat_model_worker
+from services.core.maintenance import run_pass_if_leader
 from workers.backends.base import VLMBackend
 from workers.backends.registry import create_backend
 from workers.batching import Batcher
@@ -29,15 +26,14 @@ class WorkerState:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.runtime = Runtime.create(settings)
+        self.runtime = create_runtime(settings)
         self.backend: VLMBackend = create_backend(settings)
         self.batcher = Batcher(self.backend, settings.max_batch, settings.batch_wait_ms)
         self.ready = threading.Event()
         self.load_error: BaseException | None = None
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def start(self) -> None:
-        """Load the model in the background, then start the heartbeat and the reconciler."""
+        """Load the model in the background, then start the heartbeat and the maintenance pass."""
         threading.Thread(target=self._load, name="vlmq-model-load", daemon=True).start()
 
     def _load(self) -> None:
@@ -50,7 +46,7 @@ class WorkerState:
             return
         self.ready.set()
         threading.Thread(target=self._heartbeat, name="vlmq-heartbeat", daemon=True).start()
-        threading.Thread(target=self._reconcile, name="vlmq-reconciler", daemon=True).start()
+        threading.Thread(target=self._maintain, name="vlmq-maintenance", daemon=True).start()
 
     def wait_ready(self) -> Batcher:
         """The batcher of the loaded model; blocks while the model loads."""
@@ -62,26 +58,23 @@ class WorkerState:
     def _heartbeat(self) -> None:
         """Announce a live worker with its model loaded (read by `/readyz`)."""
         interval = self.settings.worker_heartbeat_s
-        payload = json.dumps({"model": self.settings.model_id, "pid": os.getpid()})
         while True:
             try:
-                self.runtime.redis.set(
-                    HEARTBEAT_PREFIX + self.name, payload, ex=int(interval * 3) + 1
-                )
+                beat_model_worker(self.runtime.redis, self.settings.model_id, interval)
             except Exception:
                 log.warning("event=heartbeat_failed")
             time.sleep(interval)
 
-    def _reconcile(self) -> None:
-        """Every interval, re-enqueue lost jobs (one worker of the deployment at a time)."""
+    def _maintain(self) -> None:
+        """Every interval, run the maintenance pass (one worker of the deployment at a time)."""
         while True:
             time.sleep(self.settings.reconcile_interval_s)
             try:
-                requeued = reconcile_if_leader(self.runtime)
+                requeued = run_pass_if_leader(self.runtime)
                 if requeued:
-                    log.info("event=reconciled requeued=%d", requeued)
+                    log.info("event=maintenance_pass requeued=%d", requeued)
             except Exception:
-                log.exception("event=reconcile_failed")
+                log.exception("event=maintenance_pass_failed")
 
 
 _state: WorkerState | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from services.core.queue import INFER_TASK
+from services.core.broker import INFER_TASK
 from workers.pipeline import run_job
 from workers.state import get_state
 

@@ -16,8 +16,8 @@ from services.api.models.routes import bp as models_bp
 from services.api.moderations.routes import bp as moderations_bp
 from services.api.playground.routes import bp as playground_bp
 from services.api.webhooks.routes import bp as webhooks_bp
+from services.core.bootstrap import create_runtime
 from services.core.config import Settings
-from services.core.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Werkzeug refuses larger bodies with 413 before the JSON is parsed.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_body_bytes
-    app.extensions["vlmq"] = Runtime.create(settings)
+    app.extensions["vlmq"] = create_runtime(settings)
     errors.register(app)
     auth.register(app)
     resources = (jobs_bp, chat_bp, moderations_bp, files_bp, batches_bp, webhooks_bp, models_bp)

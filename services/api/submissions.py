@@ -8,14 +8,15 @@ from typing import Any
 from flask import request
 
 from services.api.context import runtime, tenant_id
-from services.core import idempotency, webhooks
+from services.core import idempotency
 from services.core.idempotency import IdempotencyClaim
-from services.core.prompts import CanonicalRequest, GenerationParams
+from services.core.inputs.prompts import CanonicalRequest, GenerationParams
+from services.core.webhooks.subscriptions import parse_subscription
 
 
 def webhook_fields(raw: dict[str, Any]) -> dict[str, Any]:
     """`webhook` and `webhook_events` (as SubmitOptions takes them), checked; 400 if bad."""
-    hook = webhooks.parse_subscription(
+    hook = parse_subscription(
         raw.get("webhook"), raw.get("webhook_events_filter"), runtime().settings
     )
     return {

@@ -1,4 +1,10 @@
-"""The answer cache: one key function, and get/put of finished results in Redis."""
+"""The answer cache and single-flight: one key function, finished results in Redis, and
+one model call shared by identical requests in flight.
+
+Single-flight: the first job to start a cache key takes a short Redis lease on it; another
+job with the same key, on any worker, waits for that job to finish and takes its answer
+from the cache.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,10 @@ from typing import Any
 
 import redis
 
-from services.core.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams
 
 CACHE_PREFIX = "vlmq:cache:"
+INFLIGHT_PREFIX = "vlmq:inflight:"
 
 
 def is_cacheable(params: GenerationParams) -> bool:
@@ -52,3 +59,22 @@ def get_cached(client: redis.Redis, key: str) -> dict[str, Any] | None:
 def put_cached(client: redis.Redis, key: str, value: dict[str, Any], ttl_s: int) -> None:
     """Store a finished result under `key` for `ttl_s` seconds."""
     client.set(key, json.dumps(value), ex=ttl_s)
+
+
+def lead_or_follow(client: redis.Redis, cache_key: str, job_id: str, ttl_s: int) -> str | None:
+    """None if this job now leads the key; else the id of the job already computing it."""
+    key = INFLIGHT_PREFIX + cache_key
+    for _ in range(3):
+        if client.set(key, job_id, nx=True, ex=ttl_s):
+            return None
+        leader = client.get(key)
+        if leader is not None:  # else the leader finished between the two calls
+            return leader.decode() if isinstance(leader, bytes) else str(leader)
+    return None
+
+
+def release_lead(client: redis.Redis, cache_key: str, job_id: str) -> None:
+    """Give up the lead on a key, if this job still holds it."""
+    key = INFLIGHT_PREFIX + cache_key
+    if client.get(key) == job_id.encode():
+        client.delete(key)

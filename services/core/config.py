@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = 300
     lease_s: int = 360
     max_attempts: int = 3
-    # How often the reconciler looks for lost jobs, and how long a queued job may wait
+    # How often the maintenance pass looks for lost jobs, and how long a queued job may wait
     # before it is enqueued again (for a Redis that restarted empty).
     reconcile_interval_s: float = 15.0
     requeue_after_s: float = 120.0
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
 
     # Webhooks: seconds to wait before each retry (the first attempt is immediate, so
     # attempts = 1 + the number of delays), the deadline of one attempt, how long a pending
-    # delivery may be overdue before the reconciler sends it again (its message was lost),
+    # delivery may be overdue before the maintenance pass sends it again (its message was lost),
     # and the task threads of `vlmq background-worker`.
     webhook_retry_schedule_s: str = "5,30,120,600,1800,3600"
     webhook_timeout_s: float = 10.0

@@ -1,4 +1,4 @@
-"""The database engine, sessions and the declarative base."""
+"""The database: engine, sessions, transactions, the declarative base and UTC timestamps."""
 
 from __future__ import annotations
 
@@ -72,6 +72,12 @@ def create_db_engine(url: str) -> Engine:
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded attributes after commit (objects are serialised after it)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def rows_changed(session: Session, statement: sa.Update | sa.Delete) -> int:
+    """Execute an UPDATE or DELETE and return how many rows it changed."""
+    result: sa.CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+    return int(result.rowcount)
 
 
 @contextmanager

@@ -7,16 +7,16 @@ PostgreSQL alike, without a shared disk between the API and the workers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.db import session_scope
-from services.core.errors import InvalidRequestError, NotFoundError
+from services.core.errors import InvalidRequestError
 from services.core.ids import new_id
 from services.core.models import File, FileChunk
-from services.core.runtime import Runtime
+from services.core.tenancy import get_owned
 
 CHUNK_BYTES = 1 << 20
 PURPOSES = ("batch", "batch_output")
@@ -24,14 +24,15 @@ PURPOSES = ("batch", "batch_output")
 
 def get_file(session: Session, tenant_id: str, file_id: str) -> File:
     """The tenant's file, or a 404."""
-    file = session.get(File, file_id)
-    if file is None or file.tenant_id != tenant_id:
-        raise NotFoundError(f"no file {file_id!r}", param="file_id")
-    return file
+    return get_owned(session, File, tenant_id, file_id, noun="file", param="file_id")
 
 
 def store_file(
-    runtime: Runtime, tenant_id: str, purpose: str, filename: str, pieces: Iterable[bytes]
+    sessions: sessionmaker[Session],
+    tenant_id: str,
+    purpose: str,
+    filename: str,
+    pieces: Iterable[bytes],
 ) -> File:
     """Store a file from a stream of byte pieces, one chunk row at a time."""
     if purpose not in PURPOSES:
@@ -39,7 +40,7 @@ def store_file(
     # OpenAI spells file ids "file-...".
     file_id = "file-" + new_id("f").removeprefix("f_")
     file = File(id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, bytes=0)
-    with session_scope(runtime.sessions) as session:
+    with session_scope(sessions) as session:
         session.add(file)
         buffer = b""
         seq = 0
@@ -62,11 +63,11 @@ def read_stream(stream: IO[bytes]) -> Iterator[bytes]:
         yield piece
 
 
-def file_chunks(runtime: Runtime, file_id: str) -> Iterator[bytes]:
+def file_chunks(sessions: sessionmaker[Session], file_id: str) -> Iterator[bytes]:
     """The file's bytes, a chunk at a time (one short query per chunk)."""
     seq = 0
     while True:
-        with runtime.sessions() as session:
+        with sessions() as session:
             data = session.scalar(
                 sa.select(FileChunk.data).where(FileChunk.file_id == file_id, FileChunk.seq == seq)
             )
@@ -76,26 +77,12 @@ def file_chunks(runtime: Runtime, file_id: str) -> Iterator[bytes]:
         seq += 1
 
 
-def file_lines(runtime: Runtime, file_id: str) -> Iterator[bytes]:
+def file_lines(sessions: sessionmaker[Session], file_id: str) -> Iterator[bytes]:
     """The file's lines (without line ends), reading a chunk at a time."""
     rest = b""
-    for chunk in file_chunks(runtime, file_id):
+    for chunk in file_chunks(sessions, file_id):
         rest += chunk
         *lines, rest = rest.split(b"\n")
         yield from lines
     if rest:
         yield rest
-
-
-def file_response(file: File) -> dict[str, Any]:
-    """The OpenAI file object."""
-    return {
-        "id": file.id,
-        "object": "file",
-        "bytes": file.bytes,
-        "created_at": int(file.created_at.timestamp()),
-        "filename": file.filename,
-        "purpose": file.purpose,
-        "status": "processed",
-        "status_details": None,
-    }

@@ -1,4 +1,4 @@
-"""The ORM models: tenants, API keys, images (content-addressed) and jobs."""
+"""The ORM models and the status enums of jobs, batches and webhook deliveries."""
 
 from __future__ import annotations
 
@@ -27,6 +27,40 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+# Queued or running: a job that may still change.
+UNFINISHED_STATUSES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+class BatchStatus(StrEnum):
+    """OpenAI's batch states: `validating → in_progress → finalizing → completed`, or `failed`
+    (the input cannot run), or `cancelling → cancelled | expired`."""
+
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    def is_terminal(self) -> bool:
+        """Terminal states are final."""
+        return self in BATCH_TERMINAL_STATUSES
+
+
+BATCH_TERMINAL_STATUSES = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
+)
+
+
+class DeliveryStatus(StrEnum):
+    """The states of a webhook delivery: `pending → delivered | failed | gone` (a 410)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    GONE = "gone"
 
 
 class Tenant(Base):
@@ -151,7 +185,7 @@ class WebhookDelivery(Base):
     url: Mapped[str] = mapped_column(sa.Text)
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     # pending → delivered | failed (retries used up) | gone (the receiver answered 410)
-    status: Mapped[str] = mapped_column(sa.String(20), default="pending")
+    status: Mapped[str] = mapped_column(sa.String(20), default=DeliveryStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -226,7 +260,7 @@ class Batch(Base):
     input_file_id: Mapped[str] = mapped_column(sa.String(40))
     completion_window: Mapped[str] = mapped_column(sa.String(20))
     # validating → in_progress → finalizing → completed (or failed, cancelling, cancelled, expired)
-    status: Mapped[str] = mapped_column(sa.String(20), default="validating")
+    status: Mapped[str] = mapped_column(sa.String(20), default=BatchStatus.VALIDATING.value)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", sa.JSON, default=dict)
     webhook: Mapped[str | None] = mapped_column(sa.Text)
     output_file_id: Mapped[str | None] = mapped_column(sa.String(40))

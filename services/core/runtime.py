@@ -1,32 +1,48 @@
-"""The long-lived connections of one process: database, Redis and the Celery app."""
+"""The long-lived connections of one process, and the unit of work that owns a transaction.
+
+A `Runtime` is built once per process at the edges (`create_app`, a worker's start, the
+CLI) by `services.core.bootstrap.create_runtime`, which wires in what follows each event.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
-from celery import Celery
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.core import outbox
+from services.core.broker import Broker, create_celery
 from services.core.config import Settings
-from services.core.db import create_db_engine, create_session_factory
-from services.core.queue import create_celery
-from services.core.redis_client import create_redis
+from services.core.db import create_db_engine, create_session_factory, session_scope
+
+EventHandler = Callable[["Runtime", list[outbox.Event]], None]
+
+
+def create_redis(settings: Settings) -> redis.Redis:
+    """A Redis client for the cache, events and heartbeats (the embedded Redis by default)."""
+    return redis.Redis.from_url(
+        settings.broker_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
 
 
 @dataclass
 class Runtime:
-    """Everything a request or a task needs besides its arguments."""
+    """The connections of one process: database sessions, Redis, the broker."""
 
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
     redis: redis.Redis
-    celery: Celery
+    broker: Broker
+    # Called with the outbox events of each committed unit of work.
+    on_events: EventHandler
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, on_events: EventHandler) -> Runtime:
         """Open the connections described by `settings` (lazily: nothing is dialed yet)."""
         engine = create_db_engine(settings.sqlalchemy_url)
         return cls(
@@ -34,8 +50,20 @@ class Runtime:
             engine=engine,
             sessions=create_session_factory(engine),
             redis=create_redis(settings),
-            celery=create_celery(settings),
+            broker=Broker(create_celery(settings), settings),
+            on_events=on_events,
         )
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """A transaction that commits on success and rolls back on error; the events its
+        changes emitted are handed on once it has committed (and dropped if it did not)."""
+        with session_scope(self.sessions) as session:
+            yield session
+            events = outbox.take(session)
+        # Reached only when the commit succeeded.
+        if events:
+            self.on_events(self, events)
 
     def close(self) -> None:
         """Release connections (tests create many runtimes)."""

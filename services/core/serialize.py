@@ -1,11 +1,13 @@
-"""The JSON shapes of domain objects, shared by the API responses and webhook payloads."""
+"""The JSON shapes of domain objects (jobs, chat completions, batches, files, moderation),
+shared by the API responses, webhook payloads and batch result files."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from services.core.models import Job
+from services.core.models import Batch, File, Job
+from services.core.moderation.policy import DEFAULT_THRESHOLD
 
 
 def iso(value: datetime | None) -> str | None:
@@ -79,4 +81,82 @@ def chat_completion_response(job: Job) -> dict[str, Any]:
         "usage": usage,
         "system_fingerprint": None,
         "vlmq": {"job_id": job.id, "cache_hit": job.cache_hit, "metrics": job.metrics or {}},
+    }
+
+
+def epoch_seconds(value: datetime | None) -> int | None:
+    """A timestamp as Unix seconds (OpenAI's objects use them), or None."""
+    return int(value.timestamp()) if value else None
+
+
+def batch_response(batch: Batch) -> dict[str, Any]:
+    """The OpenAI batch object."""
+    return {
+        "id": batch.id,
+        "object": "batch",
+        "endpoint": batch.endpoint,
+        "errors": batch.errors,
+        "input_file_id": batch.input_file_id,
+        "completion_window": batch.completion_window,
+        "status": batch.status,
+        "output_file_id": batch.output_file_id,
+        "error_file_id": batch.error_file_id,
+        "created_at": epoch_seconds(batch.created_at),
+        "in_progress_at": epoch_seconds(batch.in_progress_at),
+        "expires_at": epoch_seconds(batch.expires_at),
+        "finalizing_at": epoch_seconds(batch.finalizing_at),
+        "completed_at": epoch_seconds(batch.completed_at),
+        "failed_at": epoch_seconds(batch.failed_at),
+        "expired_at": epoch_seconds(batch.expired_at),
+        "cancelling_at": epoch_seconds(batch.cancelling_at),
+        "cancelled_at": epoch_seconds(batch.cancelled_at),
+        "request_counts": {
+            "total": batch.total,
+            "completed": batch.completed,
+            "failed": batch.failed,
+        },
+        "metadata": batch.metadata_ or None,
+    }
+
+
+def file_response(file: File) -> dict[str, Any]:
+    """The OpenAI file object."""
+    return {
+        "id": file.id,
+        "object": "file",
+        "bytes": file.bytes,
+        "created_at": int(file.created_at.timestamp()),
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": "processed",
+        "status_details": None,
+    }
+
+
+def moderation_result(
+    scores: dict[str, float], thresholds: dict[str, float], input_types: list[str]
+) -> dict[str, Any]:
+    """One entry of OpenAI's moderation `results`: a category is flagged at its threshold."""
+    flags = {name: scores[name] >= thresholds.get(name, DEFAULT_THRESHOLD) for name in scores}
+    return {
+        "flagged": any(flags.values()),
+        "categories": flags,
+        "category_scores": scores,
+        "category_applied_input_types": {name: input_types for name in scores},
+    }
+
+
+def job_moderation_result(job: Job) -> dict[str, Any]:
+    """The `results` entry of a finished scoring job."""
+    context = job.moderation or {}
+    scores = (job.result or {}).get("scores") or {}
+    return moderation_result(scores, context.get("thresholds", {}), context.get("input_types", []))
+
+
+def moderation_response(finished: list[Job]) -> dict[str, Any]:
+    """OpenAI's moderation response for the finished jobs of one request."""
+    return {
+        "id": "modr-" + finished[0].id.removeprefix("job_"),
+        "model": finished[0].model,
+        "results": [job_moderation_result(job) for job in finished],
     }

@@ -17,9 +17,9 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from services.api import create_app
+from services.core.bootstrap import create_runtime
 from services.core.config import BUNDLED_MODEL_DIR, Settings
-from services.core.prompts import GenerationParams
-from services.core.runtime import Runtime
+from services.core.inputs.prompts import GenerationParams
 from tests.support import WorkerProcess, data_url, make_settings
 from workers.backends.base import PredictRequest
 from workers.backends.transformers_vlm import TransformersVLM
@@ -45,7 +45,7 @@ def bundled(
     """A stack serving the bundled model with default settings (its own worker and queue)."""
     tmp = tmp_path_factory.mktemp("bundled")
     settings = make_settings(tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name="")
-    runtime = Runtime.create(settings)
+    runtime = create_runtime(settings)
     worker = WorkerProcess(settings, tmp / "worker.log")
     try:
         worker.wait_ready(runtime.redis)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.core.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams
 from tests.conftest import TINY_WORDS
 from tests.tiny_llava import build_tiny_llava
 from workers.backends.base import PredictRequest

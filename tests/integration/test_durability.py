@@ -28,10 +28,10 @@ def test_sigkilled_worker_job_still_succeeds_exactly_once(
     assert done["status"] == "succeeded"
     assert done["output"] == "echo: survive a kill"
     assert done["attempts"] == 2
-    # Redelivery of the killed worker's message (and the reconciler) must not run it again.
+    # Redelivery of the killed worker's message (and the maintenance pass) must not run it again.
     completed_at = done["completed_at"]
     wait_until(lambda: fake_stack.calls("done") >= 1, 5, "the call log")
-    time.sleep(6)  # past the lease and a few reconciler passes
+    time.sleep(6)  # past the lease and a few maintenance passes
     again = job(fake_stack, auth, job_id)
     assert again["completed_at"] == completed_at and again["attempts"] == 2
     assert fake_stack.calls("done") == 1

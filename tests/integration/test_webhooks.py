@@ -14,12 +14,14 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from standardwebhooks import Webhook
 
-from services.core import webhooks
+from services.core import maintenance
+from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.models import Job, Tenant, WebhookAttempt, WebhookDelivery
-from services.core.queue import enqueue_webhook
-from services.core.reconcile import reconcile
 from services.core.runtime import Runtime
+from services.core.webhooks.delivery import deliver
+from services.core.webhooks.scheduling import schedule_delivery, schedule_job_event
+from services.core.webhooks.signing import new_secret
 from tests.support import data_url, shape_png, wait_until
 from tests.webhook_receiver import ReceivedRequest, Reply, WebhookReceiver
 
@@ -54,7 +56,7 @@ def schedule(runtime: Runtime, url: str, tenant: str = "acme") -> str:
     with runtime.sessions() as session:
         tenant_id = session.scalar(sa.select(Tenant.id).where(Tenant.name == tenant))
     assert tenant_id is not None
-    return webhooks.schedule_delivery(
+    return schedule_delivery(
         runtime, tenant_id=tenant_id, url=url, event="completed", payload={"hello": "world"}
     )
 
@@ -142,7 +144,7 @@ def test_job_events_are_signed_and_verified(
     assert len({r.headers["webhook-id"] for r in received}) == 2
     # A wrong secret does not verify.
     with pytest.raises(Exception, match="signature"):
-        Webhook(webhooks.new_secret()).verify(received[0].body, received[0].headers)
+        Webhook(new_secret()).verify(received[0].body, received[0].headers)
 
 
 @pytest.mark.usefixtures("worker")
@@ -271,10 +273,10 @@ def test_a_finished_delivery_is_a_no_op(runtime: Runtime, receiver: WebhookRecei
     delivery_id = schedule(runtime, receiver.url("/hooks/once"))
     assert settled(runtime, delivery_id).status == "delivered"
     # Duplicated messages (same or later attempt), directly and through the queue.
-    assert webhooks.deliver(runtime, delivery_id, 1) is None
-    assert webhooks.deliver(runtime, delivery_id, 2) is None
-    enqueue_webhook(runtime.celery, delivery_id, 1)
-    enqueue_webhook(runtime.celery, delivery_id, 2)
+    assert deliver(runtime, delivery_id, 1) is None
+    assert deliver(runtime, delivery_id, 2) is None
+    runtime.broker.enqueue_webhook(delivery_id, 1)
+    runtime.broker.enqueue_webhook(delivery_id, 2)
     time.sleep(1.5)
     assert len(receiver.requests("/hooks/once")) == 1
     assert len(attempts(runtime, delivery_id)) == 1
@@ -297,17 +299,17 @@ def test_an_event_scheduled_twice_makes_one_delivery(
     )
     job_id = response.get_json()["id"]
     for _ in range(2):
-        webhooks.on_job_event(runtime, job_id, "completed")
+        schedule_job_event(runtime, job_id, "completed")
     receiver.wait_for("/hooks/twice", 1)
     time.sleep(1)
     assert len(receiver.requests("/hooks/twice")) == 1
 
 
-def test_reconciler_resends_a_delivery_whose_message_was_lost(
+def test_maintenance_pass_resends_a_delivery_whose_message_was_lost(
     settings: Settings, runtime: Runtime, receiver: WebhookReceiver, secret: str
 ) -> None:
     # Redis is unreachable when the event is scheduled: the row is stored, the message is not.
-    dead = Runtime.create(settings.with_overrides(redis_url="redis://127.0.0.1:1/0"))
+    dead = create_runtime(settings.with_overrides(redis_url="redis://127.0.0.1:1/0"))
     try:
         delivery_id = schedule(dead, receiver.url("/hooks/lost"))
     finally:
@@ -316,9 +318,9 @@ def test_reconciler_resends_a_delivery_whose_message_was_lost(
     assert receiver.requests("/hooks/lost") == []
     assert delivery(runtime, delivery_id).status == "pending"
 
-    eager = Runtime.create(settings.with_overrides(webhook_redeliver_after_s=0.5))
+    eager = create_runtime(settings.with_overrides(webhook_redeliver_after_s=0.5))
     try:
-        reconcile(eager)
+        maintenance.run_pass(eager)
     finally:
         eager.close()
     [request] = receiver.wait_for("/hooks/lost", 1)

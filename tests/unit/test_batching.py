@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from services.core.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import Prediction, PredictRequest
 from workers.batching import Batcher
 

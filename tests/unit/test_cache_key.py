@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.core.cache import cache_key, is_cacheable
-from services.core.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams
 
 
 def key(**changes: object) -> str:

@@ -15,7 +15,12 @@ from services.core.errors import (
     UndecodableImageError,
     UnsupportedImageError,
 )
-from services.core.images import check_image, decode_data_url, image_bytes_from_reference, to_rgb
+from services.core.inputs.images import (
+    check_image,
+    decode_data_url,
+    image_bytes_from_reference,
+    to_rgb,
+)
 from tests.integration.test_bad_input import png_bomb
 from tests.support import shape_png
 

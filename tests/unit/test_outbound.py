@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from services.core.errors import InvalidRequestError
-from services.core.outbound import (
+from services.core.inputs.outbound import (
     OutboundRefusedError,
     checked_address,
     fetch,
     is_allowed,
     is_blocked_address,
 )
-from services.core.webhooks import check_webhook_url, literal_address
+from services.core.webhooks.subscriptions import check_webhook_url, literal_address
 from tests.webhook_receiver import Reply, WebhookReceiver
 
 # (address, the class it stands for)

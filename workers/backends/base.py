@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.core.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams
 
 
 @dataclass(frozen=True)

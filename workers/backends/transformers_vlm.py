@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from services.core.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import Prediction, PredictRequest
 from workers.backends.output_parsing import parse_output
 from workers.backends.streaming import BatchTextStreamer

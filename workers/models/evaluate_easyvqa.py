@@ -17,8 +17,8 @@ from typing import Any, TypedDict
 
 from PIL.Image import Image
 
-from services.core.images import to_rgb
-from services.core.prompts import GenerationParams
+from services.core.inputs.images import to_rgb
+from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import PredictRequest
 from workers.backends.transformers_vlm import TransformersVLM
 

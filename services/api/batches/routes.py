@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from services.api.batches.schemas import BatchCreateRequest
+from services.api.batches.protocol import BatchCreateRequest
 from services.api.context import runtime, tenant_id
-from services.api.requests import json_object, validate
-from services.core import batches, idempotency
-from services.core.errors import InvalidRequestError
+from services.api.request_parsing import json_object, page_limit, validate
+from services.core import idempotency
+from services.core.batches import service as batches
 from services.core.models import Batch
+from services.core.serialize import batch_response
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -43,7 +44,7 @@ def create_batch() -> Response:
             return batches.get_batch(session, tenant_id(), batch_id)
 
     batch, replayed = idempotency.submit_once(rt.sessions, claim, create, replay)
-    response = jsonify(batches.batch_response(batch))
+    response = jsonify(batch_response(batch))
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -53,20 +54,17 @@ def create_batch() -> Response:
 def retrieve_batch(batch_id: str) -> Response:
     """The batch object, with its request counts."""
     with runtime().sessions() as session:
-        return jsonify(batches.batch_response(batches.get_batch(session, tenant_id(), batch_id)))
+        return jsonify(batch_response(batches.get_batch(session, tenant_id(), batch_id)))
 
 
 @bp.get("")
 def list_batches() -> Response:
     """The tenant's batches, newest first (`?limit=&after=`)."""
-    limit = request.args.get("limit", "20")
-    if not limit.isdigit():
-        raise InvalidRequestError("limit must be a positive integer", param="limit")
     with runtime().sessions() as session:
         page, has_more = batches.list_batches(
-            session, tenant_id(), limit=int(limit), after=request.args.get("after")
+            session, tenant_id(), limit=page_limit(), after=request.args.get("after")
         )
-        data = [batches.batch_response(batch) for batch in page]
+        data = [batch_response(batch) for batch in page]
     return jsonify(
         {
             "object": "list",
@@ -81,4 +79,4 @@ def list_batches() -> Response:
 @bp.post("/<batch_id>/cancel")
 def cancel_batch(batch_id: str) -> Response:
     """Cancel the batch's queued requests; it ends `cancelled` when the running ones finish."""
-    return jsonify(batches.batch_response(batches.cancel_batch(runtime(), tenant_id(), batch_id)))
+    return jsonify(batch_response(batches.cancel_batch(runtime(), tenant_id(), batch_id)))

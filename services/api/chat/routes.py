@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from services.api.chat.schemas import ChatCompletionRequest
+from services.api.chat.protocol import ChatCompletionRequest
 from services.api.chat.streaming import stream_chat
 from services.api.context import runtime, tenant_id
-from services.api.requests import check_model, json_object, validate
+from services.api.request_parsing import check_model, json_object, validate
 from services.api.submissions import idempotency_claim, webhook_fields
-from services.core import idempotency, jobs
-from services.core.errors import InvalidRequestError, JobFailedError
-from services.core.models import Job, JobStatus
-from services.core.prompts import build_params, canonical_from_messages
+from services.core import idempotency
+from services.core.errors import InvalidRequestError
+from services.core.inputs.prompts import build_params, canonical_from_messages
+from services.core.jobs import service as jobs
+from services.core.models import Job
 from services.core.serialize import chat_completion_response
 
 bp = Blueprint("chat", __name__, url_prefix="/v1/chat")
@@ -42,10 +43,7 @@ def create_chat_completion() -> Response:
         events = stream_chat(rt, job, body.include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return Response(events, mimetype="text/event-stream", headers=headers)
-    job = jobs.wait_for_result(rt, job, rt.settings.sync_timeout_s)
-    if job.status != JobStatus.SUCCEEDED:
-        message = (job.error or {}).get("message", job.status)
-        raise JobFailedError(f"job {job.id} {job.status}: {message}")
+    job = jobs.wait_for_success(rt.sessions, rt.redis, job, rt.settings.sync_timeout_s)
     return jsonify(chat_completion_response(job))
 
 

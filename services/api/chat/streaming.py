@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from services.core import jobs
+from services.core.errors import JobFailedError
+from services.core.jobs import service as jobs
 from services.core.models import Job, JobStatus
+from services.core.notify import read_stream
 from services.core.runtime import Runtime
 from services.core.serialize import chunk, delta_choice
-from services.core.token_stream import read_events
 
 
 def sse(payload: dict[str, Any] | str) -> str:
@@ -26,11 +27,11 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
     sent = ""
     deadline = time.monotonic() + runtime.settings.sync_timeout_s
     if not JobStatus(job.status).is_terminal():
-        for event in read_events(runtime.redis, job.id, block_ms=1000):
+        for event in read_stream(runtime.redis, job.id, block_ms=1000):
             if event is None:
                 # Nothing for a second: the job may have ended without a stream
                 # (failed before generating), or the wait may be over.
-                if jobs.is_terminal(runtime, job.id) or time.monotonic() > deadline:
+                if job_is_terminal(runtime, job.id) or time.monotonic() > deadline:
                     break
                 continue
             if event.done:
@@ -38,19 +39,10 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
             sent += event.delta
             yield sse(chunk(job, [delta_choice({"content": event.delta})]))
     # The stream ends just before the job row is final: wait for the row.
-    job, _ = jobs.wait_until_terminal(runtime, job, max(0.0, deadline - time.monotonic()))
+    remaining_s = max(0.0, deadline - time.monotonic())
+    job, _ = jobs.wait_until_terminal(runtime.sessions, runtime.redis, job, remaining_s)
     if job.status != JobStatus.SUCCEEDED:
-        message = (job.error or {}).get("message") or f"job {job.id} is {job.status}"
-        yield sse(
-            {
-                "error": {
-                    "type": "server_error",
-                    "code": "job_failed",
-                    "message": message,
-                    "param": None,
-                }
-            }
-        )
+        yield sse(JobFailedError(jobs.failure_message(job)).to_payload())
         yield sse("[DONE]")
         return
     output = job.output or ""
@@ -61,3 +53,9 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
     if include_usage:
         yield sse(chunk(job, [], usage=result.get("usage")))
     yield sse("[DONE]")
+
+
+def job_is_terminal(runtime: Runtime, job_id: str) -> bool:
+    """Whether the job has ended (read from the database)."""
+    with runtime.sessions() as session:
+        return jobs.is_terminal(session, job_id)

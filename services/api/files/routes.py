@@ -6,7 +6,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import runtime, tenant_id
 from services.core.errors import InvalidRequestError
-from services.core.files import file_chunks, file_response, get_file, read_stream, store_file
+from services.core.files import file_chunks, get_file, read_stream, store_file
+from services.core.serialize import file_response
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 
@@ -21,7 +22,7 @@ def upload_file() -> tuple[Response, int]:
     if purpose != "batch":
         raise InvalidRequestError("purpose must be 'batch'", param="purpose")
     file = store_file(
-        runtime(),
+        runtime().sessions,
         tenant_id(),
         purpose,
         upload.filename or "input.jsonl",
@@ -45,4 +46,6 @@ def file_content(file_id: str) -> Response:
         file = get_file(session, tenant_id(), file_id)
         filename = file.filename
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    return Response(file_chunks(rt, file_id), mimetype="application/jsonl", headers=headers)
+    return Response(
+        file_chunks(rt.sessions, file_id), mimetype="application/jsonl", headers=headers
+    )

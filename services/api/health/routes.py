@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.api.context import runtime
-from services.core.workers import live_workers
+from services.core.heartbeats import live_model_workers
 
 bp = Blueprint("health", __name__)
 
@@ -34,7 +34,7 @@ def readyz() -> tuple[Response, int]:
     except Exception:
         checks["redis"] = False
     try:
-        checks["worker"] = bool(live_workers(rt.redis, rt.settings.model_id))
+        checks["worker"] = bool(live_model_workers(rt.redis, rt.settings.model_id))
     except Exception:
         checks["worker"] = False
     ready = all(checks.values())

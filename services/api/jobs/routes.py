@@ -7,19 +7,26 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import runtime, tenant_id
-from services.api.jobs.schemas import JobCreateRequest
-from services.api.requests import check_model, json_object, prefer_wait_s, validate
+from services.api.jobs.protocol import JobCreateRequest
+from services.api.request_parsing import (
+    check_model,
+    json_object,
+    page_limit,
+    prefer_wait_s,
+    validate,
+)
 from services.api.submissions import idempotency_claim, webhook_fields
-from services.core import idempotency, jobs
+from services.core import idempotency
 from services.core.errors import InvalidRequestError
-from services.core.images import check_image, image_bytes_from_reference
-from services.core.models import Job
-from services.core.prompts import (
+from services.core.inputs.images import check_image, image_bytes_from_reference
+from services.core.inputs.prompts import (
     CanonicalRequest,
     build_params,
     canonical_from_messages,
     canonical_from_question,
 )
+from services.core.jobs import service as jobs
+from services.core.models import Job
 from services.core.serialize import job_response
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -93,7 +100,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     )
     wait_s = prefer_wait_s(rt.settings.max_prefer_wait_s)
     if wait_s > 0:
-        job, _ = jobs.wait_until_terminal(rt, job, wait_s)
+        job, _ = jobs.wait_until_terminal(rt.sessions, rt.redis, job, wait_s)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -116,15 +123,12 @@ def get_job(job_id: str) -> Response:
 @bp.get("")
 def list_jobs() -> Response:
     """List the tenant's jobs, newest first: `?limit=&after=&status=`."""
-    limit_arg = request.args.get("limit", "20")
-    if not limit_arg.isdigit():
-        raise InvalidRequestError("limit must be a positive integer", param="limit")
     with runtime().sessions() as session:
         page, has_more = jobs.list_jobs(
             session,
             tenant_id(),
             status=request.args.get("status"),
-            limit=int(limit_arg),
+            limit=page_limit(),
             after=request.args.get("after"),
         )
         data = [job_response(job) for job in page]
@@ -141,4 +145,6 @@ def list_jobs() -> Response:
 @bp.post("/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     """Cancel a queued or running job."""
-    return jsonify(job_response(jobs.cancel_job(runtime(), tenant_id(), job_id)))
+    with runtime().unit_of_work() as session:
+        job = jobs.cancel_job(session, tenant_id(), job_id)
+    return jsonify(job_response(job))

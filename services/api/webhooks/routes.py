@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from services.api.context import runtime, tenant_id
-from services.core.webhooks import tenant_secret
+from services.core.webhooks.signing import tenant_secret
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 
@@ -14,4 +14,4 @@ bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 def get_secret() -> Response:
     """The tenant's Standard Webhooks secret (`whsec_...`, created on first use), in
     Replicate's shape `{"key": ...}`, for receivers to verify `webhook-signature`."""
-    return jsonify({"key": tenant_secret(runtime(), tenant_id())})
+    return jsonify({"key": tenant_secret(runtime().sessions, tenant_id())})

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
-from services.core.images import CheckedImage, check_image, image_bytes_from_reference
+from services.core.inputs.images import CheckedImage, check_image, image_bytes_from_reference
 
 ROLES = ("system", "user", "assistant")
 

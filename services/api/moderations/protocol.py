@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from services.api.protocol import OPENAI_COMPATIBLE, VlmqRequest
 
 
-class ModerationRequest(BaseModel):
+class ModerationRequest(VlmqRequest):
     """OpenAI's moderation request, plus vlmq's own `categories` and `thresholds`."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = OPENAI_COMPATIBLE
 
     input: Any = None
     model: str | None = None
@@ -19,9 +19,7 @@ class ModerationRequest(BaseModel):
     thresholds: dict[str, Any] | None = None
 
 
-class PolicyRequest(BaseModel):
+class PolicyRequest(VlmqRequest):
     """`PUT /v1/moderations/policy`: the tenant's default policy."""
-
-    model_config = ConfigDict(extra="forbid")
 
     categories: dict[str, Any]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from services.api.protocol import VlmqRequest
 
 
-class BatchCreateRequest(BaseModel):
+class BatchCreateRequest(VlmqRequest):
     """OpenAI's batch request, plus an optional `webhook` for the batch's completion."""
-
-    model_config = ConfigDict(extra="forbid")
 
     input_file_id: str
     endpoint: str

@@ -1,4 +1,4 @@
-"""Reading request bodies: JSON objects, multipart forms, pydantic validation, `Prefer`."""
+"""Reading requests: JSON bodies, pydantic validation, the model name, `?limit=`, `Prefer`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from services.core.errors import InvalidRequestError, NotFoundError
-from services.core.prompts import first_error, first_param
+from services.core.inputs.prompts import first_error, first_param
 
 Schema = TypeVar("Schema", bound=BaseModel)
 PREFER_WAIT = re.compile(r"\bwait\s*=\s*(\d+(?:\.\d+)?)")
@@ -47,3 +47,11 @@ def prefer_wait_s(limit_s: float) -> float:
     """Seconds asked for by `Prefer: wait=N`, capped at `limit_s`; 0 without the header."""
     match = PREFER_WAIT.search(request.headers.get("Prefer", ""))
     return min(float(match.group(1)), limit_s) if match else 0.0
+
+
+def page_limit(default: int = 20) -> int:
+    """The `?limit=` of a list request (a positive integer), or a 400."""
+    value = request.args.get("limit", str(default))
+    if not value.isdigit():
+        raise InvalidRequestError("limit must be a positive integer", param="limit")
+    return int(value)

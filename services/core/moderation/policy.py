@@ -11,8 +11,6 @@ from typing import Any
 
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
-from services.core.images import CheckedImage
-from services.core.prompts import CanonicalRequest, canonical_part
 
 DEFAULT_THRESHOLD = 0.5
 MAX_CATEGORIES = 32
@@ -85,45 +83,3 @@ def resolve_policy(
                 policy[name].question, check_threshold(value, f"thresholds.{name}")
             )
     return policy
-
-
-@dataclass(frozen=True)
-class ModerationInput:
-    """One input to moderate, in canonical form, and the kinds of content it has."""
-
-    request: CanonicalRequest
-    input_types: list[str]
-
-
-def moderation_inputs(raw: Any, settings: Settings) -> list[ModerationInput]:
-    """OpenAI's `input`: a string, a list of strings, or a list of text / image_url parts."""
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw:
-        raise InvalidRequestError(
-            "input must be a string, strings, or content parts", param="input"
-        )
-    if all(isinstance(item, str) for item in raw):
-        return [one_input([{"type": "text", "text": text}], settings) for text in raw]
-    return [one_input(raw, settings)]
-
-
-def one_input(parts: list[Any], settings: Settings) -> ModerationInput:
-    """One multimodal input as a single user message."""
-    images: list[CheckedImage] = []
-    content = [canonical_part(part, 0, images, settings) for part in parts]
-    types = sorted({"image" if part["type"] == "image" else "text" for part in content})
-    return ModerationInput(CanonicalRequest([{"role": "user", "content": content}], images), types)
-
-
-def moderation_result(
-    scores: dict[str, float], thresholds: dict[str, float], input_types: list[str]
-) -> dict[str, Any]:
-    """One entry of OpenAI's `results`."""
-    flags = {name: scores[name] >= thresholds.get(name, DEFAULT_THRESHOLD) for name in scores}
-    return {
-        "flagged": any(flags.values()),
-        "categories": flags,
-        "category_scores": scores,
-        "category_applied_input_types": {name: input_types for name in scores},
-    }

@@ -24,7 +24,7 @@ from services.core.errors import (
     UndecodableImageError,
     UnsupportedImageError,
 )
-from services.core.outbound import fetch
+from services.core.inputs.outbound import fetch
 
 ACCEPTED_FORMATS = {
     "PNG": "image/png",

@@ -1,0 +1,84 @@
+"""The modules one job passes through in the worker, from claim to `succeeded`, and how
+many function calls it makes into each.
+
+Runs `workers.pipeline.run_job` in-process on one cacheable job (a fake echo backend, a
+temporary SQLite database, a Redis database of its own) and prints every vlmq module
+whose functions were called, so a change that makes the path longer shows up here.
+
+    .venv/bin/python -m bench.run_job_path [--redis-url redis://127.0.0.1:6379/14]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import services.core.maintenance  # noqa: F401  (imported up front: only calls are counted)
+from services.core.auth import get_or_create_tenant
+from services.core.bootstrap import create_runtime
+from services.core.config import Settings
+from services.core.inputs.prompts import CanonicalRequest, GenerationParams
+from services.core.jobs.service import submit_job
+from services.core.migrate import upgrade
+from workers.backends.base import Prediction, PredictRequest
+from workers.batching import Batcher
+from workers.pipeline import run_job
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class EchoFakeBackend:
+    """Answers "yes" to everything at once: the model is not what is measured."""
+
+    def setup(self, device: str) -> None:
+        """Nothing to load."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        """One "yes" per request."""
+        return [Prediction(answer="yes", raw="yes") for _ in batch]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    url = f"sqlite:///{tmp / 'vlmq.db'}"
+    upgrade(url)
+    settings = Settings(_env_file=None, data_dir=tmp, database_url=url, redis_url=args.redis_url)  # type: ignore[call-arg]
+    runtime = create_runtime(settings)
+    runtime.redis.flushdb()
+    with runtime.unit_of_work() as session:
+        tenant_id = get_or_create_tenant(session, "bench").id
+    question = [{"role": "user", "content": [{"type": "text", "text": "is it red?"}]}]
+    job = submit_job(runtime, tenant_id, CanonicalRequest(question, []), GenerationParams())
+    runtime.redis.flushdb()  # drop the queue message: run_job is called by hand below
+    batcher = Batcher(EchoFakeBackend(), max_batch=4, wait_ms=0)
+    calls: Counter[str] = Counter()
+
+    def profile(frame: FrameType, event: str, _arg: Any) -> None:
+        path = frame.f_code.co_filename
+        if event == "call" and path.startswith(str(REPO)) and "/.venv/" not in path:
+            calls[str(Path(path).relative_to(REPO))] += 1
+
+    sys.setprofile(profile)
+    threading.setprofile(profile)
+    outcome = run_job(runtime, batcher, job.id)
+    sys.setprofile(None)
+    threading.setprofile(None)  # type: ignore[arg-type]
+    calls.pop(str(Path(__file__).relative_to(REPO)), None)
+    print(f"run_job -> {outcome}; modules passed through: {len(calls)}")
+    print(f"{'function calls':>16}  module")
+    for module, count in sorted(calls.items()):
+        print(f"{count:>16}  {module}")
+    runtime.close()
+
+
+if __name__ == "__main__":
+    main()

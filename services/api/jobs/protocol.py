@@ -1,0 +1,22 @@
+"""Request shapes of `/v1/jobs`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from services.api.protocol import GenerationRequest
+
+
+class JobCreateRequest(GenerationRequest):
+    """`POST /v1/jobs`: the `{image, question}` shorthand or OpenAI `messages`, plus parameters."""
+
+    image: str | None = None
+    question: Any = None
+    messages: Any = None
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    # Where to POST the job's events ("start", "completed"; default both), signed per
+    # Standard Webhooks. Checked by `webhooks.subscriptions.parse_subscription`.
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None

@@ -1,0 +1,31 @@
+"""The shared bases of the request body schemas (`*Request` in each resource's protocol)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class VlmqRequest(BaseModel):
+    """A request body: unknown fields are refused, so a typo never passes silently.
+
+    Schemas of OpenAI-shaped bodies set `OPENAI_COMPATIBLE` instead: their clients send
+    fields vlmq does not read, and vLLM ignores those too.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+OPENAI_COMPATIBLE = ConfigDict(extra="ignore")
+
+
+class GenerationRequest(VlmqRequest):
+    """The model and generation parameters that job and chat requests share."""
+
+    model: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    enable_thinking: bool | None = None

@@ -1,0 +1,213 @@
+"""Expanding a batch's input file into jobs, a page of lines at a time.
+
+Each line becomes one job with an id fixed by batch and line number, so an expansion that
+runs again after a crash never duplicates a line. A line that cannot be parsed becomes a
+failed job: a bad line fails alone. The file is read a chunk at a time and jobs are
+committed a page at a time, so a large file never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from services.core.broker import BATCH_PROGRESS_TASK
+from services.core.config import Settings
+from services.core.db import utcnow
+from services.core.errors import InvalidRequestError, NotFoundError, VlmqError
+from services.core.files import file_lines
+from services.core.inputs.images import CheckedImage
+from services.core.inputs.prompts import (
+    CanonicalRequest,
+    GenerationParams,
+    build_params,
+    canonical_from_messages,
+)
+from services.core.jobs.service import (
+    SubmitOptions,
+    enqueue_after_commit,
+    new_job,
+    request_cache_key,
+    store_images,
+)
+from services.core.models import Batch, BatchStatus, Job, JobStatus
+from services.core.moderation.service import moderation_jobs_spec
+from services.core.runtime import Runtime
+
+PAGE = 100
+EXPAND_LEASE_S = 60
+MAX_LINES = 50_000
+MAX_CUSTOM_ID_CHARS = 200
+
+LineJob = tuple[Job, list[CheckedImage]]
+
+
+def line_job_id(batch_id: str, line_number: int) -> str:
+    """A job id fixed by batch and line, so a re-run expansion never duplicates a line."""
+    digest = hashlib.sha256(f"{batch_id}:{line_number}".encode()).hexdigest()
+    return f"job_{digest[:24]}"
+
+
+def expanding_key(batch_id: str) -> str:
+    """A short Redis lease held while a batch is being expanded."""
+    return f"vlmq:batch-expanding:{batch_id}"
+
+
+def parse_line(
+    session: Session, settings: Settings, batch: Batch, raw: bytes
+) -> tuple[CanonicalRequest, GenerationParams, SubmitOptions]:
+    """One input line as (canonical request, params, options), or a VlmqError."""
+    try:
+        line = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequestError("line is not valid JSON") from exc
+    if not isinstance(line, dict):
+        raise InvalidRequestError("line must be a JSON object")
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise InvalidRequestError("line needs a custom_id", param="custom_id")
+    if line.get("url") != batch.endpoint or line.get("method", "POST") != "POST":
+        raise InvalidRequestError(f"line must be a POST to {batch.endpoint}", param="url")
+    body = line.get("body")
+    if not isinstance(body, dict):
+        raise InvalidRequestError("line needs a body object", param="body")
+    model = body.get("model")
+    if model and model != settings.model_id:
+        raise NotFoundError(f"the model {model!r} does not exist", code="model_not_found")
+    if batch.endpoint == "/v1/moderations":
+        specs = moderation_jobs_spec(
+            session,
+            settings,
+            batch.tenant_id,
+            body.get("input"),
+            body.get("categories"),
+            body.get("thresholds"),
+        )
+        if len(specs) != 1:
+            raise InvalidRequestError("a batch line moderates exactly one input", param="input")
+        request, params, options = specs[0]
+        options = dataclasses.replace(
+            options, batch_id=batch.id, custom_id=custom_id, background=True
+        )
+        return request, params, options
+    request = canonical_from_messages(body.get("messages"), settings)
+    params = build_params(body, settings)
+    options = SubmitOptions(kind="chat", batch_id=batch.id, custom_id=custom_id, background=True)
+    return request, params, options
+
+
+def line_job(
+    session: Session, settings: Settings, batch: Batch, line_number: int, raw: bytes
+) -> LineJob:
+    """The job of one line (failed already if the line is bad) and the images to store."""
+    job_id = line_job_id(batch.id, line_number)
+    try:
+        request, params, options = parse_line(session, settings, batch, raw)
+    except VlmqError as exc:
+        now = utcnow()
+        job = Job(
+            id=job_id,
+            tenant_id=batch.tenant_id,
+            kind="chat" if batch.endpoint == "/v1/chat/completions" else "moderation",
+            model=settings.model_id,
+            messages=[],
+            params={},
+            status=JobStatus.FAILED.value,
+            error={"type": exc.code, "message": exc.message, "status": exc.status},
+            batch_id=batch.id,
+            custom_id=custom_id_of(raw),
+            metrics={},
+            metadata_={},
+            attempts=0,
+            created_at=now,
+            completed_at=now,
+        )
+        return job, []
+    key = request_cache_key(settings, batch.tenant_id, request, params)
+    job = new_job(settings, batch.tenant_id, request, params, options, key)
+    job.id = job_id
+    return job, request.images
+
+
+def custom_id_of(raw: bytes) -> str | None:
+    """The custom_id of a line, if one can be read at all."""
+    try:
+        value = json.loads(raw).get("custom_id")
+    except (ValueError, AttributeError):
+        return None
+    return str(value)[:MAX_CUSTOM_ID_CHARS] if value is not None else None
+
+
+def commit_page(runtime: Runtime, page: list[LineJob]) -> None:
+    """Store a page of jobs (skipping lines a previous run stored), then enqueue the new ones."""
+    if not page:
+        return
+    ids = [job.id for job, _ in page]
+    with runtime.unit_of_work() as session:
+        existing = set(session.scalars(sa.select(Job.id).where(Job.id.in_(ids))))
+        fresh = [(job, images) for job, images in page if job.id not in existing]
+        store_images(session, [image for _, images in fresh for image in images])
+        session.add_all([job for job, _ in fresh])
+    for job, _ in fresh:
+        if job.status == JobStatus.QUEUED.value:
+            enqueue_after_commit(runtime, job.id, background=True)
+
+
+def fail_batch(session: Session, batch_id: str, message: str) -> None:
+    """The batch cannot run at all (an empty or oversized file)."""
+    session.execute(
+        sa.update(Batch)
+        .where(Batch.id == batch_id)
+        .values(
+            status=BatchStatus.FAILED.value,
+            failed_at=utcnow(),
+            errors={"object": "list", "data": [{"code": "invalid_file", "message": message}]},
+        )
+    )
+
+
+def expand_batch(runtime: Runtime, batch_id: str) -> None:
+    """Turn the input file into jobs, a page at a time; safe to run again after a crash."""
+    settings = runtime.settings
+    with runtime.sessions() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None or batch.status != BatchStatus.VALIDATING:
+            return
+        session.expunge(batch)
+    if not runtime.redis.set(expanding_key(batch_id), b"1", nx=True, ex=EXPAND_LEASE_S):
+        return  # another expansion of this batch is running
+    total = 0
+    page: list[LineJob] = []
+    lines = file_lines(runtime.sessions, batch.input_file_id)
+    with runtime.sessions() as reads:  # the tenant's moderation policy, read per line
+        for line_number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            if total >= MAX_LINES:
+                with runtime.unit_of_work() as session:
+                    fail_batch(session, batch_id, f"the input file has more than {MAX_LINES} lines")
+                return
+            total += 1
+            page.append(line_job(reads, settings, batch, line_number, raw))
+            if len(page) >= PAGE:
+                reads.rollback()  # end the read transaction: no snapshot held across pages
+                commit_page(runtime, page)
+                page = []
+                runtime.redis.expire(expanding_key(batch_id), EXPAND_LEASE_S)
+    commit_page(runtime, page)
+    if total == 0:
+        with runtime.unit_of_work() as session:
+            fail_batch(session, batch_id, "the input file has no requests")
+        return
+    with runtime.unit_of_work() as session:
+        session.execute(
+            sa.update(Batch)
+            .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING.value)
+            .values(status=BatchStatus.IN_PROGRESS.value, in_progress_at=utcnow(), total=total)
+        )
+    runtime.redis.delete(expanding_key(batch_id))
+    runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id)

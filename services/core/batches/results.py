@@ -1,0 +1,77 @@
+"""A batch's output and error files, in OpenAI's batch output shape, written a page of jobs
+at a time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.core.files import store_file
+from services.core.models import Batch, Job, JobStatus
+from services.core.serialize import chat_completion_response, moderation_response
+
+PAGE = 500
+
+
+def write_result_file(
+    sessions: sessionmaker[Session], batch: Batch, statuses: list[str], filename: str
+) -> str | None:
+    """A JSONL file of the batch's jobs in `statuses`, or None when there are none."""
+    lines = (
+        (json.dumps(result_line(batch, job), separators=(",", ":")) + "\n").encode()
+        for job in batch_jobs(sessions, batch.id, statuses)
+    )
+    first = next(lines, None)
+    if first is None:
+        return None
+
+    def pieces() -> Iterator[bytes]:
+        yield first
+        yield from lines
+
+    return store_file(sessions, batch.tenant_id, "batch_output", filename, pieces()).id
+
+
+def batch_jobs(
+    sessions: sessionmaker[Session], batch_id: str, statuses: list[str]
+) -> Iterator[Job]:
+    """The batch's jobs in `statuses`, a page at a time (keyset pagination on the id)."""
+    last = ""
+    while True:
+        with sessions() as session:
+            page = list(
+                session.scalars(
+                    sa.select(Job)
+                    .where(Job.batch_id == batch_id, Job.status.in_(statuses), Job.id > last)
+                    .order_by(Job.id)
+                    .limit(PAGE)
+                )
+            )
+            session.expunge_all()
+        if not page:
+            return
+        yield from page
+        last = page[-1].id
+
+
+def result_line(batch: Batch, job: Job) -> dict[str, Any]:
+    """One line of the output or error file, in OpenAI's batch output shape."""
+    line_id = "batch_req_" + job.id.removeprefix("job_")
+    if job.status == JobStatus.SUCCEEDED.value:
+        if batch.endpoint == "/v1/moderations":
+            body = moderation_response([job])
+        else:
+            body = chat_completion_response(job)
+        response = {"status_code": 200, "request_id": job.id, "body": body}
+        return {"id": line_id, "custom_id": job.custom_id, "response": response, "error": None}
+    error = job.error or {"type": job.status, "message": f"the request was {job.status}"}
+    return {
+        "id": line_id,
+        "custom_id": job.custom_id,
+        "response": None,
+        "error": {"code": error.get("type", job.status), "message": error.get("message", "")},
+    }

@@ -1,0 +1,107 @@
+"""The batch service: create, read, list and cancel batches.
+
+Creating stores the batch and hands the expansion of its input file to a background task;
+each input line then becomes one job, queued behind interactive work.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
+from services.core.db import utcnow
+from services.core.errors import ConflictError, InvalidRequestError
+from services.core.files import get_file
+from services.core.idempotency import IdempotencyClaim
+from services.core.ids import new_id
+from services.core.models import UNFINISHED_STATUSES, Batch, BatchStatus, Job, JobStatus
+from services.core.pagination import newest_first_page
+from services.core.runtime import Runtime
+from services.core.tenancy import get_owned
+from services.core.webhooks.subscriptions import check_webhook_url
+
+ENDPOINTS = ("/v1/chat/completions", "/v1/moderations")
+COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
+
+
+def create_batch(
+    runtime: Runtime,
+    tenant_id: str,
+    *,
+    input_file_id: str,
+    endpoint: str,
+    completion_window: str,
+    metadata: dict[str, str] | None,
+    webhook: str | None = None,
+    idempotency: IdempotencyClaim | None = None,
+) -> Batch:
+    """Validate and store a batch, then hand the expansion of its file to a background task."""
+    if webhook is not None:
+        webhook = check_webhook_url(webhook, runtime.settings.outbound_allowed)
+    if endpoint not in ENDPOINTS:
+        raise InvalidRequestError(
+            f"endpoint must be one of {', '.join(ENDPOINTS)}", param="endpoint"
+        )
+    if completion_window not in COMPLETION_WINDOWS:
+        raise InvalidRequestError("completion_window must be '24h'", param="completion_window")
+    now = utcnow()
+    with runtime.unit_of_work() as session:
+        file = get_file(session, tenant_id, input_file_id)
+        if file.purpose != "batch":
+            raise InvalidRequestError(
+                "the input file's purpose must be 'batch'", param="input_file_id"
+            )
+        batch = Batch(
+            id=new_id("batch"),
+            tenant_id=tenant_id,
+            endpoint=endpoint,
+            input_file_id=input_file_id,
+            completion_window=completion_window,
+            status=BatchStatus.VALIDATING.value,
+            metadata_=metadata or {},
+            webhook=webhook,
+            created_at=now,
+            expires_at=now + COMPLETION_WINDOWS[completion_window],
+        )
+        session.add(batch)
+        if idempotency is not None:
+            idempotency.record(session, batch.id)
+    runtime.broker.send_batch_task(BATCH_EXPAND_TASK, batch.id)
+    return batch
+
+
+def get_batch(session: Session, tenant_id: str, batch_id: str) -> Batch:
+    """The tenant's batch, or a 404."""
+    return get_owned(session, Batch, tenant_id, batch_id, noun="batch", param="batch_id")
+
+
+def list_batches(
+    session: Session, tenant_id: str, *, limit: int, after: str | None
+) -> tuple[list[Batch], bool]:
+    """A page of the tenant's batches, newest first."""
+    query = sa.select(Batch).where(Batch.tenant_id == tenant_id)
+    cursor = get_batch(session, tenant_id, after) if after is not None else None
+    return newest_first_page(session, Batch, query, cursor, limit)
+
+
+def cancel_batch(runtime: Runtime, tenant_id: str, batch_id: str) -> Batch:
+    """Stop a batch: its unfinished jobs are canceled, then it is finalized as `cancelled`."""
+    now = utcnow()
+    with runtime.unit_of_work() as session:
+        batch = get_batch(session, tenant_id, batch_id)
+        if BatchStatus(batch.status).is_terminal():
+            raise ConflictError(f"batch {batch_id} is already {batch.status}", param="batch_id")
+        if batch.status != BatchStatus.CANCELLING:
+            batch.status, batch.cancelling_at = BatchStatus.CANCELLING.value, now
+        # Running jobs are canceled too: their answers, when they come, are dropped.
+        session.execute(
+            sa.update(Job)
+            .where(Job.batch_id == batch_id, Job.status.in_(UNFINISHED_STATUSES))
+            .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None)
+        )
+    runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id)
+    with runtime.sessions() as session:
+        return get_batch(session, tenant_id, batch_id)

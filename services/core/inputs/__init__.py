@@ -1,0 +1,1 @@
+"""Request -> canonical request: images, prompts and the outbound fetches they need (pure)."""

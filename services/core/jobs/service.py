@@ -1,0 +1,256 @@
+"""The job service: submit, read, list, cancel and wait for jobs.
+
+Submitting answers a deterministic request from the cache when it can; otherwise the job
+row is committed first and enqueued after, so a worker always finds the row (and if the
+broker is down, the maintenance pass enqueues the job later).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.core import cache, notify, outbox
+from services.core.config import Settings
+from services.core.db import rows_changed, utcnow
+from services.core.errors import (
+    InvalidRequestError,
+    JobFailedError,
+    ServiceUnavailableError,
+    SyncTimeoutError,
+)
+from services.core.idempotency import IdempotencyClaim
+from services.core.ids import new_id
+from services.core.inputs.images import CheckedImage
+from services.core.inputs.prompts import CanonicalRequest, GenerationParams
+from services.core.model_info import model_revision
+from services.core.models import UNFINISHED_STATUSES, Image, Job, JobStatus
+from services.core.pagination import newest_first_page
+from services.core.runtime import Runtime
+from services.core.tenancy import get_owned
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """Everything about a submission besides the request and its generation parameters."""
+
+    kind: str = "job"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    webhook: str | None = None
+    webhook_events: list[str] | None = None
+    batch_id: str | None = None
+    custom_id: str | None = None
+    # Batch work yields to interactive work (see `Broker.enqueue_job`).
+    background: bool = False
+    idempotency: IdempotencyClaim | None = None
+    moderation: dict[str, Any] | None = None
+
+
+def store_images(session: Session, images: list[CheckedImage]) -> None:
+    """Insert images by content hash; an image already stored is kept as it is."""
+    if not images:
+        return
+    rows = [
+        {
+            "sha256": image.sha256,
+            "media_type": image.media_type,
+            "width": image.width,
+            "height": image.height,
+            "byte_size": len(image.data),
+            "data": image.data,
+            "created_at": utcnow(),
+        }
+        for image in {image.sha256: image for image in images}.values()
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(Image).values(rows).on_conflict_do_nothing(index_elements=["sha256"]))
+
+
+def new_job(
+    settings: Settings,
+    tenant_id: str,
+    request: CanonicalRequest,
+    params: GenerationParams,
+    options: SubmitOptions,
+    cache_key: str | None,
+) -> Job:
+    """A job row (not yet stored) for a submission."""
+    now = utcnow()
+    return Job(
+        id=new_id("job"),
+        tenant_id=tenant_id,
+        kind=options.kind,
+        model=settings.model_id,
+        messages=request.messages,
+        params=params.model_dump(mode="json"),
+        status=JobStatus.QUEUED.value,
+        cache_key=cache_key,
+        stream=options.stream,
+        metadata_=options.metadata,
+        webhook=options.webhook,
+        webhook_events=options.webhook_events,
+        batch_id=options.batch_id,
+        custom_id=options.custom_id,
+        moderation=options.moderation,
+        metrics={},
+        attempts=0,
+        created_at=now,
+        enqueued_at=now,
+    )
+
+
+def request_cache_key(
+    settings: Settings, tenant_id: str, request: CanonicalRequest, params: GenerationParams
+) -> str | None:
+    """The cache key of a deterministic request; None for one that samples freely."""
+    if not cache.is_cacheable(params):
+        return None
+    return cache.cache_key(
+        model_revision=model_revision(settings.model),
+        messages=request.messages,
+        params=params,
+        tenant_id=None if settings.cache_shared else tenant_id,
+    )
+
+
+def mark_cache_hit(job: Job, cached: dict[str, Any]) -> None:
+    """Make a new job a cache hit: born succeeded, never sent to a worker."""
+    job.status = JobStatus.SUCCEEDED.value
+    job.output = cached.get("output")
+    job.result = cached.get("result")
+    job.cache_hit = True
+    job.started_at = job.completed_at = job.created_at
+    job.enqueued_at = None
+    job.metrics = {"queue_ms": 0.0, "inference_ms": 0.0, "total_ms": 0.0}
+
+
+def add_job(session: Session, job: Job, images: list[CheckedImage], options: SubmitOptions) -> None:
+    """Store a new job, its images and its idempotency key in the session's transaction."""
+    store_images(session, images)
+    session.add(job)
+    if options.idempotency is not None:
+        options.idempotency.record(session, job.id)
+    if job.job_status.is_terminal():
+        outbox.emit(session, outbox.JobFinished(job.id))
+
+
+def submit_job(
+    runtime: Runtime,
+    tenant_id: str,
+    request: CanonicalRequest,
+    params: GenerationParams,
+    options: SubmitOptions | None = None,
+) -> Job:
+    """Create a job: answer it from the cache, or commit the row and then enqueue it."""
+    options = options or SubmitOptions()
+    key = request_cache_key(runtime.settings, tenant_id, request, params)
+    cached = None
+    if key is not None:
+        try:
+            cached = cache.get_cached(runtime.redis, key)
+        except redis.RedisError as exc:
+            raise ServiceUnavailableError("the queue (Redis) is unavailable") from exc
+    job = new_job(runtime.settings, tenant_id, request, params, options, key)
+    if cached is not None:
+        mark_cache_hit(job, cached)
+    with runtime.unit_of_work() as session:
+        add_job(session, job, request.images, options)
+    if cached is None:
+        enqueue_after_commit(runtime, job.id, background=options.background)
+    return job
+
+
+def enqueue_after_commit(runtime: Runtime, job_id: str, *, background: bool) -> None:
+    """Send a committed job to its queue; if the broker is down, the maintenance pass will."""
+    try:
+        runtime.broker.enqueue_job(job_id, background=background)
+    except Exception:
+        log.exception("event=enqueue_failed job_id=%s (the maintenance pass will retry)", job_id)
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job, or a 404 (also for another tenant's job)."""
+    return get_owned(session, Job, tenant_id, job_id, noun="job", param="id")
+
+
+def list_jobs(
+    session: Session, tenant_id: str, *, status: str | None, limit: int, after: str | None
+) -> tuple[list[Job], bool]:
+    """A page of the tenant's jobs, newest first, after the job id `after`; and has_more."""
+    if status is not None and status not in {s.value for s in JobStatus}:
+        raise InvalidRequestError(f"unknown status {status!r}", param="status")
+    query = sa.select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    cursor = get_job(session, tenant_id, after) if after is not None else None
+    return newest_first_page(session, Job, query, cursor, limit)
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Cancel a queued or running job; a job already terminal is returned unchanged."""
+    job = get_job(session, tenant_id, job_id)
+    changed = rows_changed(
+        session,
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))
+        .values(status=JobStatus.CANCELED.value, completed_at=utcnow(), lease_expires_at=None),
+    )
+    if changed:
+        outbox.emit(session, outbox.JobFinished(job_id))
+    session.refresh(job)
+    return job
+
+
+def is_terminal(session: Session, job_id: str) -> bool:
+    """Whether the job has reached a terminal state (a job that is gone counts as one)."""
+    status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+    return status is None or JobStatus(status).is_terminal()
+
+
+def wait_until_terminal(
+    sessions: sessionmaker[Session], client: redis.Redis, job: Job, timeout_s: float
+) -> tuple[Job, bool]:
+    """The job once terminal (woken by its notification), or as it is after `timeout_s`.
+
+    Returns the job as last read and whether it is terminal. Each check is one read.
+    """
+    if job.job_status.is_terminal():
+        return job, True
+    latest = [job]
+
+    def terminal_now() -> bool:
+        with sessions() as session:
+            latest.append(get_job(session, job.tenant_id, job.id))
+        return latest[-1].job_status.is_terminal()
+
+    done = notify.wait_for_job(client, job.id, terminal_now, timeout_s)
+    return latest[-1], done
+
+
+def wait_for_success(
+    sessions: sessionmaker[Session], client: redis.Redis, job: Job, timeout_s: float
+) -> Job:
+    """The job once it succeeded; a 504 after `timeout_s` (the job goes on), and a 500
+    `job_failed` if it failed or was canceled (synchronous calls answer with its error)."""
+    job, done = wait_until_terminal(sessions, client, job, timeout_s)
+    if not done:
+        raise SyncTimeoutError(f"job {job.id} did not finish in time; poll /v1/jobs/{job.id}")
+    if job.status != JobStatus.SUCCEEDED:
+        raise JobFailedError(failure_message(job))
+    return job
+
+
+def failure_message(job: Job) -> str:
+    """What a synchronous caller is told about a job that did not succeed."""
+    message = (job.error or {}).get("message", job.status)
+    return f"job {job.id} {job.status}: {message}"

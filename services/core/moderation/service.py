@@ -1,0 +1,101 @@
+"""The moderation service: a request's inputs become scoring jobs under the policy in force."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.core.config import Settings
+from services.core.errors import InvalidRequestError
+from services.core.inputs.images import CheckedImage
+from services.core.inputs.prompts import CanonicalRequest, GenerationParams, canonical_part
+from services.core.jobs.service import SubmitOptions, submit_job
+from services.core.models import Job, Tenant
+from services.core.moderation.policy import parse_policy, resolve_policy
+from services.core.runtime import Runtime
+
+ModerationJobSpec = tuple[CanonicalRequest, GenerationParams, SubmitOptions]
+
+
+@dataclass(frozen=True)
+class ModerationInput:
+    """One input to moderate, in canonical form, and the kinds of content it has."""
+
+    request: CanonicalRequest
+    input_types: list[str]
+
+
+def moderation_inputs(raw: Any, settings: Settings) -> list[ModerationInput]:
+    """OpenAI's `input`: a string, a list of strings, or a list of text / image_url parts."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidRequestError(
+            "input must be a string, strings, or content parts", param="input"
+        )
+    if all(isinstance(item, str) for item in raw):
+        return [one_input([{"type": "text", "text": text}], settings) for text in raw]
+    return [one_input(raw, settings)]
+
+
+def one_input(parts: list[Any], settings: Settings) -> ModerationInput:
+    """One multimodal input as a single user message."""
+    images: list[CheckedImage] = []
+    content = [canonical_part(part, 0, images, settings) for part in parts]
+    types = sorted({"image" if part["type"] == "image" else "text" for part in content})
+    return ModerationInput(CanonicalRequest([{"role": "user", "content": content}], images), types)
+
+
+def tenant_policy(session: Session, tenant_id: str) -> dict[str, Any]:
+    """The tenant's stored policy (empty when it has none)."""
+    tenant = session.get(Tenant, tenant_id)
+    return dict(tenant.moderation_policy or {}) if tenant else {}
+
+
+def set_tenant_policy(session: Session, tenant_id: str, categories: Any) -> dict[str, Any]:
+    """Replace the tenant's policy with `categories` (checked); returns it as stored."""
+    policy = {name: asdict(category) for name, category in parse_policy(categories).items()}
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise LookupError(tenant_id)
+    tenant.moderation_policy = policy
+    return policy
+
+
+def moderation_jobs_spec(
+    session: Session,
+    settings: Settings,
+    tenant_id: str,
+    raw_input: Any,
+    categories: Any,
+    thresholds: Any,
+) -> list[ModerationJobSpec]:
+    """The canonical requests, parameters and options of a moderation request (nothing stored)."""
+    policy = resolve_policy(settings, tenant_policy(session, tenant_id), categories, thresholds)
+    params = GenerationParams(
+        max_tokens=1, score_questions={name: c.question for name, c in policy.items()}
+    )
+    specs = []
+    for item in moderation_inputs(raw_input, settings):
+        context = {
+            "thresholds": {name: c.threshold for name, c in policy.items()},
+            "input_types": item.input_types,
+        }
+        specs.append((item.request, params, SubmitOptions(kind="moderation", moderation=context)))
+    return specs
+
+
+def submit_moderation(
+    runtime: Runtime, tenant_id: str, raw_input: Any, categories: Any, thresholds: Any
+) -> list[Job]:
+    """Validate everything first, then submit one scoring job per input."""
+    with runtime.sessions() as session:
+        specs = moderation_jobs_spec(
+            session, runtime.settings, tenant_id, raw_input, categories, thresholds
+        )
+    return [
+        submit_job(runtime, tenant_id, request, params, options)
+        for request, params, options in specs
+    ]

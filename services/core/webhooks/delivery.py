@@ -1,0 +1,214 @@
+"""Delivering webhook events (in `vlmq background-worker`): claim an attempt, POST the
+signed payload under the outbound address rules, record what came back, schedule a retry.
+
+Delivery is at-least-once: each attempt is claimed with one conditional UPDATE on the
+attempt counter, so a duplicated or re-sent message is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from services.core.config import Settings
+from services.core.db import rows_changed, session_scope, utcnow
+from services.core.errors import InvalidRequestError, VlmqError
+from services.core.inputs import outbound
+from services.core.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
+from services.core.runtime import Runtime
+from services.core.webhooks.signing import payload_body, signed_headers, tenant_secret
+
+log = logging.getLogger(__name__)
+
+# Only a receiver's status matters; read little of its body.
+MAX_RESPONSE_BYTES = 64 * 1024
+# An attempt in progress holds its delivery this much past its deadline, so the maintenance
+# pass does not re-send a delivery that is being attempted right now.
+ATTEMPT_LEASE_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one POST got: a status code or an error, and whether retrying can help."""
+
+    status_code: int | None
+    error: str | None
+    latency_ms: float
+    permanent: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        """A 2xx answer."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class ClaimedAttempt:
+    """An attempt this process has the right to make."""
+
+    delivery_id: str
+    attempt: int
+    url: str
+    body: str
+    secret: str
+
+
+def pending_after(delivery_id: str, attempts: int) -> sa.ColumnElement[bool]:
+    """The delivery is still pending with exactly `attempts` attempts made: the condition of
+    every change to it, so a duplicated or stale attempt changes nothing."""
+    return sa.and_(
+        WebhookDelivery.id == delivery_id,
+        WebhookDelivery.status == DeliveryStatus.PENDING,
+        WebhookDelivery.attempts == attempts,
+    )
+
+
+def max_attempts(settings: Settings) -> int:
+    """The first attempt and one per retry delay."""
+    return 1 + len(settings.webhook_retry_delays_s)
+
+
+def claim_attempt(runtime: Runtime, delivery_id: str, attempt: int) -> ClaimedAttempt | None:
+    """Take attempt number `attempt` of a pending delivery; None if it is done or taken."""
+    settings = runtime.settings
+    lease = utcnow() + timedelta(seconds=settings.webhook_timeout_s + ATTEMPT_LEASE_GRACE_S)
+    with session_scope(runtime.sessions) as session:
+        claimed = rows_changed(
+            session,
+            sa.update(WebhookDelivery)
+            .where(pending_after(delivery_id, attempt - 1))
+            .values(attempts=attempt, next_attempt_at=lease),
+        )
+        delivery = session.get(WebhookDelivery, delivery_id) if claimed else None
+    if delivery is None:
+        return None
+    return ClaimedAttempt(
+        delivery_id=delivery_id,
+        attempt=attempt,
+        url=delivery.url,
+        body=payload_body(delivery.payload),
+        secret=tenant_secret(runtime.sessions, delivery.tenant_id),
+    )
+
+
+def post(claim: ClaimedAttempt, settings: Settings) -> AttemptResult:
+    """POST the signed payload under the outbound address rules; never raises."""
+    headers = signed_headers(claim.secret, claim.delivery_id, claim.body, utcnow())
+    start = time.monotonic()
+
+    def elapsed_ms() -> float:
+        return round((time.monotonic() - start) * 1000, 3)
+
+    try:
+        response = outbound.fetch(
+            claim.url,
+            allowlist=settings.outbound_allowed,
+            timeout_s=settings.webhook_timeout_s,
+            max_bytes=MAX_RESPONSE_BYTES,
+            method="POST",
+            body=claim.body.encode(),
+            headers=headers,
+        )
+    except outbound.OutboundRefusedError as exc:
+        # The address rules will refuse it every time: retrying cannot help.
+        return AttemptResult(None, f"refused: {exc.message}", elapsed_ms(), permanent=True)
+    except InvalidRequestError as exc:
+        return AttemptResult(None, f"invalid URL: {exc.message}", elapsed_ms(), permanent=True)
+    except VlmqError as exc:  # unreachable, timed out, too many redirects, huge answer
+        return AttemptResult(None, exc.message, elapsed_ms())
+    except Exception as exc:  # a receiver must never crash the worker
+        return AttemptResult(None, f"{exc.__class__.__name__}: {exc}", elapsed_ms())
+    if 200 <= response.status < 300:
+        return AttemptResult(response.status, None, elapsed_ms())
+    return AttemptResult(response.status, f"HTTP {response.status}", elapsed_ms())
+
+
+def outcome(result: AttemptResult, attempt: int, settings: Settings) -> tuple[str, float | None]:
+    """The delivery's next status, and the delay before the next attempt if there is one."""
+    if result.succeeded:
+        return DeliveryStatus.DELIVERED, None
+    if result.status_code == 410:
+        return DeliveryStatus.GONE, None
+    delays = settings.webhook_retry_delays_s
+    if result.permanent or attempt > len(delays):
+        return DeliveryStatus.FAILED, None
+    return DeliveryStatus.PENDING, delays[attempt - 1]
+
+
+def record_attempt(
+    session: Session,
+    claim: ClaimedAttempt,
+    result: AttemptResult,
+    status: str,
+    delay_s: float | None,
+) -> None:
+    """Store the attempt and move the delivery on (only while the attempt is still current)."""
+    now = utcnow()
+    session.add(
+        WebhookAttempt(
+            delivery_id=claim.delivery_id,
+            attempt=claim.attempt,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            error=result.error,
+            created_at=now,
+        )
+    )
+    session.execute(
+        sa.update(WebhookDelivery)
+        .where(pending_after(claim.delivery_id, claim.attempt))
+        .values(
+            status=status,
+            next_attempt_at=now + timedelta(seconds=delay_s) if delay_s is not None else None,
+            completed_at=None if status == DeliveryStatus.PENDING else now,
+        )
+    )
+
+
+def deliver(runtime: Runtime, delivery_id: str, attempt: int) -> str | None:
+    """Make attempt `attempt` of a delivery; returns the delivery's new status, or None when
+    there was nothing to do (already delivered, gone or failed, or the attempt was taken)."""
+    settings = runtime.settings
+    if attempt > max_attempts(settings):
+        # Re-sent by the maintenance pass after the last attempt's worker died: nothing is left.
+        return give_up(runtime, delivery_id, attempt)
+    claim = claim_attempt(runtime, delivery_id, attempt)
+    if claim is None:
+        return None
+    result = post(claim, settings)
+    status, delay_s = outcome(result, attempt, settings)
+    with session_scope(runtime.sessions) as session:
+        record_attempt(session, claim, result, status, delay_s)
+    log.info(
+        "event=webhook_attempt delivery_id=%s attempt=%d status_code=%s latency_ms=%.1f "
+        "error=%r delivery_status=%s",
+        delivery_id,
+        attempt,
+        result.status_code,
+        result.latency_ms,
+        result.error,
+        status,
+    )
+    if delay_s is not None:
+        try:
+            runtime.broker.enqueue_webhook(delivery_id, attempt + 1, countdown_s=delay_s)
+        except Exception:
+            log.exception("event=webhook_enqueue_failed delivery_id=%s", delivery_id)
+    return status
+
+
+def give_up(runtime: Runtime, delivery_id: str, attempt: int) -> str | None:
+    """Fail a pending delivery whose attempts are used up; None if it was not ours to fail."""
+    with session_scope(runtime.sessions) as session:
+        failed = rows_changed(
+            session,
+            sa.update(WebhookDelivery)
+            .where(pending_after(delivery_id, attempt - 1))
+            .values(status=DeliveryStatus.FAILED, next_attempt_at=None, completed_at=utcnow()),
+        )
+    return DeliveryStatus.FAILED if failed else None
