@@ -28,6 +28,7 @@ from services.core.jobs.service import submit_job
 from services.core.migrate import upgrade
 from workers.backends.base import Prediction, PredictRequest
 from workers.batching import Batcher
+from workers.leases import LeaseKeeper
 from workers.pipeline import run_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def main() -> None:
 
     sys.setprofile(profile)
     threading.setprofile(profile)
-    outcome = run_job(runtime, batcher, job.id)
+    outcome = run_job(runtime, batcher, LeaseKeeper(runtime), job.id)
     sys.setprofile(None)
     threading.setprofile(None)  # type: ignore[arg-type]
     calls.pop(str(Path(__file__).relative_to(REPO)), None)

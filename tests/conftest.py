@@ -25,7 +25,7 @@ from services.core.migrate import upgrade
 from services.core.runtime import Runtime
 from tests.fake_stack import fake_stack_fixture
 from tests.support import WorkerProcess, make_settings
-from tests.webhook_receiver import BackgroundWorkerProcess
+from tests.webhook_receiver import BackgroundWorkerProcess, WebhookReceiver
 from vlmq.cli import create_key
 from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
 
@@ -156,6 +156,14 @@ def auth(api_key: str) -> dict[str, str]:
 fake_stack = pytest.fixture(fake_stack_fixture, name="fake_stack")
 
 
+@pytest.fixture()
+def receiver() -> Iterator[WebhookReceiver]:
+    """A fresh loopback webhook receiver for the test."""
+    server = WebhookReceiver()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="session")
 def live_server(app: Flask) -> Iterator[str]:
     """The API on a real HTTP port on loopback; yields its base URL."""
@@ -164,3 +172,13 @@ def live_server(app: Flask) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the figures the fault tests measured, one line per test."""
+    from tests.faults.stack import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("fault suite figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

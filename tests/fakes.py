@@ -71,3 +71,24 @@ class StreamingFakeBackend(SlowFakeBackend):
         record_call("done")
         text = "".join(words)
         return [Prediction(answer=text, raw=text, completion_tokens=4) for _ in batch]
+
+
+class CountingFakeBackend(SlowFakeBackend):
+    """Echoes like SlowFakeBackend (sleeping `VLMQ_FAKE_SLEEP_S` per call, default 0.2) and
+    writes `end <question>` for each request it answered, so a test can count, per job,
+    how often the model ran it to the end."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        """Sleep, then echo each question and record it."""
+        time.sleep(float(os.environ.get("VLMQ_FAKE_SLEEP_S", "0.2")))
+        for request in batch:
+            record_call(f"end {question_of(request)}")
+        return [Prediction(answer=f"echo: {question_of(r)}", raw=question_of(r)) for r in batch]
+
+
+class BrokenModelFakeBackend(SlowFakeBackend):
+    """A model that cannot load: its weights are missing."""
+
+    def setup(self, device: str) -> None:
+        """Fail the way a missing checkpoint does."""
+        raise FileNotFoundError("model.safetensors not found (fake)")

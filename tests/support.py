@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from flask.testing import FlaskClient
 from PIL import Image, ImageDraw
 
 from services.core.config import Settings
@@ -105,6 +106,20 @@ class WorkerProcess(VlmqProcess):
         )
         return self
 
+    def kill_worker(self, timeout_s: float = 60) -> int:
+        """SIGKILL the worker process under the supervisor (which starts a new one, after a
+        back-off if the last one died young); returns the pid killed."""
+
+        def child() -> int | None:
+            found = subprocess.run(
+                ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+            ).stdout.split()
+            return int(found[0]) if found else None
+
+        pid: int = wait_until(child, timeout_s, "the supervisor to run a worker", interval_s=0.1)
+        os.kill(pid, 9)
+        return pid
+
     def pids(self) -> set[int]:
         """The pids of the worker and its children."""
         children = subprocess.run(
@@ -149,3 +164,31 @@ def make_settings(
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
     finally:
         os.environ.update(clean)
+
+
+def chat_batch_input(
+    count: int, question: str = "what color is the shape?", tag: str = "c"
+) -> bytes:
+    """A batch input file of `count` chat lines about one small image (custom ids tag0...)."""
+    content = [
+        {"type": "image_url", "image_url": {"url": data_url(shape_png())}},
+        {"type": "text", "text": question},
+    ]
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 2}
+    lines = [
+        {"custom_id": f"{tag}{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        for n in range(count)
+    ]
+    return ("\n".join(json.dumps(line) for line in lines) + "\n").encode()
+
+
+def upload_batch_input(client: FlaskClient, auth: dict[str, str], raw: bytes) -> str:
+    """Upload a batch input file through the API; returns its id."""
+    response = client.post(
+        "/v1/files",
+        data={"purpose": "batch", "file": (io.BytesIO(raw), "input.jsonl")},
+        headers=auth,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200, response.get_json()
+    return str(response.get_json()["id"])

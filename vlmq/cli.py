@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from services.core.config import Settings
+from services.core.config import LOG_FORMAT, Settings
 
 
 @click.group()
@@ -70,7 +71,7 @@ def worker(supervise: bool) -> None:
     if supervise:
         from workers.supervisor import supervise as run_supervised
 
-        logging.basicConfig(level=Settings().log_level)
+        logging.basicConfig(level=Settings().log_level, format=LOG_FORMAT)
         command = [sys.executable, "-m", "vlmq.cli", "worker", "--no-supervise"]
         sys.exit(run_supervised(command))
     from workers.celery_app import run_worker
@@ -124,6 +125,7 @@ def up() -> None:
     from services.api import create_app
     from services.core.migrate import upgrade
     from vlmq.embedded_redis import start_embedded_redis
+    from vlmq.keeper import Keeper
 
     settings = Settings()
     if not settings.redis_url:
@@ -137,20 +139,20 @@ def up() -> None:
     # Bind the port first, so a busy port fails before anything else starts.
     app = create_app(settings)
     server = make_server(settings.host, settings.port, app, threaded=True)
-    children: list[subprocess.Popen[bytes]] = []
+    keeper = Keeper()
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         if embedded:
             redis_dir = settings.data_dir / "redis"
-            children.append(start_embedded_redis(redis_dir, settings.embedded_redis_port))
+            port = settings.embedded_redis_port
+            keeper.add("redis", lambda: start_embedded_redis(redis_dir, port))
             click.echo(f"embedded Redis on {settings.broker_url}")
         upgrade(settings.sqlalchemy_url)
         key = create_key(settings, "default", "vlmq up")
         env = {**os.environ, "VLMQ_REDIS_URL": settings.broker_url}
-        worker_command = [sys.executable, "-m", "vlmq.cli", "worker"]
-        children.append(subprocess.Popen(worker_command, env=env))  # noqa: S603
-        webhook_command = [sys.executable, "-m", "vlmq.cli", "background-worker"]
-        children.append(subprocess.Popen(webhook_command, env=env))  # noqa: S603
+        for command in ("worker", "background-worker"):
+            keeper.add(command, functools.partial(start_vlmq, command, env))
+        keeper.watch()
         base = f"http://{settings.host}:{settings.port}"
         click.echo(
             f"\nvlmq is up on {base} serving {settings.model_id} (playground: {base}/)\n"
@@ -164,23 +166,18 @@ def up() -> None:
         pass
     finally:
         server.server_close()
-        stop_children(children)
+        keeper.stop()
+
+
+def start_vlmq(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start `vlmq <command>` as a child process with `env`."""
+    argv = [sys.executable, "-m", "vlmq.cli", command]
+    return subprocess.Popen(argv, env=env)  # noqa: S603 (our own command)
 
 
 def raise_keyboard_interrupt(*_: object) -> None:
     """SIGTERM stops `vlmq up` the way Ctrl-C does."""
     raise KeyboardInterrupt
-
-
-def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
-    """Terminate child processes, newest first, killing any that linger."""
-    for child in reversed(children):
-        child.terminate()
-    for child in children:
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
 
 
 @main.command()

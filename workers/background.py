@@ -18,7 +18,7 @@ from celery.signals import worker_init
 
 from services.core.bootstrap import create_runtime
 from services.core.broker import BATCHES_QUEUE, DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
-from services.core.config import Settings
+from services.core.config import LOG_FORMAT, Settings
 from services.core.heartbeats import beat_background_worker
 from services.core.runtime import Runtime
 from services.core.webhooks.delivery import deliver
@@ -62,7 +62,7 @@ def create_background_app(settings: Settings) -> Celery:
 
     def start(**_: Any) -> None:
         global _runtime
-        logging.basicConfig(level=settings.log_level)
+        logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
         _runtime = create_runtime(settings)
         threading.Thread(
             target=heartbeat, args=(_runtime,), name="vlmq-background-heartbeat", daemon=True

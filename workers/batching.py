@@ -34,10 +34,12 @@ class Pending:
     """A request waiting for its batch, and where its answer goes."""
 
     request: PredictRequest
-    # A job on its second attempt or later runs alone: if it is what killed the worker,
-    # it must not take other jobs down with it again.
-    isolated: bool = False
+    # The largest model call this request may share (see `company_limit`); it shares calls
+    # only with requests of the same limit.
+    company: int = 0
     future: Future[BatchResult] = field(default_factory=Future)
+    # Set when the request's model call starts: its time limit counts from here.
+    started: threading.Event = field(default_factory=threading.Event)
 
 
 class Batcher:
@@ -53,6 +55,8 @@ class Batcher:
         self._incoming = 0
         self._incoming_lock = threading.Lock()
         self._under_load = False
+        # When the model call now running started (monotonic), None between calls.
+        self._call_started_at: float | None = None
         threading.Thread(target=self._run, name="vlmq-batcher", daemon=True).start()
 
     @contextmanager
@@ -66,19 +70,36 @@ class Batcher:
             with self._incoming_lock:
                 self._incoming -= 1
 
-    def submit(self, request: PredictRequest, *, isolated: bool = False) -> Future[BatchResult]:
-        """Queue a request; the future resolves with its prediction."""
-        pending = Pending(request, isolated)
+    def submit(self, request: PredictRequest, *, company: int = 0) -> Future[BatchResult]:
+        """Queue a request that may share a model call with up to `company` requests in all
+        (0: the batcher's own limit); the future resolves with its prediction."""
+        pending = Pending(request, company or self.max_batch)
         self.pending.put(pending)
         return pending.future
+
+    def run(self, request: PredictRequest, *, company: int, time_limit_s: float) -> BatchResult:
+        """Submit a request and wait for its prediction.
+
+        The time limit counts from the start of the request's own model call, not the time
+        spent queued behind other calls; a TimeoutError past it. A request still queued
+        when the call ahead of it has run for twice the limit gives up too: the model is
+        stuck, and waiting on would hold the job forever.
+        """
+        pending = Pending(request, company or self.max_batch)
+        self.pending.put(pending)
+        while not pending.started.wait(timeout=min(1.0, time_limit_s)):
+            started_at = self._call_started_at
+            stuck = started_at is not None and time.monotonic() - started_at > 2 * time_limit_s
+            if stuck and pending.future.cancel():
+                raise TimeoutError("the model is stuck in an earlier call")
+        return pending.future.result(timeout=time_limit_s)
 
     def _collect(self) -> list[Pending]:
         """Block for the first request, then gather more until the batch is full or time is up."""
         batch = [self.pending.get()]
-        if batch[0].isolated:
-            return batch
+        limit = min(self.max_batch, batch[0].company)
         deadline = time.monotonic() + self.wait_s
-        while len(batch) < self.max_batch:
+        while len(batch) < limit:
             if self.pending.empty() and self._incoming == 0 and not self._under_load:
                 break  # an idle worker and nobody else coming: run now
             remaining = deadline - time.monotonic()
@@ -90,8 +111,8 @@ class Batcher:
                 )
             except queue.Empty:
                 break
-            if item.isolated:
-                self.pending.put(item)  # runs in a batch of its own next
+            if item.company != batch[0].company:
+                self.pending.put(item)  # runs with its own kind next
                 break
             batch.append(item)
         return batch
@@ -105,6 +126,9 @@ class Batcher:
             # Under load (the last call was shared), later requests wait for company even
             # when none is in sight yet: clients answered together come back together.
             self._under_load = len(live) > 1
+            self._call_started_at = time.monotonic()
+            for item in live:
+                item.started.set()
             try:
                 predictions = self.backend.predict([item.request for item in live])
             except BaseException as exc:  # every waiter must hear about the failure
@@ -112,5 +136,7 @@ class Batcher:
                 for item in live:
                     item.future.set_exception(exc)
                 continue
+            finally:
+                self._call_started_at = None
             for item, prediction in zip(live, predictions, strict=True):
                 item.future.set_result(BatchResult(prediction, len(live)))

@@ -9,7 +9,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from services.core.broker import create_celery
-from services.core.config import Settings
+from services.core.config import LOG_FORMAT, Settings
 from workers.state import init_state
 from workers.tasks import register_tasks
 
@@ -19,9 +19,9 @@ def create_worker_app(settings: Settings) -> Celery:
     app = create_celery(settings)
 
     def load_model(**_: Any) -> None:
-        # Runs in the worker process itself (the threads pool never forks), before any
-        # task arrives; the model loads in a background thread, tasks wait for it.
-        logging.basicConfig(level=settings.log_level)
+        # Runs in the worker process itself (the threads pool never forks), before the
+        # worker consumes anything: a worker whose model cannot load takes no job.
+        logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
         init_state(settings)
 
     worker_init.connect(load_model, weak=False)

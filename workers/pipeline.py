@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from services.core import cache, notify
+from services.core.config import Settings
 from services.core.inputs.images import to_rgb
 from services.core.inputs.prompts import GenerationParams
 from services.core.jobs.lifecycle import Claim, claim_job, fail_job, finish_job
@@ -19,6 +19,7 @@ from services.core.models import Image, Job
 from services.core.runtime import Runtime
 from workers.backends.base import PredictRequest
 from workers.batching import Batcher
+from workers.leases import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,30 @@ def load_input(runtime: Runtime, job_id: str) -> JobInput:
         return JobInput(PredictRequest(messages, params), job.cache_key, job.stream)
 
 
-def run_job(runtime: Runtime, batcher: Batcher, job_id: str) -> str:
-    """Run one job to a terminal state; returns what happened (for logs and tests)."""
+def run_job(runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, job_id: str) -> str:
+    """Run one job to a terminal state; returns what happened (for logs and tests).
+
+    From its claim until its result is recorded, the job's lease is renewed by `leases`.
+    """
     with batcher.incoming():
-        with runtime.unit_of_work() as session:
-            claim = claim_job(session, runtime.settings, job_id)
+        try:
+            with runtime.unit_of_work() as session:
+                claim = claim_job(session, runtime.settings, job_id)
+        except Exception:
+            # This message is acknowledged all the same: let the maintenance pass re-send it.
+            runtime.broker.forget(job_id)
+            raise
         if claim is None:
             return "skipped"
+    with leases.holding(claim):
+        return run_claimed(runtime, batcher, claim)
+
+
+def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
+    """Load, answer (from the cache, a job in flight, or the model) and record one attempt."""
+    with batcher.incoming():
         try:
-            job_input = load_input(runtime, job_id)
+            job_input = load_input(runtime, claim.job_id)
         except Exception as exc:
             message = f"could not load the job's input: {exc}"
             fail_attempt(runtime, claim, "invalid_input", message)
@@ -76,13 +92,11 @@ def run_job(runtime: Runtime, batcher: Batcher, job_id: str) -> str:
         return predict_and_record(runtime, batcher, claim, job_input)
     if answer_from_cache(runtime, claim, key, job_input.stream):
         return "cached"
-    leader = cache.lead_or_follow(runtime.redis, key, job_id, runtime.settings.lease_s)
+    time_limit_s = runtime.settings.task_soft_time_limit_s
+    leader = cache.lead_or_follow(runtime.redis, key, claim.job_id, time_limit_s)
     if leader is not None:
         notify.wait_for_job(
-            runtime.redis,
-            leader,
-            lambda: job_is_terminal(runtime, leader),
-            runtime.settings.task_soft_time_limit_s,
+            runtime.redis, leader, lambda: job_is_terminal(runtime, leader), time_limit_s
         )
         if answer_from_cache(runtime, claim, key, job_input.stream):
             return "shared"
@@ -90,7 +104,7 @@ def run_job(runtime: Runtime, batcher: Batcher, job_id: str) -> str:
         return predict_and_record(runtime, batcher, claim, job_input)
     finally:
         if leader is None:
-            cache.release_lead(runtime.redis, key, job_id)
+            cache.release_lead(runtime.redis, key, claim.job_id)
 
 
 def answer_from_cache(runtime: Runtime, claim: Claim, key: str, stream: bool) -> bool:
@@ -127,9 +141,12 @@ def predict_and_record(
         )
     started = time.perf_counter()
     try:
-        future = batcher.submit(request, isolated=claim.attempt > 1)
-        batch_result = future.result(timeout=runtime.settings.task_soft_time_limit_s)
-    except FutureTimeoutError:
+        batch_result = batcher.run(
+            request,
+            company=company_limit(claim.attempt, runtime.settings),
+            time_limit_s=runtime.settings.task_soft_time_limit_s,
+        )
+    except TimeoutError:
         fail_attempt(runtime, claim, "timeout", "the job ran past its time limit")
         return "failed"
     except Exception as exc:
@@ -176,3 +193,16 @@ def job_is_terminal(runtime: Runtime, job_id: str) -> bool:
     """Whether the job has ended (read from the database)."""
     with runtime.sessions() as session:
         return is_terminal(session, job_id)
+
+
+def company_limit(attempt: int, settings: Settings) -> int:
+    """How many requests an attempt's model call may hold.
+
+    A job on a later attempt may be what killed its worker, so it shares smaller calls
+    with other retried jobs only (a quarter of the batch per earlier attempt), and its
+    last attempt runs alone: a poison input fails by itself, while the innocent jobs of a
+    worker that was killed for another reason still run together.
+    """
+    if attempt >= settings.max_attempts:
+        return 1
+    return max(1, settings.max_batch // 4 ** (attempt - 1))

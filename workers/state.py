@@ -7,18 +7,22 @@ forks), so each worker process loads the model exactly once.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
-from services.core.heartbeats import beat_model_worker
+from services.core.heartbeats import beat_model_worker, report_load_failure
 from services.core.maintenance import run_pass_if_leader
 from workers.backends.base import VLMBackend
 from workers.backends.registry import create_backend
 from workers.batching import Batcher
+from workers.leases import LeaseKeeper
 
 log = logging.getLogger(__name__)
+# The exit code of a worker whose model failed to load.
+MODEL_LOAD_FAILED = 3
 
 
 class WorkerState:
@@ -29,30 +33,35 @@ class WorkerState:
         self.runtime = create_runtime(settings)
         self.backend: VLMBackend = create_backend(settings)
         self.batcher = Batcher(self.backend, settings.max_batch, settings.batch_wait_ms)
+        self.leases = LeaseKeeper(self.runtime)
         self.ready = threading.Event()
-        self.load_error: BaseException | None = None
 
     def start(self) -> None:
-        """Load the model in the background, then start the heartbeat and the maintenance pass."""
-        threading.Thread(target=self._load, name="vlmq-model-load", daemon=True).start()
+        """Load the model, then start lease renewal, the heartbeat and the maintenance pass.
 
-    def _load(self) -> None:
+        Runs before the worker consumes anything. A model that fails to load ends the
+        process with `MODEL_LOAD_FAILED`: a worker that cannot serve must not take jobs off
+        the queue. The reason is left in Redis for `/readyz`, and the supervisor restarts
+        the worker with backoff.
+        """
         try:
             self.backend.setup(self.settings.device)
         except BaseException as exc:
-            self.load_error = exc
             log.exception("event=model_load_failed")
-            self.ready.set()
-            return
+            try:
+                report_load_failure(
+                    self.runtime.redis, self.settings.model_id, f"{type(exc).__name__}: {exc}"
+                )
+            finally:
+                os._exit(MODEL_LOAD_FAILED)
         self.ready.set()
+        self.leases.start()
         threading.Thread(target=self._heartbeat, name="vlmq-heartbeat", daemon=True).start()
         threading.Thread(target=self._maintain, name="vlmq-maintenance", daemon=True).start()
 
     def wait_ready(self) -> Batcher:
-        """The batcher of the loaded model; blocks while the model loads."""
+        """The batcher of the loaded model (loaded before the worker consumes anything)."""
         self.ready.wait()
-        if self.load_error is not None:
-            raise RuntimeError(f"model failed to load: {self.load_error}")
         return self.batcher
 
     def _heartbeat(self) -> None:

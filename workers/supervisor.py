@@ -13,8 +13,18 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 
-def supervise(command: list[str], restart_delay_s: float = 1.0) -> int:
-    """Run `command`, start it again whenever it dies unasked; return its exit code on stop."""
+def supervise(
+    command: list[str],
+    restart_delay_s: float = 1.0,
+    max_delay_s: float = 30.0,
+    healthy_after_s: float = 10.0,
+) -> int:
+    """Run `command`, start it again whenever it dies unasked; return its exit code on stop.
+
+    Restarts back off (doubling from `restart_delay_s` up to `max_delay_s`) while the child
+    keeps dying young, as it does when its model cannot load; a child that ran for
+    `healthy_after_s` resets the delay.
+    """
     child: subprocess.Popen[bytes] | None = None
     stopping = False
 
@@ -26,10 +36,15 @@ def supervise(command: list[str], restart_delay_s: float = 1.0) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    delay_s = restart_delay_s
     while True:
+        started = time.monotonic()
         child = subprocess.Popen(command)  # noqa: S603 (our own worker command)
         code = child.wait()
         if stopping:
             return code
-        log.warning("event=worker_died exit_code=%s restarting_in_s=%s", code, restart_delay_s)
-        time.sleep(restart_delay_s)
+        if time.monotonic() - started >= healthy_after_s:
+            delay_s = restart_delay_s
+        log.warning("event=worker_died exit_code=%s restarting_in_s=%s", code, delay_s)
+        time.sleep(delay_s)
+        delay_s = min(max_delay_s, delay_s * 2)

@@ -17,4 +17,4 @@ def register_tasks(app: Celery) -> None:
         """Run one job; safe to deliver twice (claiming is idempotent)."""
         state = get_state()
         batcher = state.wait_ready()
-        return run_job(state.runtime, batcher, job_id)
+        return run_job(state.runtime, batcher, state.leases, job_id)

@@ -17,15 +17,13 @@ from services.api.moderations.routes import bp as moderations_bp
 from services.api.playground.routes import bp as playground_bp
 from services.api.webhooks.routes import bp as webhooks_bp
 from services.core.bootstrap import create_runtime
-from services.core.config import Settings
+from services.core.config import LOG_FORMAT, Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API app for `settings` (read from the environment when not given)."""
     settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     app = Flask(__name__)
     # Werkzeug refuses larger bodies with 413 before the JSON is parsed.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

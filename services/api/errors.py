@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from services.core.errors import VlmqError, error_payload
+from services.core.errors import VlmqError, as_outage, error_payload
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
+        outage = as_outage(error)
+        if outage is not None:
+            log.warning("event=dependency_down error=%r", error)
+            return error_response(outage.status, outage.to_payload(), outage.headers)
         log.exception("event=unhandled_error")
         return error_response(
             500, error_payload("server_error", "internal_error", "internal server error")

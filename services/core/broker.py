@@ -1,11 +1,17 @@
-"""The Celery broker as the domain sees it: queue and task names, and sending tasks by name.
+"""The Celery broker as the domain sees it: queue and task names, sending tasks by name,
+and the markers that tell a job's queue message still exists.
 
 The API never imports worker code: it sends `vlmq.infer` by name to the model's queue.
 The workers build their app from the same `create_celery`, so both agree on every setting.
+
+Every job sent to a queue gets a marker key in the same Redis as the queue. A Redis that
+restarts empty loses both the messages and the markers, so the maintenance pass re-sends
+exactly the queued jobs whose marker is gone, and never a job merely waiting in a backlog.
 """
 
 from __future__ import annotations
 
+import redis
 from celery import Celery
 
 from services.core.config import Settings
@@ -22,6 +28,14 @@ BATCH_PROGRESS_TASK = "vlmq.batch.progress"
 # Redis priorities: 0 is served first. Batch work goes behind interactive work.
 INTERACTIVE_PRIORITY = 0
 BACKGROUND_PRIORITY = 9
+ENQUEUED_MARKER_PREFIX = "vlmq:enqueued:"
+# Longer than any backlog should last (a batch's window is 24 h); a job still queued when
+# its marker expires is re-sent once.
+ENQUEUED_MARKER_TTL_S = 3 * 24 * 3600
+# The broker has held a message this long without an ack: give it to another consumer.
+# Far above any job's run time, because the maintenance pass finds lost work sooner (by
+# leases and markers); redelivery only adds a duplicate that a claim turns away.
+VISIBILITY_TIMEOUT_S = 6 * 3600
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -40,7 +54,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # Redelivery of unacknowledged messages; the maintenance pass usually acts first.
         broker_transport_options={
-            "visibility_timeout": settings.lease_s * 2,
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
             # Priorities on Redis: one list per level, served in order, so batch jobs
             # (low priority) never starve interactive ones.
             "priority_steps": list(range(10)),
@@ -57,16 +71,46 @@ def create_celery(settings: Settings) -> Celery:
 class Broker:
     """Sends vlmq's tasks by name; the one place that knows queues and priorities."""
 
-    def __init__(self, app: Celery, settings: Settings) -> None:
+    def __init__(self, app: Celery, settings: Settings, client: redis.Redis) -> None:
         self.app = app
         self.infer_queue = settings.infer_queue
+        self.redis = client
 
     def enqueue_job(self, job_id: str, *, background: bool = False) -> None:
-        """Send the job to its model's queue; the task id is the job id."""
+        """Send the job to its model's queue (the task id is the job id), then mark it sent."""
+        self.enqueue_jobs([job_id], background=background)
+
+    def enqueue_jobs(self, job_ids: list[str], *, background: bool = False) -> None:
+        """Send jobs to the model's queue, then mark them sent in one round trip.
+
+        Marked after sending: a crash between the two leaves a message without a marker
+        (re-sent once, and the duplicate claim is a no-op), never a marker without a message.
+        """
         priority = BACKGROUND_PRIORITY if background else INTERACTIVE_PRIORITY
-        self.app.send_task(
-            INFER_TASK, args=[job_id], task_id=job_id, queue=self.infer_queue, priority=priority
-        )
+        for job_id in job_ids:
+            self.app.send_task(
+                INFER_TASK, args=[job_id], task_id=job_id, queue=self.infer_queue, priority=priority
+            )
+        if job_ids:
+            pipeline = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipeline.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
+            pipeline.execute()
+
+    def forget(self, job_id: str) -> None:
+        """The job's message was consumed without the job being claimed (the database was
+        down): drop its marker, so the maintenance pass sends the job again."""
+        self.redis.delete(ENQUEUED_MARKER_PREFIX + job_id)
+
+    def unmarked(self, job_ids: list[str]) -> list[str]:
+        """Those of `job_ids` whose queue message is known lost (their marker is gone)."""
+        if not job_ids:
+            return []
+        pipeline = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipeline.exists(ENQUEUED_MARKER_PREFIX + job_id)
+        found = pipeline.execute()
+        return [job_id for job_id, exists in zip(job_ids, found, strict=True) if not exists]
 
     def enqueue_webhook(self, delivery_id: str, attempt: int, countdown_s: float = 0) -> None:
         """Send attempt number `attempt` of a delivery to the webhook queue."""

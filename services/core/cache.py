@@ -62,14 +62,22 @@ def put_cached(client: redis.Redis, key: str, value: dict[str, Any], ttl_s: int)
 
 
 def lead_or_follow(client: redis.Redis, cache_key: str, job_id: str, ttl_s: int) -> str | None:
-    """None if this job now leads the key; else the id of the job already computing it."""
+    """None if this job now leads the key; else the id of the job already computing it.
+
+    A job whose earlier attempt led the key (and died) leads it again.
+    """
     key = INFLIGHT_PREFIX + cache_key
     for _ in range(3):
         if client.set(key, job_id, nx=True, ex=ttl_s):
             return None
-        leader = client.get(key)
-        if leader is not None:  # else the leader finished between the two calls
-            return leader.decode() if isinstance(leader, bytes) else str(leader)
+        raw = client.get(key)
+        if raw is None:  # the leader finished between the two calls
+            continue
+        leader = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if leader == job_id:
+            client.expire(key, ttl_s)
+            return None
+        return leader
     return None
 
 

@@ -69,15 +69,21 @@ class Settings(BaseSettings):
     max_batch: int = 16
     batch_wait_ms: float = 20.0
 
-    # Workers: the time limit of one job, the attempt cap, and the lease after which a
-    # running job whose worker went silent is re-enqueued (keep it above the time limit).
+    # Workers: the time limit of one job's own work (its model call; time queued behind
+    # other calls does not count), and the attempt cap.
     task_soft_time_limit_s: int = 300
-    lease_s: int = 360
     max_attempts: int = 3
-    # How often the maintenance pass looks for lost jobs, and how long a queued job may wait
-    # before it is enqueued again (for a Redis that restarted empty).
-    reconcile_interval_s: float = 15.0
-    requeue_after_s: float = 120.0
+    # The lease on a running job: the worker holding the job renews it every third of it,
+    # so a dead worker's jobs run again soon after it lapses, and a live one's never do.
+    lease_s: int = 20
+    # How often the maintenance pass runs (re-enqueue lost jobs, drain the outbox, resume
+    # batches), and how long a queued job may wait before the pass checks that its queue
+    # message still exists (a Redis that restarted empty loses it).
+    reconcile_interval_s: float = 10.0
+    requeue_after_s: float = 30.0
+    # A batch `finalizing` this long lost its finalizer: a progress check finalizes it again
+    # (only one finalization can close it; the loser's files are deleted).
+    batch_finalize_stale_s: float = 120.0
     worker_heartbeat_s: float = 5.0
 
     # Synchronous calls (`/v1/chat/completions`, `Prefer: wait=N`): the longest wait.
@@ -144,6 +150,9 @@ class Settings(BaseSettings):
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (used by tests and the CLI)."""
         return self.model_copy(update=changes)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def parse_delays(schedule: str) -> list[float]:

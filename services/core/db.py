@@ -66,7 +66,15 @@ def create_db_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A database that is down must fail a request in seconds (it becomes a 503), not hang it.
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 3},
+    )
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -1,14 +1,16 @@
 """What follows each outbox event once its transaction has committed: waiters are woken,
 webhooks scheduled, batches advanced.
 
-`bootstrap.create_runtime` wires `dispatch` into every unit of work. No consequence may
-fail the change that caused it (the database already holds the truth): each is tried on
-its own and a failure is logged.
+`bootstrap.create_runtime` wires `dispatch` into every unit of work, and the maintenance
+pass calls it for the outbox rows a dead process left behind. No consequence may fail the
+change that caused it (the database already holds the truth): each is tried on its own, a
+failure is logged, and the event's row stays in the outbox for the next maintenance pass.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
 
@@ -20,49 +22,50 @@ from services.core.webhooks.scheduling import schedule_batch_event, schedule_job
 log = logging.getLogger(__name__)
 
 
-def dispatch(runtime: Runtime, events: list[outbox.Event]) -> None:
-    """Carry out the consequences of committed events, in order."""
-    for event in events:
-        match event:
-            case outbox.JobStarted(job_id):
-                job_started(runtime, job_id)
-            case outbox.JobFinished(job_id, has_webhook, in_batch):
-                job_finished(runtime, job_id, has_webhook=has_webhook, in_batch=in_batch)
-            case outbox.BatchFinished(batch_id):
-                batch_finished(runtime, batch_id)
-
-
-def job_started(runtime: Runtime, job_id: str) -> None:
-    """A job's first attempt began running: its `start` webhook, if it asked for one."""
+def dispatch(runtime: Runtime, recorded: list[outbox.Recorded]) -> None:
+    """Carry out the consequences of committed events, in order; delete the outbox rows of
+    those fully carried out."""
+    done: list[int] = []
+    for item in recorded:
+        if carry_out(runtime, item.event) and item.row_id is not None:
+            done.append(item.row_id)
+    if not done:
+        return
     try:
-        schedule_job_event(runtime, job_id, "start")
+        with runtime.sessions.begin() as session:
+            outbox.delete_done(session, done)
     except Exception:
-        log.exception("event=webhook_schedule_failed job_id=%s", job_id)
+        # The rows stay; the maintenance pass carries them out again (harmlessly).
+        log.exception("event=outbox_delete_failed rows=%d", len(done))
 
 
-def job_finished(runtime: Runtime, job_id: str, *, has_webhook: bool, in_batch: bool) -> None:
-    """A job reached a terminal state: wake its waiters, schedule its `completed` webhook,
-    and schedule a progress check of its batch."""
+def carry_out(runtime: Runtime, event: outbox.Event) -> bool:
+    """The consequences of one event; False if any of them failed."""
+    match event:
+        case outbox.JobStarted(job_id):
+            return attempt(schedule_job_event, runtime, job_id, "start")
+        case outbox.JobFinished(job_id, has_webhook, in_batch):
+            wake_waiters(runtime, job_id)
+            ok = not has_webhook or attempt(schedule_job_event, runtime, job_id, "completed")
+            return (not in_batch or attempt(schedule_progress_check, runtime, job_id)) and ok
+        case outbox.BatchFinished(batch_id):
+            return attempt(schedule_batch_event, runtime, batch_id)
+    return True
+
+
+def wake_waiters(runtime: Runtime, job_id: str) -> None:
+    """Tell waiters the job ended; a lost wake-up only delays them until they re-check."""
     try:
         notify.publish_job_done(runtime.redis, job_id)
     except redis.RedisError:
-        # A lost notification only delays waiters: they re-check the database.
         log.warning("event=publish_failed job_id=%s", job_id)
-    try:
-        if has_webhook:
-            schedule_job_event(runtime, job_id, "completed")
-    except Exception:
-        log.exception("event=webhook_schedule_failed job_id=%s", job_id)
-    try:
-        if in_batch:
-            schedule_progress_check(runtime, job_id)
-    except Exception:
-        log.exception("event=batch_progress_failed job_id=%s", job_id)
 
 
-def batch_finished(runtime: Runtime, batch_id: str) -> None:
-    """A batch was finalized: its `completed` webhook, if it has one."""
+def attempt(consequence: Callable[..., None], runtime: Runtime, *args: str) -> bool:
+    """Run one consequence; log and report a failure instead of raising it."""
     try:
-        schedule_batch_event(runtime, batch_id)
+        consequence(runtime, *args)
     except Exception:
-        log.exception("event=batch_webhook_failed batch_id=%s", batch_id)
+        log.exception("event=consequence_failed consequence=%s args=%s", consequence.__name__, args)
+        return False
+    return True

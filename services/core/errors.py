@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+import sqlalchemy as sa
+from kombu.exceptions import OperationalError as BrokerOperationalError
+
 
 class VlmqError(Exception):
     """Base of every error vlmq reports to a client."""
@@ -121,3 +125,24 @@ class JobFailedError(VlmqError):
     status = 500
     type = "server_error"
     code = "job_failed"
+
+
+# Exceptions that mean a dependency is unreachable, not that the request is wrong.
+OUTAGES: dict[type[BaseException], str] = {
+    sa.exc.OperationalError: "the database is unavailable",
+    sa.exc.InterfaceError: "the database is unavailable",
+    sa.exc.TimeoutError: "the database is unavailable (no free connection)",
+    redis.exceptions.ConnectionError: "Redis is unavailable",
+    redis.exceptions.TimeoutError: "Redis is unavailable",
+    BrokerOperationalError: "the queue (Redis) is unavailable",
+}
+
+
+def as_outage(exc: BaseException) -> ServiceUnavailableError | None:
+    """The 503 for an exception that says a dependency is down; None for any other."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return ServiceUnavailableError("the database is unavailable")
+    for kind, message in OUTAGES.items():
+        if isinstance(exc, kind):
+            return ServiceUnavailableError(message)
+    return None

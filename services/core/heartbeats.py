@@ -15,6 +15,8 @@ import redis
 
 MODEL_WORKER_PREFIX = "vlmq:worker:"
 BACKGROUND_WORKER_PREFIX = "vlmq:background-worker:"
+LOAD_FAILURE_PREFIX = "vlmq:worker-load-failure:"
+LOAD_FAILURE_TTL_S = 600
 
 
 def process_name() -> str:
@@ -53,3 +55,14 @@ def live_background_workers(client: redis.Redis) -> list[str]:
         )
         for key in client.scan_iter(match=BACKGROUND_WORKER_PREFIX + "*")
     )
+
+
+def report_load_failure(client: redis.Redis, model_id: str, reason: str) -> None:
+    """Leave word that a worker of `model_id` could not load its model (read by `/readyz`)."""
+    client.set(LOAD_FAILURE_PREFIX + model_id, reason.encode()[:2000], ex=LOAD_FAILURE_TTL_S)
+
+
+def load_failure(client: redis.Redis, model_id: str) -> str | None:
+    """Why the last worker of `model_id` that failed to load did, if that was recent."""
+    raw = client.get(LOAD_FAILURE_PREFIX + model_id)
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else None

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from services.core import outbox
 from services.core.batches.expand import expanding_key
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
 from services.core.db import utcnow
@@ -24,72 +25,100 @@ from services.core.webhooks.scheduling import resend_lost_deliveries
 
 log = logging.getLogger(__name__)
 LOCK_PREFIX = "vlmq:maintenance-lock:"
-# At most this many lost jobs are handled per pass.
+# At most this many lost jobs, and outbox events, are handled per pass.
 REQUEUE_BATCH = 500
+OUTBOX_BATCH = 500
+# An outbox row younger than this is still being carried out by the process that wrote it.
+OUTBOX_GRACE_S = 10.0
 
 
 def requeue_lost_jobs(runtime: Runtime) -> int:
-    """Re-enqueue lost jobs of this deployment's model (failing those out of attempts);
-    returns how many were re-enqueued."""
+    """Re-enqueue the lost jobs of this deployment's model; returns how many were re-sent.
+
+    Lost: running under a lapsed lease (its worker died), or queued for a while with its
+    queue marker gone (Redis lost the message). A queued job whose marker is still there is
+    merely waiting in a backlog: it is not re-sent, only moved to the back of this scan.
+    A lost job out of attempts fails.
+    """
     settings = runtime.settings
     now = utcnow()
-    expired = sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
-    stale_queued = sa.and_(
+    lapsed = sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
+    waiting = sa.and_(
         Job.status == JobStatus.QUEUED.value,
         Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_s),
     )
+    with runtime.sessions() as session:
+        rows = session.execute(
+            sa.select(Job.id, Job.status, Job.attempts, Job.batch_id)
+            .where(Job.model == settings.model_id, sa.or_(lapsed, waiting))
+            .order_by(Job.enqueued_at)
+            .limit(REQUEUE_BATCH)
+        ).all()
+    queued = [row.id for row in rows if row.status == JobStatus.QUEUED.value]
+    unmarked = set(runtime.broker.unmarked(queued))
+    lost = [row for row in rows if row.status == JobStatus.RUNNING.value or row.id in unmarked]
+    exhausted = [row.id for row in lost if row.attempts >= settings.max_attempts]
+    retry = [row for row in lost if row.attempts < settings.max_attempts]
     with runtime.unit_of_work() as session:
-        lost = list(
+        if still_waiting := [job_id for job_id in queued if job_id not in unmarked]:
             session.execute(
-                sa.select(Job.id, Job.attempts, Job.batch_id)
-                .where(Job.model == settings.model_id, sa.or_(expired, stale_queued))
-                .limit(REQUEUE_BATCH)
+                sa.update(Job).where(Job.id.in_(still_waiting), waiting).values(enqueued_at=now)
             )
-        )
-        exhausted = [job_id for job_id, attempts, _ in lost if attempts >= settings.max_attempts]
-        retry = [job_id for job_id, attempts, _ in lost if attempts < settings.max_attempts]
-        in_batch = {job_id for job_id, _, batch_id in lost if batch_id is not None}
         if retry:
             session.execute(
                 sa.update(Job)
-                .where(Job.id.in_(retry), sa.or_(expired, stale_queued))
+                .where(Job.id.in_([row.id for row in retry]), sa.or_(lapsed, waiting))
                 .values(status=JobStatus.QUEUED.value, enqueued_at=now, lease_expires_at=None)
             )
         for job_id in exhausted:
             give_up_job(session, settings, job_id)
-    for job_id in retry:
-        runtime.broker.enqueue_job(job_id, background=job_id in in_batch)
-        log.info("event=requeued job_id=%s", job_id)
+    for background in (False, True):
+        ids = [row.id for row in retry if (row.batch_id is not None) == background]
+        runtime.broker.enqueue_jobs(ids, background=background)
+    for row in retry:
+        log.info("event=requeued job_id=%s was=%s", row.id, row.status)
     return len(retry)
 
 
 def resume_stalled_batches(runtime: Runtime) -> None:
-    """Restart lost expansions and re-check running batches.
+    """Send every unfinished batch a progress check (it expires an overdue one, finalizes a
+    finished one, resumes a finalization whose finalizer died), and restart expansions
+    that stopped.
 
-    Both tasks are idempotent, so sending one that was not lost costs only a query.
+    Both tasks are idempotent, so sending one that was not needed costs only a query.
     """
     stale = utcnow() - timedelta(seconds=runtime.settings.requeue_after_s)
-    unfinished = [BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING]
+    unfinished = [status.value for status in BatchStatus if not status.is_terminal()]
     with runtime.sessions() as session:
-        rows = list(
-            session.execute(
-                sa.select(Batch.id, Batch.status, Batch.created_at).where(
-                    Batch.status.in_([status.value for status in unfinished])
-                )
-            )
-        )
+        rows = session.execute(
+            sa.select(Batch.id, Batch.status, Batch.created_at).where(Batch.status.in_(unfinished))
+        ).all()
     for batch_id, status, created_at in rows:
-        if status != BatchStatus.VALIDATING:
-            runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id)
-        elif created_at < stale and not runtime.redis.exists(expanding_key(batch_id)):
+        runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id)
+        expanding = runtime.redis.exists(expanding_key(batch_id))
+        if status == BatchStatus.VALIDATING and created_at < stale and not expanding:
             runtime.broker.send_batch_task(BATCH_EXPAND_TASK, batch_id)
+
+
+def drain_outbox(runtime: Runtime) -> int:
+    """Carry out the outbox events left behind (their process died between the commit and
+    the hand-off, or a consequence failed); returns how many were found."""
+    with runtime.sessions() as session:
+        left = outbox.left_behind(session, OUTBOX_GRACE_S, OUTBOX_BATCH)
+    if left:
+        log.info("event=outbox_drain events=%d", len(left))
+        runtime.on_events(runtime, left)
+    return len(left)
 
 
 def run_pass(runtime: Runtime) -> int:
     """One maintenance pass; returns how many jobs were re-enqueued."""
     requeued = requeue_lost_jobs(runtime)
-    # Lost webhooks and stalled batches wait for the next pass if this fails; the jobs
-    # above are already handled.
+    # Each part waits for the next pass if it fails; the jobs above are already handled.
+    try:
+        drain_outbox(runtime)
+    except Exception:
+        log.exception("event=outbox_drain_failed")
     try:
         resend_lost_deliveries(runtime)
     except Exception:

@@ -278,3 +278,16 @@ class Batch(Base):
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OutboxEvent(Base):
+    """An event of a state change that still has consequences to carry out (a webhook to
+    schedule, a batch to advance); written in the change's transaction, deleted once done."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    # The event's kind ("job_started", "job_finished", "batch_finished") and its fields.
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

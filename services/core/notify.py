@@ -18,6 +18,7 @@ import redis
 DONE_CHANNEL_PREFIX = "vlmq:job-done:"
 STREAM_PREFIX = "vlmq:tokens:"
 STREAM_TTL_S = 600
+POLL_INTERVAL_S = 1.0
 
 
 # --- job-finished wake-ups ---------------------------------------------------------------
@@ -39,20 +40,32 @@ def wait_for_job(
     """
     if timeout_s <= 0:
         return is_done()
+    deadline = time.monotonic() + timeout_s
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(DONE_CHANNEL_PREFIX + job_id)
         if is_done():
             return True
-        deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             # Wake at least every few seconds: a lost notification must not hang the caller.
             pubsub.get_message(timeout=min(remaining, 5.0))
             if is_done():
                 return True
         return is_done()
+    except redis.RedisError:
+        # Redis is down: the database still knows when the job ends.
+        return poll_until_done(is_done, deadline)
     finally:
         pubsub.close()
+
+
+def poll_until_done(is_done: Callable[[], bool], deadline: float) -> bool:
+    """Check `is_done` every second until it holds or the deadline passes."""
+    while not is_done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+    return True
 
 
 # --- token streams -----------------------------------------------------------------------

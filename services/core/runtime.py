@@ -19,7 +19,7 @@ from services.core.broker import Broker, create_celery
 from services.core.config import Settings
 from services.core.db import create_db_engine, create_session_factory, session_scope
 
-EventHandler = Callable[["Runtime", list[outbox.Event]], None]
+EventHandler = Callable[["Runtime", list[outbox.Recorded]], None]
 
 
 def create_redis(settings: Settings) -> redis.Redis:
@@ -45,12 +45,13 @@ class Runtime:
     def create(cls, settings: Settings, on_events: EventHandler) -> Runtime:
         """Open the connections described by `settings` (lazily: nothing is dialed yet)."""
         engine = create_db_engine(settings.sqlalchemy_url)
+        client = create_redis(settings)
         return cls(
             settings=settings,
             engine=engine,
             sessions=create_session_factory(engine),
-            redis=create_redis(settings),
-            broker=Broker(create_celery(settings), settings),
+            redis=client,
+            broker=Broker(create_celery(settings), settings, client),
             on_events=on_events,
         )
 
@@ -60,6 +61,7 @@ class Runtime:
         changes emitted are handed on once it has committed (and dropped if it did not)."""
         with session_scope(self.sessions) as session:
             yield session
+            session.flush()  # durable events get their row ids
             events = outbox.take(session)
         # Reached only when the commit succeeded.
         if events:

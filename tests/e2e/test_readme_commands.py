@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -174,3 +175,38 @@ def test_bulk_moderation_pipeline_from_the_readme(
         line["custom_id"] for line in lines if line["response"]["body"]["results"][0]["flagged"]
     }
     assert {row.split("\t")[0] for row in flagged.splitlines()} == expected
+
+
+def test_up_restarts_its_embedded_redis_and_its_workers(
+    vlmq_up: tuple[str, str, dict[str, str], Path],
+) -> None:
+    base, key, env, log = vlmq_up
+    redis_port = env["VLMQ_EMBEDDED_REDIS_PORT"]
+    for pattern in (f"redis-server.*:{redis_port}", "vlmq.cli background-worker"):
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        pids = [int(pid) for pid in found.stdout.split()]
+        assert pids, pattern
+        for pid in pids:
+            os.kill(pid, 9)
+    wait_until(lambda: not ready(base), 10, "the service to notice", interval_s=0.1)
+    wait_until(lambda: ready(base), 90, f"readiness again (log: {log})", interval_s=0.3)
+    restarts = log.read_text()
+    assert "event=child_restarted name=redis" in restarts
+    assert "event=child_restarted name=background-worker" in restarts
+    image = shape_png("red", "circle")
+    request = urllib.request.Request(
+        f"{base}/v1/jobs",
+        data=json.dumps(
+            {
+                "image": "data:image/png;base64," + base64.b64encode(image).decode(),
+                "question": "what color is the shape?",
+            }
+        ).encode(),
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Prefer": "wait=30",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert json.load(response)["status"] == "succeeded"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.fake_stack import FakeStack, job, submit, terminal
-from tests.support import wait_until
+from tests.support import WorkerProcess, wait_until
 
 
 @pytest.mark.fake_backend("SlowFakeBackend", lease_s=4, task_soft_time_limit_s=3)
@@ -65,3 +65,42 @@ def test_job_survives_redis_restarting_empty(fake_stack: FakeStack, auth: dict[s
     fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="0")
     done = terminal(fake_stack, auth, job_id)
     assert done["status"] == "succeeded" and done["output"] == "echo: after the flood"
+
+
+@pytest.mark.fake_backend("SlowFakeBackend", lease_s=2, task_soft_time_limit_s=30)
+def test_a_live_job_longer_than_its_lease_runs_once(
+    fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
+    fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="5")
+    done = terminal(fake_stack, auth, submit(fake_stack, auth, "a long one"))
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    assert fake_stack.calls("start") == 1
+
+
+@pytest.mark.fake_backend("SlowFakeBackend", task_soft_time_limit_s=2, max_batch=1, lease_s=4)
+def test_the_time_limit_does_not_count_time_queued_behind_other_calls(
+    fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
+    fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="1.2")
+    ids = [submit(fake_stack, auth, f"in line {n}") for n in range(3)]
+    finished = [terminal(fake_stack, auth, job_id) for job_id in ids]
+    # One call at a time: the third waited ~2.4 s, past the limit, before its own 1.2 s call.
+    assert [job["status"] for job in finished] == ["succeeded"] * 3
+
+
+@pytest.mark.fake_backend("BrokenModelFakeBackend")
+def test_a_worker_whose_model_cannot_load_takes_no_job(
+    fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
+    job_id = submit(fake_stack, auth)
+    worker = WorkerProcess(fake_stack.settings, fake_stack.tmp / "broken.log")
+    fake_stack.workers.append(worker)
+    wait_until(
+        lambda: worker.log_path.read_text().count("event=worker_died exit_code=3") >= 2,
+        30,
+        "the worker to exit twice with MODEL_LOAD_FAILED",
+    )
+    assert job(fake_stack, auth, job_id)["status"] == "queued"
+    ready = fake_stack.client.get("/readyz")
+    assert ready.status_code == 503
+    assert "model.safetensors not found" in ready.get_json()["reasons"]["worker"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,14 +28,6 @@ pytestmark = pytest.mark.usefixtures("background_worker")
 
 # Attempts of the test worker: the first and one per delay of TEST_RETRY_SCHEDULE_S.
 TEST_ATTEMPTS = 4
-
-
-@pytest.fixture()
-def receiver() -> Iterator[WebhookReceiver]:
-    """A fresh loopback receiver for the test."""
-    server = WebhookReceiver()
-    yield server
-    server.close()
 
 
 @pytest.fixture()

@@ -7,9 +7,11 @@ import time
 
 import pytest
 
+from services.core.config import Settings
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import Prediction, PredictRequest
 from workers.batching import Batcher
+from workers.pipeline import company_limit
 
 
 class RecordingFakeBackend:
@@ -77,14 +79,14 @@ def test_batches_never_exceed_max_batch() -> None:
     assert sum(backend.calls) == 7 and max(backend.calls) <= 3
 
 
-def test_a_retried_job_runs_alone() -> None:
+def test_a_job_on_its_last_attempt_runs_alone() -> None:
     backend = RecordingFakeBackend()
     backend.release.clear()
     batcher = Batcher(backend, max_batch=8, wait_ms=50)
     first = batcher.submit(request())
     time.sleep(0.05)
     others = [batcher.submit(request()) for _ in range(2)]
-    isolated = batcher.submit(request(), isolated=True)
+    isolated = batcher.submit(request(), company=1)
     backend.release.set()
     assert isolated.result(timeout=5).batch_size == 1
     assert first.result(timeout=5) and all(f.result(timeout=5) for f in others)
@@ -96,3 +98,24 @@ def test_a_failed_call_fails_every_waiter() -> None:
     for future in futures:
         with pytest.raises(RuntimeError, match="exploded"):
             future.result(timeout=5)
+
+
+def test_retried_jobs_share_smaller_calls_only_with_each_other() -> None:
+    backend = RecordingFakeBackend()
+    backend.release.clear()
+    batcher = Batcher(backend, max_batch=8, wait_ms=50)
+    blocker = batcher.submit(request())
+    time.sleep(0.05)
+    retried = [batcher.submit(request(), company=2) for _ in range(4)]
+    fresh = [batcher.submit(request()) for _ in range(3)]
+    backend.release.set()
+    assert blocker.result(timeout=5).batch_size == 1
+    assert [f.result(timeout=5).batch_size for f in retried] == [2, 2, 2, 2]
+    assert all(f.result(timeout=5).batch_size == 3 for f in fresh)
+
+
+def test_company_limit_shrinks_with_each_attempt_and_the_last_runs_alone() -> None:
+    settings = Settings(_env_file=None, max_batch=16, max_attempts=4)  # type: ignore[call-arg]
+    assert [company_limit(attempt, settings) for attempt in (1, 2, 3, 4)] == [16, 4, 1, 1]
+    last_of_three = Settings(_env_file=None, max_batch=32, max_attempts=3)  # type: ignore[call-arg]
+    assert [company_limit(attempt, last_of_three) for attempt in (1, 2, 3)] == [32, 8, 1]

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.api.context import runtime
-from services.core.heartbeats import live_model_workers
+from services.core.heartbeats import live_model_workers, load_failure
 
 bp = Blueprint("health", __name__)
 
@@ -19,28 +19,43 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-def readyz() -> tuple[Response, int]:
-    """Ready when the database and Redis answer and a worker has its model loaded."""
+def readyz() -> tuple[Response, int, dict[str, str]]:
+    """Ready when the database and Redis answer and a worker has its model loaded; when
+    not, `reasons` says what is down and why."""
     rt = runtime()
-    checks: dict[str, bool] = {}
+    reasons: dict[str, str] = {}
     try:
         with rt.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
-        checks["database"] = True
-    except Exception:
-        checks["database"] = False
+    except Exception as exc:
+        reasons["database"] = describe(exc)
     try:
-        checks["redis"] = bool(rt.redis.ping())
-    except Exception:
-        checks["redis"] = False
-    try:
-        checks["worker"] = bool(live_model_workers(rt.redis, rt.settings.model_id))
-    except Exception:
-        checks["worker"] = False
-    ready = all(checks.values())
-    return jsonify(
-        {"status": "ready" if ready else "not_ready", "checks": checks}
-    ), 200 if ready else 503
+        rt.redis.ping()
+    except Exception as exc:
+        reasons["redis"] = describe(exc)
+    if "redis" in reasons:
+        reasons["worker"] = "unknown: worker heartbeats live in Redis"
+    else:
+        try:
+            if not live_model_workers(rt.redis, rt.settings.model_id):
+                failure = load_failure(rt.redis, rt.settings.model_id)
+                reasons["worker"] = (
+                    f"a worker failed to load the model: {failure}"
+                    if failure
+                    else f"no live worker has {rt.settings.model_id} loaded"
+                )
+        except Exception as exc:
+            reasons["worker"] = describe(exc)
+    checks = {name: name not in reasons for name in ("database", "redis", "worker")}
+    body = {"status": "not_ready" if reasons else "ready", "checks": checks, "reasons": reasons}
+    if reasons:
+        return jsonify(body), 503, {"Retry-After": "5"}
+    return jsonify(body), 200, {}
+
+
+def describe(exc: Exception) -> str:
+    """An exception as one short line."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
 
 
 @bp.get("/metrics")

@@ -4,6 +4,10 @@ Each line becomes one job with an id fixed by batch and line number, so an expan
 runs again after a crash never duplicates a line. A line that cannot be parsed becomes a
 failed job: a bad line fails alone. The file is read a chunk at a time and jobs are
 committed a page at a time, so a large file never sits in memory at once.
+
+The line cap is checked on a first pass, before any job exists. Each page commits only
+while the batch is still `validating` (a conditional UPDATE in the page's transaction), so
+a batch cancelled or expired meanwhile stops expanding at once.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from services.core import outbox
 from services.core.broker import BATCH_PROGRESS_TASK
 from services.core.config import Settings
-from services.core.db import utcnow
+from services.core.db import rows_changed, utcnow
 from services.core.errors import InvalidRequestError, NotFoundError, VlmqError
 from services.core.files import file_lines
 from services.core.inputs.images import CheckedImage
@@ -42,6 +47,7 @@ PAGE = 100
 EXPAND_LEASE_S = 60
 MAX_LINES = 50_000
 MAX_CUSTOM_ID_CHARS = 200
+MAX_EXPAND_ATTEMPTS = 3
 
 LineJob = tuple[Job, list[CheckedImage]]
 
@@ -70,6 +76,10 @@ def parse_line(
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise InvalidRequestError("line needs a custom_id", param="custom_id")
+    if len(custom_id) > MAX_CUSTOM_ID_CHARS:
+        raise InvalidRequestError(
+            f"custom_id is over {MAX_CUSTOM_ID_CHARS} characters", param="custom_id"
+        )
     if line.get("url") != batch.endpoint or line.get("method", "POST") != "POST":
         raise InvalidRequestError(f"line must be a POST to {batch.endpoint}", param="url")
     body = line.get("body")
@@ -142,37 +152,60 @@ def custom_id_of(raw: bytes) -> str | None:
     return str(value)[:MAX_CUSTOM_ID_CHARS] if value is not None else None
 
 
-def commit_page(runtime: Runtime, page: list[LineJob]) -> None:
-    """Store a page of jobs (skipping lines a previous run stored), then enqueue the new ones."""
-    if not page:
-        return
+def commit_page(runtime: Runtime, batch_id: str, page: list[LineJob]) -> bool:
+    """Store a page of jobs (skipping lines a previous run stored), then enqueue the new ones.
+
+    False, with nothing stored, when the batch is no longer `validating`.
+    """
     ids = [job.id for job, _ in page]
     with runtime.unit_of_work() as session:
+        # A no-op write that locks the batch row: a cancel or an expiry that commits
+        # first stops the page, and one that comes later waits for it.
+        still_validating = rows_changed(
+            session,
+            sa.update(Batch)
+            .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING.value)
+            .values(total=Batch.total),
+        )
+        if not still_validating:
+            return False
         existing = set(session.scalars(sa.select(Job.id).where(Job.id.in_(ids))))
         fresh = [(job, images) for job, images in page if job.id not in existing]
         store_images(session, [image for _, images in fresh for image in images])
         session.add_all([job for job, _ in fresh])
-    for job, _ in fresh:
-        if job.status == JobStatus.QUEUED.value:
-            enqueue_after_commit(runtime, job.id, background=True)
+    queued = [job.id for job, _ in fresh if job.status == JobStatus.QUEUED.value]
+    enqueue_after_commit(runtime, queued, background=True)
+    return True
 
 
 def fail_batch(session: Session, batch_id: str, message: str) -> None:
-    """The batch cannot run at all (an empty or oversized file)."""
-    session.execute(
+    """The batch cannot run at all (an empty or oversized file, an expansion that keeps
+    failing); its webhook, if it has one, is told."""
+    failed = rows_changed(
+        session,
         sa.update(Batch)
-        .where(Batch.id == batch_id)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING.value)
         .values(
             status=BatchStatus.FAILED.value,
             failed_at=utcnow(),
             errors={"object": "list", "data": [{"code": "invalid_file", "message": message}]},
-        )
+        ),
     )
+    if failed:
+        outbox.emit(session, outbox.BatchFinished(batch_id))
+
+
+def count_lines(runtime: Runtime, file_id: str) -> int:
+    """The number of non-empty lines of a file (a first pass, before any job is made)."""
+    return sum(1 for raw in file_lines(runtime.sessions, file_id) if raw.strip())
 
 
 def expand_batch(runtime: Runtime, batch_id: str) -> None:
-    """Turn the input file into jobs, a page at a time; safe to run again after a crash."""
-    settings = runtime.settings
+    """Turn the input file into jobs, a page at a time; safe to run again after a crash.
+
+    An expansion that raises (a bug, a database outage) is retried by the maintenance pass;
+    after `MAX_EXPAND_ATTEMPTS` the batch fails instead of staying `validating` for ever.
+    """
     with runtime.sessions() as session:
         batch = session.get(Batch, batch_id)
         if batch is None or batch.status != BatchStatus.VALIDATING:
@@ -180,34 +213,53 @@ def expand_batch(runtime: Runtime, batch_id: str) -> None:
         session.expunge(batch)
     if not runtime.redis.set(expanding_key(batch_id), b"1", nx=True, ex=EXPAND_LEASE_S):
         return  # another expansion of this batch is running
-    total = 0
+    try:
+        expand_lines(runtime, batch)
+    except Exception as exc:
+        attempts = int(runtime.redis.incr(f"vlmq:batch-expand-attempts:{batch_id}"))
+        runtime.redis.expire(f"vlmq:batch-expand-attempts:{batch_id}", 24 * 3600)
+        if attempts >= MAX_EXPAND_ATTEMPTS:
+            with runtime.unit_of_work() as session:
+                fail_batch(session, batch_id, f"the input file could not be expanded: {exc}")
+        raise
+    finally:
+        runtime.redis.delete(expanding_key(batch_id))
+
+
+def expand_lines(runtime: Runtime, batch: Batch) -> None:
+    """Check the line count, create the jobs page by page, then start the batch."""
+    settings = runtime.settings
+    total = count_lines(runtime, batch.input_file_id)
+    if total == 0 or total > MAX_LINES:
+        message = (
+            "the input file has no requests"
+            if total == 0
+            else f"the input file has more than {MAX_LINES} lines"
+        )
+        with runtime.unit_of_work() as session:
+            fail_batch(session, batch.id, message)
+        return
     page: list[LineJob] = []
     lines = file_lines(runtime.sessions, batch.input_file_id)
     with runtime.sessions() as reads:  # the tenant's moderation policy, read per line
         for line_number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
-            if total >= MAX_LINES:
-                with runtime.unit_of_work() as session:
-                    fail_batch(session, batch_id, f"the input file has more than {MAX_LINES} lines")
-                return
-            total += 1
             page.append(line_job(reads, settings, batch, line_number, raw))
             if len(page) >= PAGE:
                 reads.rollback()  # end the read transaction: no snapshot held across pages
-                commit_page(runtime, page)
+                if not commit_page(runtime, batch.id, page):
+                    return
                 page = []
-                runtime.redis.expire(expanding_key(batch_id), EXPAND_LEASE_S)
-    commit_page(runtime, page)
-    if total == 0:
-        with runtime.unit_of_work() as session:
-            fail_batch(session, batch_id, "the input file has no requests")
+                runtime.redis.expire(expanding_key(batch.id), EXPAND_LEASE_S)
+    if page and not commit_page(runtime, batch.id, page):
         return
     with runtime.unit_of_work() as session:
-        session.execute(
+        started = rows_changed(
+            session,
             sa.update(Batch)
-            .where(Batch.id == batch_id, Batch.status == BatchStatus.VALIDATING.value)
-            .values(status=BatchStatus.IN_PROGRESS.value, in_progress_at=utcnow(), total=total)
+            .where(Batch.id == batch.id, Batch.status == BatchStatus.VALIDATING.value)
+            .values(status=BatchStatus.IN_PROGRESS.value, in_progress_at=utcnow(), total=total),
         )
-    runtime.redis.delete(expanding_key(batch_id))
-    runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id)
+    if started:
+        runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch.id)

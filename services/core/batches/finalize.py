@@ -1,11 +1,15 @@
 """Tracking a batch to its end: counting its jobs, expiring it when its window passes, and
 finalizing it (result files written, then the terminal status) once every job is done.
 
-Progress checks are debounced per batch: a 10,000-job batch gets a check every half
-second, not 10,000.
+Every status change is a conditional UPDATE whose row count is checked, so two progress
+checks at once finalize a batch once, and `output_file_id` never changes once set. A batch
+left `finalizing` by a crash is finalized again by a later check. Progress checks are
+debounced per batch: a 10,000-job batch gets a check every half second, not 10,000.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -13,11 +17,15 @@ from sqlalchemy.orm import Session
 from services.core import outbox
 from services.core.batches.results import write_result_file
 from services.core.broker import BATCH_PROGRESS_TASK
-from services.core.db import utcnow
-from services.core.models import Batch, BatchStatus, Job, JobStatus
+from services.core.db import rows_changed, utcnow
+from services.core.models import UNFINISHED_STATUSES, Batch, BatchStatus, File, Job, JobStatus
 from services.core.runtime import Runtime
 
 PROGRESS_DEBOUNCE_MS = 500
+# Where a batch may expire from: expansion and running stop, queued lines are canceled.
+EXPIRABLE = (BatchStatus.VALIDATING.value, BatchStatus.IN_PROGRESS.value)
+# Where a batch may start finalizing from, once no line is unfinished.
+FINALIZABLE = (BatchStatus.IN_PROGRESS.value, BatchStatus.CANCELLING.value)
 
 
 def schedule_progress_check(runtime: Runtime, job_id: str) -> None:
@@ -38,56 +46,82 @@ def job_counts(session: Session, batch_id: str) -> dict[str, int]:
     return {status: int(count) for status, count in rows}
 
 
-def advance_batch(runtime: Runtime, batch_id: str) -> None:
-    """Update the counts; expire an overdue batch; finalize one whose jobs are all done."""
+def expire_if_overdue(session: Session, batch: Batch) -> bool:
+    """Expire a batch whose completion window has passed: it becomes `cancelling` (ending
+    `expired`) and its queued lines are canceled. True if it expired now."""
     now = utcnow()
-    with runtime.unit_of_work() as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None:
-            return
-        status = BatchStatus(batch.status)
-        if status.is_terminal() or status == BatchStatus.FINALIZING:
-            return
-        if (
-            batch.expires_at is not None
-            and now > batch.expires_at
-            and status != BatchStatus.CANCELLING
-        ):
-            batch.status, batch.expired_at = BatchStatus.CANCELLING.value, now
-            batch.errors = {
-                "object": "list",
-                "data": [{"code": "expired", "message": "window passed"}],
-            }
-            session.execute(
-                sa.update(Job)
-                .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED.value)
-                .values(status=JobStatus.CANCELED.value, completed_at=now)
-            )
-        counts = job_counts(session, batch_id)
-        batch.completed = counts.get(JobStatus.SUCCEEDED.value, 0)
-        batch.failed = counts.get(JobStatus.FAILED.value, 0) + counts.get(
-            JobStatus.CANCELED.value, 0
+    if batch.expires_at is None or now <= batch.expires_at:
+        return False
+    errors = {"object": "list", "data": [{"code": "expired", "message": "window passed"}]}
+    expired = rows_changed(
+        session,
+        sa.update(Batch)
+        .where(Batch.id == batch.id, Batch.status.in_(EXPIRABLE))
+        .values(status=BatchStatus.CANCELLING.value, expired_at=now, errors=errors),
+    )
+    if expired:
+        session.execute(
+            sa.update(Job)
+            .where(Job.batch_id == batch.id, Job.status == JobStatus.QUEUED.value)
+            .values(status=JobStatus.CANCELED.value, completed_at=now)
         )
-        unfinished = counts.get(JobStatus.QUEUED.value, 0) + counts.get(JobStatus.RUNNING.value, 0)
-        if unfinished or batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING):
-            return
-        final_status = final_status_of(batch)
-        batch.status, batch.finalizing_at = BatchStatus.FINALIZING.value, now
-    finalize_batch(runtime, batch_id, final_status)
+    return bool(expired)
+
+
+def advance_batch(runtime: Runtime, batch_id: str) -> None:
+    """Expire an overdue batch; update its counts; finalize it once its jobs are all done
+    (or finish the finalization of one whose finalizer died)."""
+    with runtime.unit_of_work() as session:
+        ready = ready_to_finalize(session, batch_id, runtime.settings.batch_finalize_stale_s)
+    if ready:
+        finalize_batch(runtime, batch_id)
+
+
+def ready_to_finalize(session: Session, batch_id: str, stale_after_s: float) -> bool:
+    """Move the batch on as far as its jobs allow; True when it is now this caller's to
+    finalize (it moved to `finalizing` here, or has been `finalizing` for `stale_after_s`:
+    its finalizer died)."""
+    now = utcnow()
+    batch = session.get(Batch, batch_id)
+    if batch is None or BatchStatus(batch.status).is_terminal():
+        return False
+    if batch.status == BatchStatus.FINALIZING:
+        stale_before = now - timedelta(seconds=stale_after_s)
+        return batch.finalizing_at is None or batch.finalizing_at < stale_before
+    expire_if_overdue(session, batch)
+    counts = job_counts(session, batch_id)
+    failed = counts.get(JobStatus.FAILED.value, 0) + counts.get(JobStatus.CANCELED.value, 0)
+    session.execute(
+        sa.update(Batch)
+        .where(Batch.id == batch_id)
+        .values(completed=counts.get(JobStatus.SUCCEEDED.value, 0), failed=failed)
+    )
+    if any(counts.get(status, 0) for status in UNFINISHED_STATUSES):
+        return False
+    finalizing = rows_changed(
+        session,
+        sa.update(Batch)
+        .where(Batch.id == batch_id, Batch.status.in_(FINALIZABLE))
+        .values(status=BatchStatus.FINALIZING.value, finalizing_at=now),
+    )
+    return bool(finalizing)
 
 
 def final_status_of(batch: Batch) -> BatchStatus:
-    """Where a batch ends once its jobs are done."""
-    if batch.status == BatchStatus.CANCELLING:
-        return BatchStatus.EXPIRED if batch.expired_at is not None else BatchStatus.CANCELLED
+    """Where a finalizing batch ends: expired, cancelled, or completed."""
+    if batch.expired_at is not None:
+        return BatchStatus.EXPIRED
+    if batch.cancelling_at is not None:
+        return BatchStatus.CANCELLED
     return BatchStatus.COMPLETED
 
 
-def finalize_batch(runtime: Runtime, batch_id: str, final_status: BatchStatus) -> None:
-    """Write the output and error files, then close the batch."""
+def finalize_batch(runtime: Runtime, batch_id: str) -> None:
+    """Write the output and error files, then close the batch, once: if another finalizer
+    closed it first, the files written here are deleted again."""
     with runtime.sessions() as session:
         batch = session.get(Batch, batch_id)
-        if batch is None:
+        if batch is None or batch.status != BatchStatus.FINALIZING:
             return
         session.expunge(batch)
     ok_statuses = [JobStatus.SUCCEEDED.value]
@@ -95,20 +129,26 @@ def finalize_batch(runtime: Runtime, batch_id: str, final_status: BatchStatus) -
     output = write_result_file(runtime.sessions, batch, ok_statuses, "batch_output.jsonl")
     errors = write_result_file(runtime.sessions, batch, bad_statuses, "batch_errors.jsonl")
     now = utcnow()
+    final_status = final_status_of(batch)
     timestamps = {
         BatchStatus.COMPLETED: {"completed_at": now},
         BatchStatus.CANCELLED: {"cancelled_at": now},
         BatchStatus.EXPIRED: {"expired_at": batch.expired_at or now},
     }[final_status]
     with runtime.unit_of_work() as session:
-        session.execute(
+        closed = rows_changed(
+            session,
             sa.update(Batch)
-            .where(Batch.id == batch_id)
+            .where(Batch.id == batch_id, Batch.status == BatchStatus.FINALIZING.value)
             .values(
                 status=final_status.value,
                 output_file_id=output,
                 error_file_id=errors,
                 **timestamps,
-            )
+            ),
         )
-        outbox.emit(session, outbox.BatchFinished(batch_id))
+        if closed:
+            outbox.emit(session, outbox.BatchFinished(batch_id))
+        else:
+            orphans = [file_id for file_id in (output, errors) if file_id is not None]
+            session.execute(sa.delete(File).where(File.id.in_(orphans)))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
-from services.core.db import utcnow
+from services.core.db import rows_changed, utcnow
 from services.core.errors import ConflictError, InvalidRequestError
 from services.core.files import get_file
 from services.core.idempotency import IdempotencyClaim
@@ -25,6 +25,7 @@ from services.core.webhooks.subscriptions import check_webhook_url
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/moderations")
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
+CANCELLABLE = (BatchStatus.VALIDATING.value, BatchStatus.IN_PROGRESS.value)
 
 
 def create_batch(
@@ -88,14 +89,22 @@ def list_batches(
 
 
 def cancel_batch(runtime: Runtime, tenant_id: str, batch_id: str) -> Batch:
-    """Stop a batch: its unfinished jobs are canceled, then it is finalized as `cancelled`."""
+    """Stop a batch: it becomes `cancelling` (an expansion under way stops at its next page),
+    its unfinished jobs are canceled, and it is finalized as `cancelled`. Cancelling again
+    is a no-op; a batch already finalizing or ended is a 409."""
     now = utcnow()
     with runtime.unit_of_work() as session:
+        get_batch(session, tenant_id, batch_id)
+        rows_changed(
+            session,
+            sa.update(Batch)
+            .where(Batch.id == batch_id, Batch.status.in_(CANCELLABLE))
+            .values(status=BatchStatus.CANCELLING.value, cancelling_at=now),
+        )
         batch = get_batch(session, tenant_id, batch_id)
-        if BatchStatus(batch.status).is_terminal():
-            raise ConflictError(f"batch {batch_id} is already {batch.status}", param="batch_id")
+        session.refresh(batch)
         if batch.status != BatchStatus.CANCELLING:
-            batch.status, batch.cancelling_at = BatchStatus.CANCELLING.value, now
+            raise ConflictError(f"batch {batch_id} is already {batch.status}", param="batch_id")
         # Running jobs are canceled too: their answers, when they come, are dropped.
         session.execute(
             sa.update(Job)
@@ -103,5 +112,4 @@ def cancel_batch(runtime: Runtime, tenant_id: str, batch_id: str) -> Batch:
             .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None)
         )
     runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id)
-    with runtime.sessions() as session:
-        return get_batch(session, tenant_id, batch_id)
+    return batch

@@ -148,7 +148,10 @@ def fail_job(
         ),
     )
     if done:
-        outbox.emit(session, outbox.JobFinished(job_id))
+        if claim is None:
+            outbox.emit(session, outbox.JobFinished(job_id))
+        else:
+            outbox.emit(session, outbox.JobFinished(job_id, claim.has_webhook, claim.in_batch))
     return bool(done)
 
 
@@ -156,3 +159,20 @@ def give_up_job(session: Session, settings: Settings, job_id: str) -> bool:
     """Fail a job that has used up its attempts (it keeps killing its worker)."""
     message = f"the job stopped its worker {settings.max_attempts} times and was given up"
     return fail_job(session, job_id, None, "worker_lost", message)
+
+
+def renew_leases(session: Session, settings: Settings, claims: list[Claim]) -> int:
+    """Push the leases of attempts still running out to a full `lease_s` from now; returns how
+    many were renewed (a canceled, finished or stale attempt is left alone)."""
+    if not claims:
+        return 0
+    attempts = [(claim.job_id, claim.attempt) for claim in claims]
+    return rows_changed(
+        session,
+        sa.update(Job)
+        .where(
+            sa.tuple_(Job.id, Job.attempts).in_(attempts),
+            Job.status == JobStatus.RUNNING.value,
+        )
+        .values(lease_expires_at=utcnow() + timedelta(seconds=settings.lease_s)),
+    )

@@ -166,16 +166,17 @@ def submit_job(
     with runtime.unit_of_work() as session:
         add_job(session, job, request.images, options)
     if cached is None:
-        enqueue_after_commit(runtime, job.id, background=options.background)
+        enqueue_after_commit(runtime, [job.id], background=options.background)
     return job
 
 
-def enqueue_after_commit(runtime: Runtime, job_id: str, *, background: bool) -> None:
-    """Send a committed job to its queue; if the broker is down, the maintenance pass will."""
+def enqueue_after_commit(runtime: Runtime, job_ids: list[str], *, background: bool) -> None:
+    """Send committed jobs to their queue. If the broker is down, they stay queued without a
+    marker, and the maintenance pass sends them once it is back: the jobs are accepted."""
     try:
-        runtime.broker.enqueue_job(job_id, background=background)
+        runtime.broker.enqueue_jobs(job_ids, background=background)
     except Exception:
-        log.exception("event=enqueue_failed job_id=%s (the maintenance pass will retry)", job_id)
+        log.exception("event=enqueue_failed jobs=%d (the maintenance pass re-sends)", len(job_ids))
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:

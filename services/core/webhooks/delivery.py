@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 64 * 1024
 # An attempt in progress holds its delivery this much past its deadline, so the maintenance
 # pass does not re-send a delivery that is being attempted right now.
-ATTEMPT_LEASE_GRACE_S = 30.0
+ATTEMPT_LEASE_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)

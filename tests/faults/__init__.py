@@ -1,0 +1,1 @@
+"""Fault tests: real processes killed for real, a private Redis and PostgreSQL stopped."""

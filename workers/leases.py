@@ -1,0 +1,67 @@
+"""The leases of the jobs a worker process holds, renewed while it holds them.
+
+A job is held from its claim until its result is recorded: waiting in the batcher, as a
+single-flight follower, or in the model. A renewal every third of `lease_s` keeps a live
+worker's jobs its own however long they take; when the process dies, renewals stop and
+the maintenance pass re-enqueues its jobs once their leases lapse.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from services.core.jobs.lifecycle import Claim, renew_leases
+from services.core.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Holds this process's claims and renews their leases from a background thread."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._held: dict[str, Claim] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def holding(self, claim: Claim) -> Iterator[None]:
+        """Keep the claim's lease renewed while the block runs."""
+        with self._lock:
+            self._held[claim.job_id] = claim
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(claim.job_id, None)
+
+    def held(self) -> list[Claim]:
+        """The claims held right now."""
+        with self._lock:
+            return list(self._held.values())
+
+    def renew_once(self) -> int:
+        """Renew every held lease in one statement; returns how many were renewed."""
+        claims = self.held()
+        if not claims:
+            return 0
+        with self.runtime.unit_of_work() as session:
+            return renew_leases(session, self.runtime.settings, claims)
+
+    def start(self) -> None:
+        """Renew every third of the lease, forever, in a daemon thread."""
+        threading.Thread(target=self._run, name="vlmq-lease-renewal", daemon=True).start()
+
+    def _run(self) -> None:
+        interval_s = max(0.2, self.runtime.settings.lease_s / 3)
+        stop = threading.Event()
+        while not stop.wait(interval_s):
+            try:
+                self.renew_once()
+            except Exception:
+                # The database may be briefly down: the next renewal, a third of a lease
+                # later, still comes before the lease lapses.
+                log.exception("event=lease_renewal_failed")
