@@ -4,7 +4,9 @@ Builds a /v1/moderations batch file of easy-VQA images (test split first, then t
 mirrored copies after the originals, so every line is a new image and the cache cannot
 answer), runs it through `vlmq up` with the policy {"triangle": "is there a triangle?"},
 samples the worker's memory while it runs, and scores the flags against the images' true
-shapes, for the test images (never seen in training) and for all lines.
+shapes, for the test images (never seen in training) and for all lines. It also counts how
+often the workers received each line's job (deliveries ÷ lines: 1.0 when no backlog is ever
+re-sent) and samples the queue's length beside the batch's unfinished lines.
 
     .venv/bin/python -m bench.moderation_batch --lines 10000
 """
@@ -15,12 +17,14 @@ import argparse
 import base64
 import io
 import json
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import redis
 from PIL import Image
 
 from bench.throughput import VlmqService
@@ -28,6 +32,7 @@ from services.core.config import BUNDLED_MODEL_DIR
 from vlmq.client import api_request, download_file, upload_batch_file
 
 POLICY = {"triangle": "is there a triangle?"}
+RECEIVED = re.compile(r"Task vlmq\.infer\[job_\w+\] received")
 # Mirroring keeps the shape (the model was trained with mirrored images; rotations would
 # show it triangles pointing sideways, which easy-VQA never has).
 VARIANTS = [None, Image.Transpose.FLIP_LEFT_RIGHT]
@@ -122,7 +127,11 @@ def main() -> None:
         jsonl = tmp / "moderation.jsonl"
         truth = build_file(args.lines, jsonl)
         print(f"{args.lines} lines, {jsonl.stat().st_size / 1e6:.1f} MB")
-        service = VlmqService(args.model, tmp, max_batch=16)
+        # INFO: the workers log each task they receive, which is what deliveries are counted from.
+        service = VlmqService(args.model, tmp, max_batch=16, log_level="INFO")
+        queue = redis.Redis(port=int(service.env["VLMQ_EMBEDDED_REDIS_PORT"]))
+        over_unfinished = 0
+        max_queue = 0
         try:
             key = service.new_key("bulk")
             started = time.perf_counter()
@@ -140,8 +149,16 @@ def main() -> None:
                 time.sleep(1.0)
                 for command, rss in tree_rss(root).items():
                     peak[command] = max(peak.get(command, 0), rss)
+                queued = sum(int(queue.llen(k)) for k in queue.scan_iter("vlmq.infer.*"))
                 batch = api_request(service.base, key, "GET", f"/v1/batches/{batch['id']}")
+                counts = batch["request_counts"]
+                unfinished = (
+                    (counts["total"] or args.lines) - counts["completed"] - counts["failed"]
+                )
+                max_queue = max(max_queue, queued)
+                over_unfinished += queued > unfinished
             elapsed = time.perf_counter() - started
+            received = RECEIVED.findall((tmp / "vlmq.log").read_text(errors="replace"))
             output = tmp / "output.jsonl"
             download_file(service.base, key, batch["output_file_id"], str(output))
         finally:
@@ -154,6 +171,10 @@ def main() -> None:
     counts = batch["request_counts"]
     rate = counts["completed"] / elapsed
     print(f"batch {batch['status']}: {counts} in {elapsed:.1f} s ({rate:.1f} lines/s)")
+    print(
+        f"deliveries per line: {len(received) / args.lines:.4f} ({len(received)} tasks received); "
+        f"queue length at most {max_queue}, above the unfinished lines in {over_unfinished} samples"
+    )
     groups = {
         "test images": lambda t: t.split == "test" and not t.mirrored,
         "test images, mirrored": lambda t: t.split == "test" and t.mirrored,

@@ -106,7 +106,7 @@ def raw_ceiling(model: str, questions: list[Question], concurrency: int) -> floa
 class VlmqService:
     """`vlmq up` in a subprocess with its own data directory and embedded Redis."""
 
-    def __init__(self, model: str, tmp: Path, max_batch: int) -> None:
+    def __init__(self, model: str, tmp: Path, max_batch: int, log_level: str = "WARNING") -> None:
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
         self.env.update(
@@ -115,7 +115,7 @@ class VlmqService:
             VLMQ_EMBEDDED_REDIS_PORT=str(free_port()),
             VLMQ_MODEL=model,
             VLMQ_MAX_BATCH=str(max_batch),
-            VLMQ_LOG_LEVEL="WARNING",
+            VLMQ_LOG_LEVEL=log_level,
         )
         self.log = (tmp / "vlmq.log").open("wb")
         self.process = subprocess.Popen(
