@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,8 +45,17 @@ class Pending:
 class Batcher:
     """Collects concurrent requests and runs them through `backend.predict` in batches."""
 
-    def __init__(self, backend: VLMBackend, max_batch: int, wait_ms: float) -> None:
+    def __init__(
+        self,
+        backend: VLMBackend,
+        max_batch: int,
+        wait_ms: float,
+        on_stuck: Callable[[], None] | None = None,
+    ) -> None:
         self.backend = backend
+        # Called when a model call has run for twice a request's time limit: the process
+        # cannot serve any more (a torch call cannot be interrupted) and should end.
+        self.on_stuck = on_stuck
         self.max_batch = max(1, max_batch)
         self.wait_s = max(0.0, wait_ms / 1000)
         self.pending: queue.Queue[Pending] = queue.Queue()
@@ -73,26 +82,31 @@ class Batcher:
     def submit(self, request: PredictRequest, *, company: int = 0) -> Future[BatchResult]:
         """Queue a request that may share a model call with up to `company` requests in all
         (0: the batcher's own limit); the future resolves with its prediction."""
-        pending = Pending(request, company or self.max_batch)
-        self.pending.put(pending)
-        return pending.future
+        return self._enqueue(request, company).future
 
     def run(self, request: PredictRequest, *, company: int, time_limit_s: float) -> BatchResult:
         """Submit a request and wait for its prediction.
 
         The time limit counts from the start of the request's own model call, not the time
-        spent queued behind other calls; a TimeoutError past it. A request still queued
-        when the call ahead of it has run for twice the limit gives up too: the model is
-        stuck, and waiting on would hold the job forever.
+        spent queued behind other calls; a TimeoutError past it. If the call ahead of it has
+        run for twice the limit, the model is stuck: `on_stuck` is called (the worker ends,
+        and its jobs run again elsewhere), or, without one, this request times out.
         """
-        pending = Pending(request, company or self.max_batch)
-        self.pending.put(pending)
+        pending = self._enqueue(request, company)
         while not pending.started.wait(timeout=min(1.0, time_limit_s)):
             started_at = self._call_started_at
-            stuck = started_at is not None and time.monotonic() - started_at > 2 * time_limit_s
-            if stuck and pending.future.cancel():
+            running_s = time.monotonic() - started_at if started_at is not None else 0.0
+            if running_s > 2 * time_limit_s and pending.future.cancel():
+                log.error("event=model_stuck call_running_s=%.0f", running_s)
+                if self.on_stuck is not None:
+                    self.on_stuck()
                 raise TimeoutError("the model is stuck in an earlier call")
         return pending.future.result(timeout=time_limit_s)
+
+    def _enqueue(self, request: PredictRequest, company: int) -> Pending:
+        pending = Pending(request, company or self.max_batch)
+        self.pending.put(pending)
+        return pending
 
     def _collect(self) -> list[Pending]:
         """Block for the first request, then gather more until the batch is full or time is up."""

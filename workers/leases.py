@@ -17,6 +17,7 @@ from services.core.jobs.lifecycle import Claim, renew_leases
 from services.core.runtime import Runtime
 
 log = logging.getLogger(__name__)
+RETRY_AFTER_FAILURE_S = 1.0
 
 
 class LeaseKeeper:
@@ -26,6 +27,7 @@ class LeaseKeeper:
         self.runtime = runtime
         self._held: dict[str, Claim] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     @contextmanager
     def holding(self, claim: Claim) -> Iterator[None]:
@@ -52,16 +54,22 @@ class LeaseKeeper:
             return renew_leases(session, self.runtime.settings, claims)
 
     def start(self) -> None:
-        """Renew every third of the lease, forever, in a daemon thread."""
+        """Renew every third of the lease, in a daemon thread, until `stop`."""
         threading.Thread(target=self._run, name="vlmq-lease-renewal", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop renewing (the held jobs' leases then lapse)."""
+        self._stopping.set()
 
     def _run(self) -> None:
         interval_s = max(0.2, self.runtime.settings.lease_s / 3)
-        stop = threading.Event()
-        while not stop.wait(interval_s):
+        wait_s = interval_s
+        while not self._stopping.wait(wait_s):
             try:
                 self.renew_once()
+                wait_s = interval_s
             except Exception:
-                # The database may be briefly down: the next renewal, a third of a lease
-                # later, still comes before the lease lapses.
+                # The database may be briefly down: try again soon, well before the leases
+                # lapse (the maintenance pass also allows half a lease past the lapse).
                 log.exception("event=lease_renewal_failed")
+                wait_s = min(interval_s, RETRY_AFTER_FAILURE_S)

@@ -14,7 +14,7 @@ from services.core.config import Settings
 from services.core.inputs.images import to_rgb
 from services.core.inputs.prompts import GenerationParams
 from services.core.jobs.lifecycle import Claim, claim_job, fail_job, finish_job
-from services.core.jobs.service import is_terminal
+from services.core.jobs.service import has_ended
 from services.core.models import Image, Job
 from services.core.runtime import Runtime
 from workers.backends.base import PredictRequest
@@ -66,10 +66,10 @@ def run_job(runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, job_id: str
         try:
             with runtime.unit_of_work() as session:
                 claim = claim_job(session, runtime.settings, job_id)
-        except Exception:
-            # This message is acknowledged all the same: let the maintenance pass re-send it.
-            runtime.broker.forget(job_id)
-            raise
+        finally:
+            # The message is consumed either way: a claimed job is the lease's to watch now,
+            # and one the database could not claim must be re-sent by the maintenance pass.
+            forget_message(runtime, job_id)
         if claim is None:
             return "skipped"
     with leases.holding(claim):
@@ -96,7 +96,7 @@ def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
     leader = cache.lead_or_follow(runtime.redis, key, claim.job_id, time_limit_s)
     if leader is not None:
         notify.wait_for_job(
-            runtime.redis, leader, lambda: job_is_terminal(runtime, leader), time_limit_s
+            runtime.redis, leader, lambda: has_ended(runtime.sessions, leader), time_limit_s
         )
         if answer_from_cache(runtime, claim, key, job_input.stream):
             return "shared"
@@ -183,16 +183,18 @@ def predict_and_record(
     return "succeeded" if finished else "stale"
 
 
+def forget_message(runtime: Runtime, job_id: str) -> None:
+    """Drop the job's enqueue marker; if Redis is down, the marker only expires later."""
+    try:
+        runtime.broker.drop_markers([job_id])
+    except Exception:
+        log.warning("event=marker_delete_failed job_id=%s", job_id)
+
+
 def fail_attempt(runtime: Runtime, claim: Claim, error_type: str, message: str) -> None:
     """Fail the job of a claimed attempt (a no-op if the attempt is no longer current)."""
     with runtime.unit_of_work() as session:
         fail_job(session, claim.job_id, claim, error_type, message)
-
-
-def job_is_terminal(runtime: Runtime, job_id: str) -> bool:
-    """Whether the job has ended (read from the database)."""
-    with runtime.sessions() as session:
-        return is_terminal(session, job_id)
 
 
 def company_limit(attempt: int, settings: Settings) -> int:

@@ -21,8 +21,9 @@ from workers.batching import Batcher
 from workers.leases import LeaseKeeper
 
 log = logging.getLogger(__name__)
-# The exit code of a worker whose model failed to load.
+# The exit codes of a worker whose model failed to load, or hangs in a call.
 MODEL_LOAD_FAILED = 3
+MODEL_STUCK = 4
 
 
 class WorkerState:
@@ -32,7 +33,9 @@ class WorkerState:
         self.settings = settings
         self.runtime = create_runtime(settings)
         self.backend: VLMBackend = create_backend(settings)
-        self.batcher = Batcher(self.backend, settings.max_batch, settings.batch_wait_ms)
+        self.batcher = Batcher(
+            self.backend, settings.max_batch, settings.batch_wait_ms, on_stuck=exit_stuck
+        )
         self.leases = LeaseKeeper(self.runtime)
         self.ready = threading.Event()
 
@@ -84,6 +87,13 @@ class WorkerState:
                     log.info("event=maintenance_pass requeued=%d", requeued)
             except Exception:
                 log.exception("event=maintenance_pass_failed")
+
+
+def exit_stuck() -> None:
+    """End a worker whose model call hangs: the supervisor starts a fresh one, and the jobs
+    this one held run again once their leases lapse."""
+    log.error("event=worker_exit reason=model_stuck")
+    os._exit(MODEL_STUCK)
 
 
 _state: WorkerState | None = None

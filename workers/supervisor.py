@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import threading
 import time
 from types import FrameType
 
@@ -26,11 +27,10 @@ def supervise(
     `healthy_after_s` resets the delay.
     """
     child: subprocess.Popen[bytes] | None = None
-    stopping = False
+    stopping = threading.Event()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
@@ -41,10 +41,12 @@ def supervise(
         started = time.monotonic()
         child = subprocess.Popen(command)  # noqa: S603 (our own worker command)
         code = child.wait()
-        if stopping:
+        if stopping.is_set():
             return code
         if time.monotonic() - started >= healthy_after_s:
             delay_s = restart_delay_s
         log.warning("event=worker_died exit_code=%s restarting_in_s=%s", code, delay_s)
-        time.sleep(delay_s)
+        # A stop asked for during the back-off ends it at once, and no worker is started.
+        if stopping.wait(delay_s):
+            return code
         delay_s = min(max_delay_s, delay_s * 2)

@@ -22,7 +22,8 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=40), nullable=False),
     sa.Column('data', sa.JSON(), nullable=False),
     sa.Column('created_at', services.core.db.UTCDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_events'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_events')),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('outbox_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outbox_events_created_at'), ['created_at'], unique=False)

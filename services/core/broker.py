@@ -11,6 +11,10 @@ exactly the queued jobs whose marker is gone, and never a job merely waiting in 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+
 import redis
 from celery import Celery
 
@@ -29,13 +33,17 @@ BATCH_PROGRESS_TASK = "vlmq.batch.progress"
 INTERACTIVE_PRIORITY = 0
 BACKGROUND_PRIORITY = 9
 ENQUEUED_MARKER_PREFIX = "vlmq:enqueued:"
-# Longer than any backlog should last (a batch's window is 24 h); a job still queued when
-# its marker expires is re-sent once.
+# A marker lives from the send until a worker consumes the message (it is deleted then);
+# the TTL only cleans up after a worker that died in between. Longer than any backlog should
+# last (a batch's window is 24 h): a job still queued when its marker expires is re-sent once.
 ENQUEUED_MARKER_TTL_S = 3 * 24 * 3600
 # The broker has held a message this long without an ack: give it to another consumer.
 # Far above any job's run time, because the maintenance pass finds lost work sooner (by
 # leases and markers); redelivery only adds a duplicate that a claim turns away.
 VISIBILITY_TIMEOUT_S = 6 * 3600
+# Where kombu's Redis transport keeps messages taken but not yet acknowledged.
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -76,31 +84,50 @@ class Broker:
         self.infer_queue = settings.infer_queue
         self.redis = client
 
-    def enqueue_job(self, job_id: str, *, background: bool = False) -> None:
-        """Send the job to its model's queue (the task id is the job id), then mark it sent."""
-        self.enqueue_jobs([job_id], background=background)
-
     def enqueue_jobs(self, job_ids: list[str], *, background: bool = False) -> None:
-        """Send jobs to the model's queue, then mark them sent in one round trip.
+        """Send jobs to the model's queue (the task id is the job id), marking each as sent.
 
-        Marked after sending: a crash between the two leaves a message without a marker
-        (re-sent once, and the duplicate claim is a no-op), never a marker without a message.
+        Each job is marked right after its own send: a crash between the two leaves a
+        message without a marker (re-sent once; the duplicate claim is a no-op), never a
+        marker without a message.
         """
         priority = BACKGROUND_PRIORITY if background else INTERACTIVE_PRIORITY
         for job_id in job_ids:
             self.app.send_task(
                 INFER_TASK, args=[job_id], task_id=job_id, queue=self.infer_queue, priority=priority
             )
-        if job_ids:
-            pipeline = self.redis.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipeline.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
-            pipeline.execute()
+            self.redis.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
 
-    def forget(self, job_id: str) -> None:
-        """The job's message was consumed without the job being claimed (the database was
-        down): drop its marker, so the maintenance pass sends the job again."""
-        self.redis.delete(ENQUEUED_MARKER_PREFIX + job_id)
+    def drop_markers(self, job_ids: list[str]) -> None:
+        """Drop the enqueue markers of these jobs: a worker consumed their message (a claimed
+        job is watched by its lease from then on, and one the database could not claim is
+        sent again by the maintenance pass), or they are about to be sent again."""
+        if job_ids:
+            self.redis.delete(*(ENQUEUED_MARKER_PREFIX + job_id for job_id in job_ids))
+
+    def held_by_the_dead(self, job_ids: list[str], held_for_s: float) -> set[str]:
+        """Those of `job_ids` whose message a worker took `held_for_s` or more ago without
+        acknowledging it. A live worker claims a job within milliseconds of taking its
+        message, so a job still queued behind such a message lost its worker between the
+        two: the broker would give the message back only after its visibility timeout.
+
+        Reads the Redis transport's own bookkeeping of unacknowledged messages (kombu's
+        `unacked` hash and `unacked_index` sorted set, keyed by delivery tag).
+        """
+        if not job_ids:
+            return set()
+        tags: list[bytes] = list(
+            self.redis.zrangebyscore(UNACKED_INDEX_KEY, "-inf", time.time() - held_for_s)  # type: ignore[arg-type]
+        )
+        if not tags:
+            return set()
+        held = set()
+        for raw in self.redis.hmget(UNACKED_KEY, tags):
+            if raw is None:  # acknowledged in between
+                continue
+            with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
+                held.add(json.loads(raw)[0]["headers"]["id"])
+        return held & set(job_ids)
 
     def unmarked(self, job_ids: list[str]) -> list[str]:
         """Those of `job_ids` whose queue message is known lost (their marker is gone)."""

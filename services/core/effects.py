@@ -24,19 +24,22 @@ log = logging.getLogger(__name__)
 
 def dispatch(runtime: Runtime, recorded: list[outbox.Recorded]) -> None:
     """Carry out the consequences of committed events, in order; delete the outbox rows of
-    those fully carried out."""
+    those fully carried out, and move the others to the back of the line."""
     done: list[int] = []
+    failed: list[int] = []
     for item in recorded:
-        if carry_out(runtime, item.event) and item.row_id is not None:
-            done.append(item.row_id)
-    if not done:
+        ok = carry_out(runtime, item.event)
+        if item.row_id is not None:
+            (done if ok else failed).append(item.row_id)
+    if not done and not failed:
         return
     try:
         with runtime.sessions.begin() as session:
             outbox.delete_done(session, done)
+            outbox.postpone(session, failed)
     except Exception:
         # The rows stay; the maintenance pass carries them out again (harmlessly).
-        log.exception("event=outbox_delete_failed rows=%d", len(done))
+        log.exception("event=outbox_update_failed done=%d failed=%d", len(done), len(failed))
 
 
 def carry_out(runtime: Runtime, event: outbox.Event) -> bool:

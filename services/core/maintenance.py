@@ -18,6 +18,7 @@ from services.core import outbox
 from services.core.batches.expand import expanding_key
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
 from services.core.db import utcnow
+from services.core.heartbeats import live_background_workers
 from services.core.jobs.lifecycle import give_up_job
 from services.core.models import Batch, BatchStatus, Job, JobStatus
 from services.core.runtime import Runtime
@@ -35,49 +36,69 @@ OUTBOX_GRACE_S = 10.0
 def requeue_lost_jobs(runtime: Runtime) -> int:
     """Re-enqueue the lost jobs of this deployment's model; returns how many were re-sent.
 
-    Lost: running under a lapsed lease (its worker died), or queued for a while with its
-    queue marker gone (Redis lost the message). A queued job whose marker is still there is
+    Lost: running under a lapsed lease (its worker died); queued for a while with its queue
+    marker gone (Redis lost the message); or queued behind a message that a worker took long
+    ago and never acknowledged (it died before claiming the job). Any other queued job is
     merely waiting in a backlog: it is not re-sent, only moved to the back of this scan.
     A lost job out of attempts fails.
     """
     settings = runtime.settings
     now = utcnow()
-    lapsed = sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now)
+    # A lease counts as lapsed half a lease after it ran out: a renewal held up by a short
+    # database outage still comes first, so a live worker's job never runs twice.
+    lapsed = sa.and_(
+        Job.status == JobStatus.RUNNING.value,
+        Job.lease_expires_at < now - timedelta(seconds=settings.lease_s / 2),
+    )
     waiting = sa.and_(
         Job.status == JobStatus.QUEUED.value,
         Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_s),
     )
+    columns = (Job.id, Job.attempts, Job.batch_id)
     with runtime.sessions() as session:
-        rows = session.execute(
-            sa.select(Job.id, Job.status, Job.attempts, Job.batch_id)
-            .where(Job.model == settings.model_id, sa.or_(lapsed, waiting))
+        # Two scans: dead workers' jobs are found at once, however long the backlog is.
+        dead = session.execute(
+            sa.select(*columns).where(Job.model == settings.model_id, lapsed).limit(REQUEUE_BATCH)
+        ).all()
+        queued = session.execute(
+            sa.select(*columns)
+            .where(Job.model == settings.model_id, waiting)
             .order_by(Job.enqueued_at)
             .limit(REQUEUE_BATCH)
         ).all()
-    queued = [row.id for row in rows if row.status == JobStatus.QUEUED.value]
-    unmarked = set(runtime.broker.unmarked(queued))
-    lost = [row for row in rows if row.status == JobStatus.RUNNING.value or row.id in unmarked]
+    queued_ids = [row.id for row in queued]
+    unmarked = set(runtime.broker.unmarked(queued_ids))
+    # A worker killed between taking a job's message and claiming the job holds it unacked.
+    unmarked |= runtime.broker.held_by_the_dead(queued_ids, held_for_s=settings.lease_s)
+    lost = [*dead, *(row for row in queued if row.id in unmarked)]
     exhausted = [row.id for row in lost if row.attempts >= settings.max_attempts]
-    retry = [row for row in lost if row.attempts < settings.max_attempts]
+    retry = {row.id: row.batch_id for row in lost if row.attempts < settings.max_attempts}
+    # Before the commit: a marker left over from an earlier send must never hide a job that
+    # is queued again below and then not sent (this process may die in between).
+    runtime.broker.drop_markers(list(retry))
     with runtime.unit_of_work() as session:
-        if still_waiting := [job_id for job_id in queued if job_id not in unmarked]:
+        if still_waiting := [row.id for row in queued if row.id not in unmarked]:
             session.execute(
                 sa.update(Job).where(Job.id.in_(still_waiting), waiting).values(enqueued_at=now)
             )
+        requeued = []
         if retry:
-            session.execute(
-                sa.update(Job)
-                .where(Job.id.in_([row.id for row in retry]), sa.or_(lapsed, waiting))
-                .values(status=JobStatus.QUEUED.value, enqueued_at=now, lease_expires_at=None)
+            requeued = list(
+                session.scalars(
+                    sa.update(Job)
+                    .where(Job.id.in_(list(retry)), sa.or_(lapsed, waiting))
+                    .values(status=JobStatus.QUEUED.value, enqueued_at=now, lease_expires_at=None)
+                    .returning(Job.id)
+                )
             )
         for job_id in exhausted:
-            give_up_job(session, settings, job_id)
+            give_up_job(session, settings, job_id, only_if=sa.or_(lapsed, waiting))
     for background in (False, True):
-        ids = [row.id for row in retry if (row.batch_id is not None) == background]
+        ids = [job_id for job_id in requeued if (retry[job_id] is not None) == background]
         runtime.broker.enqueue_jobs(ids, background=background)
-    for row in retry:
-        log.info("event=requeued job_id=%s was=%s", row.id, row.status)
-    return len(retry)
+    for job_id in requeued:
+        log.info("event=requeued job_id=%s", job_id)
+    return len(requeued)
 
 
 def resume_stalled_batches(runtime: Runtime) -> None:
@@ -87,6 +108,8 @@ def resume_stalled_batches(runtime: Runtime) -> None:
 
     Both tasks are idempotent, so sending one that was not needed costs only a query.
     """
+    if not live_background_workers(runtime.redis):
+        return  # nobody would take the tasks: sending them would only pile them up
     stale = utcnow() - timedelta(seconds=runtime.settings.requeue_after_s)
     unfinished = [status.value for status in BatchStatus if not status.is_terminal()]
     with runtime.sessions() as session:
@@ -103,7 +126,7 @@ def resume_stalled_batches(runtime: Runtime) -> None:
 def drain_outbox(runtime: Runtime) -> int:
     """Carry out the outbox events left behind (their process died between the commit and
     the hand-off, or a consequence failed); returns how many were found."""
-    with runtime.sessions() as session:
+    with runtime.sessions.begin() as session:
         left = outbox.left_behind(session, OUTBOX_GRACE_S, OUTBOX_BATCH)
     if left:
         log.info("event=outbox_drain events=%d", len(left))

@@ -285,6 +285,9 @@ class OutboxEvent(Base):
     schedule, a batch to advance); written in the change's transaction, deleted once done."""
 
     __tablename__ = "outbox_events"
+    # Ids are never reused (SQLite would reuse a deleted top id), so deleting a carried-out
+    # row by id can never delete a newer one.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     # The event's kind ("job_started", "job_finished", "batch_finished") and its fields.

@@ -11,6 +11,7 @@ died first. Consequences are idempotent, so carrying one out twice is harmless.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from services.core.db import utcnow
 from services.core.models import OutboxEvent
 
+log = logging.getLogger(__name__)
 SESSION_KEY = "vlmq.outbox"
 
 
@@ -108,14 +110,33 @@ def delete_done(session: Session, row_ids: list[int]) -> None:
         session.execute(sa.delete(OutboxEvent).where(OutboxEvent.id.in_(row_ids)))
 
 
+def postpone(session: Session, row_ids: list[int]) -> None:
+    """Move rows whose consequences failed to the back of the line (the next passes try the
+    others first, so a row that keeps failing never holds up the rest)."""
+    if row_ids:
+        session.execute(
+            sa.update(OutboxEvent).where(OutboxEvent.id.in_(row_ids)).values(created_at=utcnow())
+        )
+
+
 def left_behind(session: Session, older_than_s: float, limit: int) -> list[Recorded]:
     """Rows older than `older_than_s` (their process died before carrying them out, or a
-    consequence failed), oldest first."""
+    consequence failed), oldest first. A row that cannot be read back as an event (written
+    by another version) is logged and deleted."""
     cutoff: datetime = utcnow() - timedelta(seconds=older_than_s)
     rows = session.scalars(
         sa.select(OutboxEvent)
         .where(OutboxEvent.created_at < cutoff)
-        .order_by(OutboxEvent.id)
+        .order_by(OutboxEvent.created_at)
         .limit(limit)
-    )
-    return [Recorded(KINDS[row.kind](**row.data), row.id) for row in rows]
+    ).all()
+    found: list[Recorded] = []
+    unreadable: list[int] = []
+    for row in rows:
+        try:
+            found.append(Recorded(KINDS[row.kind](**row.data), row.id))
+        except (KeyError, TypeError):
+            log.error("event=outbox_row_unreadable id=%s kind=%s", row.id, row.kind)
+            unreadable.append(row.id)
+    delete_done(session, unreadable)
+    return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -177,18 +178,48 @@ def test_bulk_moderation_pipeline_from_the_readme(
     assert {row.split("\t")[0] for row in flagged.splitlines()} == expected
 
 
+def children_of(pid: int) -> dict[int, str]:
+    """The child processes of `pid`, with their command lines."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    children = {}
+    for child in (int(text) for text in found.stdout.split()):
+        with contextlib.suppress(OSError):
+            raw = Path(f"/proc/{child}/cmdline").read_bytes()
+            children[child] = raw.replace(b"\0", b" ").decode()
+    return children
+
+
+def parent_of(pid: int) -> int:
+    """The parent process of `pid`."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def test_up_restarts_its_embedded_redis_and_its_workers(
     vlmq_up: tuple[str, str, dict[str, str], Path],
 ) -> None:
     base, key, env, log = vlmq_up
     redis_port = env["VLMQ_EMBEDDED_REDIS_PORT"]
-    for pattern in (f"redis-server.*:{redis_port}", "vlmq.cli background-worker"):
-        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-        pids = [int(pid) for pid in found.stdout.split()]
-        assert pids, pattern
-        for pid in pids:
-            os.kill(pid, 9)
-    wait_until(lambda: not ready(base), 10, "the service to notice", interval_s=0.1)
+    found = subprocess.run(
+        ["pgrep", "-f", f"redis-server.*:{redis_port}"], capture_output=True, text=True
+    )
+    redis_pid = int(found.stdout.split()[0])
+    up_pid = parent_of(redis_pid)  # the keeper of `vlmq up` started it
+    doomed = {
+        pid: command
+        for pid, command in children_of(up_pid).items()
+        if "redis-server" in command or "background-worker" in command
+    }
+    assert len(doomed) == 2, children_of(up_pid)
+    for pid in doomed:
+        os.kill(pid, 9)
+
+    def replaced() -> bool:
+        commands = [c for pid, c in children_of(up_pid).items() if pid not in doomed]
+        return any("redis-server" in c for c in commands) and any(
+            "background-worker" in c for c in commands
+        )
+
+    wait_until(replaced, 30, f"new children (log: {log})", interval_s=0.2)
     wait_until(lambda: ready(base), 90, f"readiness again (log: {log})", interval_s=0.3)
     restarts = log.read_text()
     assert "event=child_restarted name=redis" in restarts

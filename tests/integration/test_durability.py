@@ -4,6 +4,8 @@ backend (these tests are about delivery, not the model)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -104,3 +106,29 @@ def test_a_worker_whose_model_cannot_load_takes_no_job(
     ready = fake_stack.client.get("/readyz")
     assert ready.status_code == 503
     assert "model.safetensors not found" in ready.get_json()["reasons"]["worker"]
+
+
+TAKE_AND_DIE = """
+import os, sys
+from kombu import Connection
+with Connection(sys.argv[1]) as connection:
+    message = connection.default_channel.basic_get(sys.argv[2], no_ack=False)
+    assert message is not None, "no message to take"
+    os._exit(0)  # die holding it, unacknowledged, before any claim
+"""
+
+
+@pytest.mark.fake_backend("SlowFakeBackend", lease_s=2, requeue_after_s=1)
+def test_a_job_whose_message_died_with_its_worker_before_the_claim_runs(
+    fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
+    job_id = submit(fake_stack, auth, "taken, never claimed")
+    settings = fake_stack.settings
+    subprocess.run(
+        [sys.executable, "-c", TAKE_AND_DIE, settings.broker_url, settings.infer_queue],
+        check=True,
+        timeout=30,
+    )
+    fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="0")
+    done = terminal(fake_stack, auth, job_id, timeout_s=30)
+    assert done["status"] == "succeeded" and done["attempts"] == 1

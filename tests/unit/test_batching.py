@@ -119,3 +119,16 @@ def test_company_limit_shrinks_with_each_attempt_and_the_last_runs_alone() -> No
     assert [company_limit(attempt, settings) for attempt in (1, 2, 3, 4)] == [16, 4, 1, 1]
     last_of_three = Settings(_env_file=None, max_batch=32, max_attempts=3)  # type: ignore[call-arg]
     assert [company_limit(attempt, last_of_three) for attempt in (1, 2, 3)] == [32, 8, 1]
+
+
+def test_a_hung_model_call_ends_the_worker_instead_of_failing_every_job() -> None:
+    backend = RecordingFakeBackend()
+    backend.release.clear()  # the first call hangs
+    stuck: list[bool] = []
+    batcher = Batcher(backend, max_batch=1, wait_ms=0, on_stuck=lambda: stuck.append(True))
+    batcher.submit(request())
+    time.sleep(0.05)
+    with pytest.raises(TimeoutError, match="stuck"):
+        batcher.run(request(), company=0, time_limit_s=0.2)
+    assert stuck == [True]
+    backend.release.set()

@@ -31,7 +31,7 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
             if event is None:
                 # Nothing for a second: the job may have ended without a stream
                 # (failed before generating), or the wait may be over.
-                if job_is_terminal(runtime, job.id) or time.monotonic() > deadline:
+                if jobs.has_ended(runtime.sessions, job.id) or time.monotonic() > deadline:
                     break
                 continue
             if event.done:
@@ -53,9 +53,3 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
     if include_usage:
         yield sse(chunk(job, [], usage=result.get("usage")))
     yield sse("[DONE]")
-
-
-def job_is_terminal(runtime: Runtime, job_id: str) -> bool:
-    """Whether the job has ended (read from the database)."""
-    with runtime.sessions() as session:
-        return jobs.is_terminal(session, job_id)

@@ -86,8 +86,19 @@ def ready_to_finalize(session: Session, batch_id: str, stale_after_s: float) -> 
     if batch is None or BatchStatus(batch.status).is_terminal():
         return False
     if batch.status == BatchStatus.FINALIZING:
+        # Take the finalization over (once: the next check finds it fresh again).
         stale_before = now - timedelta(seconds=stale_after_s)
-        return batch.finalizing_at is None or batch.finalizing_at < stale_before
+        taken_over = rows_changed(
+            session,
+            sa.update(Batch)
+            .where(
+                Batch.id == batch_id,
+                Batch.status == BatchStatus.FINALIZING.value,
+                sa.or_(Batch.finalizing_at.is_(None), Batch.finalizing_at < stale_before),
+            )
+            .values(finalizing_at=now),
+        )
+        return bool(taken_over)
     expire_if_overdue(session, batch)
     counts = job_counts(session, batch_id)
     failed = counts.get(JobStatus.FAILED.value, 0) + counts.get(JobStatus.CANCELED.value, 0)

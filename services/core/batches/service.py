@@ -6,6 +6,7 @@ each input line then becomes one job, queued behind interactive work.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -22,6 +23,8 @@ from services.core.pagination import newest_first_page
 from services.core.runtime import Runtime
 from services.core.tenancy import get_owned
 from services.core.webhooks.subscriptions import check_webhook_url
+
+log = logging.getLogger(__name__)
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/moderations")
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
@@ -70,7 +73,7 @@ def create_batch(
         session.add(batch)
         if idempotency is not None:
             idempotency.record(session, batch.id)
-    runtime.broker.send_batch_task(BATCH_EXPAND_TASK, batch.id)
+    send_after_commit(runtime, BATCH_EXPAND_TASK, batch.id)
     return batch
 
 
@@ -111,5 +114,14 @@ def cancel_batch(runtime: Runtime, tenant_id: str, batch_id: str) -> Batch:
             .where(Job.batch_id == batch_id, Job.status.in_(UNFINISHED_STATUSES))
             .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None)
         )
-    runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id)
+    send_after_commit(runtime, BATCH_PROGRESS_TASK, batch_id)
     return batch
+
+
+def send_after_commit(runtime: Runtime, task: str, batch_id: str) -> None:
+    """Send a batch task for a committed change; if the broker is down, the maintenance pass
+    moves the batch on later (the change itself is done)."""
+    try:
+        runtime.broker.send_batch_task(task, batch_id)
+    except Exception:
+        log.exception("event=batch_task_send_failed task=%s batch_id=%s", task, batch_id)

@@ -71,7 +71,7 @@ def claim_job(session: Session, settings: Settings, job_id: str) -> Claim | None
             )
         )
         if exhausted:
-            give_up_job(session, settings, job_id)
+            give_up_job(session, settings, job_id, only_if=claimable)
         return None
     claim = Claim(
         job_id,
@@ -130,12 +130,21 @@ def finish_job(
 
 
 def fail_job(
-    session: Session, job_id: str, claim: Claim | None, error_type: str, message: str
+    session: Session,
+    job_id: str,
+    claim: Claim | None,
+    error_type: str,
+    message: str,
+    *,
+    only_if: sa.ColumnElement[bool] | None = None,
 ) -> bool:
-    """Mark a job failed with `{type, message}`; a given claim must still be current."""
+    """Mark a job failed with `{type, message}`; a given claim must still be current, and
+    `only_if`, if given, must still hold (it is checked in the same UPDATE)."""
     conditions = [Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES)]
     if claim is not None:
         conditions.append(Job.attempts == claim.attempt)
+    if only_if is not None:
+        conditions.append(only_if)
     done = rows_changed(
         session,
         sa.update(Job)
@@ -155,10 +164,17 @@ def fail_job(
     return bool(done)
 
 
-def give_up_job(session: Session, settings: Settings, job_id: str) -> bool:
-    """Fail a job that has used up its attempts (it keeps killing its worker)."""
+def give_up_job(
+    session: Session,
+    settings: Settings,
+    job_id: str,
+    *,
+    only_if: sa.ColumnElement[bool] | None = None,
+) -> bool:
+    """Fail a job that has used up its attempts (it keeps killing its worker), if `only_if`
+    still holds (say, its lease is still lapsed)."""
     message = f"the job stopped its worker {settings.max_attempts} times and was given up"
-    return fail_job(session, job_id, None, "worker_lost", message)
+    return fail_job(session, job_id, None, "worker_lost", message, only_if=only_if)
 
 
 def renew_leases(session: Session, settings: Settings, claims: list[Claim]) -> int:

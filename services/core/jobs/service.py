@@ -49,7 +49,7 @@ class SubmitOptions:
     webhook_events: list[str] | None = None
     batch_id: str | None = None
     custom_id: str | None = None
-    # Batch work yields to interactive work (see `Broker.enqueue_job`).
+    # Batch work yields to interactive work (see `Broker.enqueue_jobs`).
     background: bool = False
     idempotency: IdempotencyClaim | None = None
     moderation: dict[str, Any] | None = None
@@ -212,9 +212,10 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def is_terminal(session: Session, job_id: str) -> bool:
+def has_ended(sessions: sessionmaker[Session], job_id: str) -> bool:
     """Whether the job has reached a terminal state (a job that is gone counts as one)."""
-    status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+    with sessions() as session:
+        status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
     return status is None or JobStatus(status).is_terminal()
 
 
