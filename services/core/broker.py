@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 
 import redis
 from celery import Celery
@@ -44,6 +43,8 @@ VISIBILITY_TIMEOUT_S = 6 * 3600
 # Where kombu's Redis transport keeps messages taken but not yet acknowledged.
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
+# How the transport names the list of a priority other than 0: queue + separator + priority.
+PRIORITY_SEPARATOR = "\x06\x16"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -105,29 +106,45 @@ class Broker:
         if job_ids:
             self.redis.delete(*(ENQUEUED_MARKER_PREFIX + job_id for job_id in job_ids))
 
-    def held_by_the_dead(self, job_ids: list[str], held_for_s: float) -> set[str]:
-        """Those of `job_ids` whose message a worker took `held_for_s` or more ago without
-        acknowledging it. A live worker claims a job within milliseconds of taking its
-        message, so a job still queued behind such a message lost its worker between the
-        two: the broker would give the message back only after its visibility timeout.
+    def unacknowledged(self, job_ids: list[str]) -> dict[str, float]:
+        """Those of `job_ids` whose message a worker has taken and not yet acknowledged, with
+        when it took it (Unix time).
 
         Reads the Redis transport's own bookkeeping of unacknowledged messages (kombu's
-        `unacked` hash and `unacked_index` sorted set, keyed by delivery tag).
+        `unacked` hash and `unacked_index` sorted set, keyed by delivery tag); it holds one
+        entry per message in a worker's hands, so it stays small.
         """
         if not job_ids:
-            return set()
-        tags: list[bytes] = list(
-            self.redis.zrangebyscore(UNACKED_INDEX_KEY, "-inf", time.time() - held_for_s)  # type: ignore[arg-type]
+            return {}
+        taken: list[tuple[bytes, float]] = self.redis.zrange(  # type: ignore[assignment]
+            UNACKED_INDEX_KEY, 0, -1, withscores=True
         )
-        if not tags:
-            return set()
-        held = set()
-        for raw in self.redis.hmget(UNACKED_KEY, tags):
+        if not taken:
+            return {}
+        wanted = set(job_ids)
+        found: dict[str, float] = {}
+        raws = self.redis.hmget(UNACKED_KEY, [tag for tag, _ in taken])
+        for (_tag, taken_at), raw in zip(taken, raws, strict=True):
             if raw is None:  # acknowledged in between
                 continue
             with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
-                held.add(json.loads(raw)[0]["headers"]["id"])
-        return held & set(job_ids)
+                job_id = json.loads(raw)[0]["headers"]["id"]
+                if job_id in wanted:
+                    found[job_id] = float(taken_at)
+        return found
+
+    def queue_is_empty(self) -> bool:
+        """Whether no message waits in the model's queue (at any priority)."""
+        pipeline = self.redis.pipeline(transaction=False)
+        for name in self.priority_queue_names():
+            pipeline.llen(name)
+        return not any(pipeline.execute())
+
+    def priority_queue_names(self) -> list[str]:
+        """The Redis lists of the model's queue, one per priority (kombu's naming)."""
+        return [self.infer_queue] + [
+            f"{self.infer_queue}{PRIORITY_SEPARATOR}{priority}" for priority in range(1, 10)
+        ]
 
     def unmarked(self, job_ids: list[str]) -> list[str]:
         """Those of `job_ids` whose queue message is known lost (their marker is gone)."""

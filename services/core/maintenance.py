@@ -10,6 +10,7 @@ delivery attempt or running a batch task again.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -36,10 +37,9 @@ OUTBOX_GRACE_S = 10.0
 def requeue_lost_jobs(runtime: Runtime) -> int:
     """Re-enqueue the lost jobs of this deployment's model; returns how many were re-sent.
 
-    Lost: running under a lapsed lease (its worker died); queued for a while with its queue
-    marker gone (Redis lost the message); or queued behind a message that a worker took long
-    ago and never acknowledged (it died before claiming the job). Any other queued job is
-    merely waiting in a backlog: it is not re-sent, only moved to the back of this scan.
+    Lost: running under a lapsed lease (its worker died), or queued for a while with its
+    message gone (`messages_gone`). Any other queued job is merely waiting in a backlog: it
+    is not re-sent, only moved to the back of this scan.
     A lost job out of attempts fails.
     """
     settings = runtime.settings
@@ -66,18 +66,15 @@ def requeue_lost_jobs(runtime: Runtime) -> int:
             .order_by(Job.enqueued_at)
             .limit(REQUEUE_BATCH)
         ).all()
-    queued_ids = [row.id for row in queued]
-    unmarked = set(runtime.broker.unmarked(queued_ids))
-    # A worker killed between taking a job's message and claiming the job holds it unacked.
-    unmarked |= runtime.broker.held_by_the_dead(queued_ids, held_for_s=settings.lease_s)
-    lost = [*dead, *(row for row in queued if row.id in unmarked)]
+    gone = messages_gone(runtime, [row.id for row in queued])
+    lost = [*dead, *(row for row in queued if row.id in gone)]
     exhausted = [row.id for row in lost if row.attempts >= settings.max_attempts]
     retry = {row.id: row.batch_id for row in lost if row.attempts < settings.max_attempts}
     # Before the commit: a marker left over from an earlier send must never hide a job that
     # is queued again below and then not sent (this process may die in between).
     runtime.broker.drop_markers(list(retry))
     with runtime.unit_of_work() as session:
-        if still_waiting := [row.id for row in queued if row.id not in unmarked]:
+        if still_waiting := [row.id for row in queued if row.id not in gone]:
             session.execute(
                 sa.update(Job).where(Job.id.in_(still_waiting), waiting).values(enqueued_at=now)
             )
@@ -99,6 +96,26 @@ def requeue_lost_jobs(runtime: Runtime) -> int:
     for job_id in requeued:
         log.info("event=requeued job_id=%s", job_id)
     return len(requeued)
+
+
+def messages_gone(runtime: Runtime, job_ids: list[str]) -> set[str]:
+    """Those of these queued jobs (queued for `requeue_after_s` at least) whose queue message
+    is gone:
+
+    - its marker is gone: Redis lost the message (it restarted empty);
+    - a worker took the message a lease ago or more and never acknowledged it: the worker
+      died before claiming the job (a live one claims within milliseconds);
+    - the queue is empty and no worker holds the message: a worker died while taking it
+      (the transport pops a message before it records it as taken).
+    """
+    broker = runtime.broker
+    gone = set(broker.unmarked(job_ids))
+    taken = broker.unacknowledged(job_ids)
+    held_since = time.time() - runtime.settings.lease_s
+    gone |= {job_id for job_id, taken_at in taken.items() if taken_at < held_since}
+    if broker.queue_is_empty():
+        gone |= set(job_ids) - set(taken)
+    return gone
 
 
 def resume_stalled_batches(runtime: Runtime) -> None:

@@ -132,3 +132,16 @@ def test_a_job_whose_message_died_with_its_worker_before_the_claim_runs(
     fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="0")
     done = terminal(fake_stack, auth, job_id, timeout_s=30)
     assert done["status"] == "succeeded" and done["attempts"] == 1
+
+
+@pytest.mark.fake_backend("SlowFakeBackend", requeue_after_s=1)
+def test_a_job_whose_message_vanished_as_a_worker_took_it_runs(
+    fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
+    job_id = submit(fake_stack, auth, "popped, never recorded")
+    # The transport pops a message before it records it as taken: a worker killed in
+    # between loses it, leaving its marker behind.
+    assert fake_stack.runtime.redis.rpop(fake_stack.settings.infer_queue) is not None
+    fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="0")
+    done = terminal(fake_stack, auth, job_id, timeout_s=30)
+    assert done["status"] == "succeeded" and done["attempts"] == 1
