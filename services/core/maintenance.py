@@ -135,8 +135,11 @@ def resume_stalled_batches(runtime: Runtime) -> None:
         ).all()
     for batch_id, status, created_at in rows:
         runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id)
-        expanding = runtime.redis.exists(expanding_key(batch_id))
-        if status == BatchStatus.VALIDATING and created_at < stale and not expanding:
+        if (
+            status == BatchStatus.VALIDATING
+            and created_at < stale
+            and not runtime.redis.exists(expanding_key(batch_id))
+        ):
             runtime.broker.send_batch_task(BATCH_EXPAND_TASK, batch_id)
 
 

@@ -125,7 +125,7 @@ def file_response(file: File) -> dict[str, Any]:
         "id": file.id,
         "object": "file",
         "bytes": file.bytes,
-        "created_at": int(file.created_at.timestamp()),
+        "created_at": epoch_seconds(file.created_at),
         "filename": file.filename,
         "purpose": file.purpose,
         "status": "processed",

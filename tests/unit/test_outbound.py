@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 
 import pytest
 
@@ -106,14 +105,6 @@ def test_allowlist_by_cidr_and_host() -> None:
     assert is_allowed("localhost", loopback, ["localhost"])
     assert not is_allowed("localhost", loopback, ["10.0.0.0/8"])
     assert checked_address("127.0.0.1", 80, ["127.0.0.1"]) == loopback
-
-
-@pytest.fixture()
-def receiver() -> Iterator[WebhookReceiver]:
-    """A real HTTP server on loopback."""
-    server = WebhookReceiver()
-    yield server
-    server.close()
 
 
 def test_redirect_to_a_private_address_is_refused(receiver: WebhookReceiver) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
-from services.core.db import rows_changed, utcnow
+from services.core.db import utcnow
 from services.core.errors import ConflictError, InvalidRequestError
 from services.core.files import get_file
 from services.core.idempotency import IdempotencyClaim
@@ -97,14 +97,12 @@ def cancel_batch(runtime: Runtime, tenant_id: str, batch_id: str) -> Batch:
     is a no-op; a batch already finalizing or ended is a 409."""
     now = utcnow()
     with runtime.unit_of_work() as session:
-        get_batch(session, tenant_id, batch_id)
-        rows_changed(
-            session,
+        batch = get_batch(session, tenant_id, batch_id)
+        session.execute(
             sa.update(Batch)
             .where(Batch.id == batch_id, Batch.status.in_(CANCELLABLE))
-            .values(status=BatchStatus.CANCELLING.value, cancelling_at=now),
+            .values(status=BatchStatus.CANCELLING.value, cancelling_at=now)
         )
-        batch = get_batch(session, tenant_id, batch_id)
         session.refresh(batch)
         if batch.status != BatchStatus.CANCELLING:
             raise ConflictError(f"batch {batch_id} is already {batch.status}", param="batch_id")
