@@ -145,12 +145,30 @@ class Batcher:
                 item.started.set()
             try:
                 predictions = self.backend.predict([item.request for item in live])
+            except Exception:
+                # One request's input can fail a whole call: retry each alone, so only the
+                # request that causes the failure fails.
+                log.exception("event=batch_failed size=%d retrying=alone", len(live))
+                for item in live:
+                    self._predict_alone(item)
+                continue
             except BaseException as exc:  # every waiter must hear about the failure
-                log.exception("event=batch_failed size=%d", len(live))
                 for item in live:
                     item.future.set_exception(exc)
-                continue
+                raise
             finally:
                 self._call_started_at = None
             for item, prediction in zip(live, predictions, strict=True):
                 item.future.set_result(BatchResult(prediction, len(live)))
+
+    def _predict_alone(self, item: Pending) -> None:
+        """Run one request in a call of its own; its future gets the prediction or the error."""
+        self._call_started_at = time.monotonic()
+        try:
+            [prediction] = self.backend.predict([item.request])
+        except Exception as exc:
+            item.future.set_exception(exc)
+            return
+        finally:
+            self._call_started_at = None
+        item.future.set_result(BatchResult(prediction, 1))

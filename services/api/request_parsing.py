@@ -19,7 +19,10 @@ def json_object() -> dict[str, Any]:
     """The body as a JSON object, or a 400 saying what is wrong with it."""
     if not request.is_json:
         raise InvalidRequestError("body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError as exc:  # nesting deeper than the parser's recursion limit
+        raise InvalidRequestError("body is nested too deeply") from exc
     if body is None:
         raise InvalidRequestError("body is not valid JSON")
     if not isinstance(body, dict):

@@ -55,9 +55,34 @@ class Settings(BaseSettings):
     default_max_tokens: int = 256
     max_tokens_limit: int = 4096
 
-    # Remote image URLs: deadline, byte cap, and hosts/CIDRs allowed despite being private.
+    # Fan-out caps: OpenAI messages and content parts per request, inputs of one
+    # `/v1/moderations` call, and lines of one batch input file.
+    max_messages_per_request: int = 64
+    max_parts_per_request: int = 128
+    max_moderation_inputs: int = 32
+    max_batch_lines: int = 50_000
+
+    # Remote image URLs: one deadline for the whole fetch (DNS, connect, redirects, body),
+    # the fetches one API process runs at once (more are refused with 503 at once), and
+    # hosts/CIDRs allowed despite being private.
     fetch_timeout_s: float = 10.0
+    max_concurrent_fetches: int = 16
     outbound_allowlist: str = ""
+
+    # Per-tenant request rate (Flask-Limiter syntax, e.g. "600/minute;20/second"; empty
+    # turns it off), counted in Redis and shared by every API process, and the cap on a
+    # tenant's unfinished interactive jobs (0 = no cap; batch lines do not count).
+    rate_limit: str = "3000/minute"
+    tenant_max_queued: int = 1000
+
+    # Retention: how long finished jobs, images no kept job uses, files and webhook
+    # deliveries with their attempts are kept (0 keeps them forever); idempotency keys go
+    # once expired. The pruning pass deletes at most `prune_chunk` rows per statement.
+    job_retention_s: int = 30 * 86400
+    image_retention_s: int = 30 * 86400
+    file_retention_s: int = 30 * 86400
+    webhook_retention_s: int = 30 * 86400
+    prune_chunk: int = 500
 
     # Answer cache.
     cache_ttl_s: int = 24 * 3600

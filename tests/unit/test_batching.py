@@ -92,6 +92,32 @@ def test_a_job_on_its_last_attempt_runs_alone() -> None:
     assert first.result(timeout=5) and all(f.result(timeout=5) for f in others)
 
 
+class OnePoisonFakeBackend(RecordingFakeBackend):
+    """Fails any call that holds the request asking "poison"."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        self.release.wait()
+        self.calls.append(len(batch))
+        if any(r.messages[0]["content"] == "poison" for r in batch):
+            raise ValueError("absolute aspect ratio must be smaller than 200")
+        return [Prediction(answer="ok", raw="") for _ in batch]
+
+
+def test_a_failed_call_is_retried_member_by_member() -> None:
+    backend = OnePoisonFakeBackend()
+    backend.release.clear()
+    batcher = Batcher(backend, max_batch=8, wait_ms=50)
+    blocker = batcher.submit(request())
+    time.sleep(0.05)
+    poison = PredictRequest([{"role": "user", "content": "poison"}], GenerationParams())
+    futures = [batcher.submit(request()) for _ in range(3)] + [batcher.submit(poison)]
+    backend.release.set()
+    with pytest.raises(ValueError, match="aspect ratio"):
+        futures[-1].result(timeout=5)
+    assert blocker.result(timeout=5) and all(f.result(timeout=5) for f in futures[:3])
+    assert backend.calls == [1, 4, 1, 1, 1, 1]
+
+
 def test_a_failed_call_fails_every_waiter() -> None:
     batcher = Batcher(RecordingFakeBackend(fail=True), max_batch=8, wait_ms=10)
     futures = [batcher.submit(request()) for _ in range(3)]

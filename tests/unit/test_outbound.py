@@ -127,3 +127,22 @@ def test_redirect_within_the_allowlist_is_followed(receiver: WebhookReceiver) ->
     assert response.status == 200
     assert [r.path for r in receiver.requests("/next")] == ["/next"]
     assert receiver.requests("/next")[0].body == b"{}"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:0a00:0001::1",  # 6to4 of 10.0.0.1
+        "2002:7f00:0001::",  # 6to4 of 127.0.0.1
+        "64:ff9b::10.0.0.1",  # NAT64 of 10.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+    ],
+)
+def test_ipv6_forms_of_private_ipv4_addresses_are_blocked(address: str) -> None:
+    assert is_blocked_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["2002:0808:0808::1", "64:ff9b::8.8.8.8"])
+def test_ipv6_forms_of_public_ipv4_addresses_are_not(address: str) -> None:
+    assert not is_blocked_address(ipaddress.ip_address(address))

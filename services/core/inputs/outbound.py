@@ -26,6 +26,8 @@ EXTRA_BLOCKED = [
     ipaddress.ip_network("fd00:ec2::/32"),
 ]
 MAX_REDIRECTS = 3
+# The well-known NAT64 prefix: 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class OutboundRefusedError(InvalidRequestError):
@@ -42,10 +44,28 @@ class FetchError(VlmqError):
     code = "fetch_failed"
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries, if it is one of the forms that reach it:
+    IPv4-mapped (`::ffff:a.b.c.d`), 6to4 (`2002:AABB:CCDD::/16`), Teredo (`2001::/32`, the
+    client address inverted) and NAT64 (`64:ff9b::a.b.c.d`)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def is_blocked_address(address: IPAddress) -> bool:
-    """True for private, loopback, link-local, CGNAT, metadata, multicast and reserved addresses."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return is_blocked_address(address.ipv4_mapped)
+    """True for private, loopback, link-local, CGNAT, metadata, multicast and reserved
+    addresses, and for IPv6 forms that embed one (mapped, 6to4, Teredo, NAT64)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            return is_blocked_address(embedded)
     return (
         address.is_private
         or address.is_loopback

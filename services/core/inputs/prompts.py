@@ -26,7 +26,8 @@ class GenerationParams(BaseModel):
     max_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    # A 64-bit signed integer, as in OpenAI's API (the model's generator takes no more).
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     stop: list[str] = Field(default_factory=list, max_length=4)
     enable_thinking: bool = False
     # Moderation: instead of generating, score each yes/no question {category: question}
