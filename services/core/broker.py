@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import cast
 
 import redis
 from celery import Celery
@@ -123,7 +124,7 @@ class Broker:
             return {}
         wanted = set(job_ids)
         found: dict[str, float] = {}
-        raws = self.redis.hmget(UNACKED_KEY, [tag for tag, _ in taken])
+        raws = cast(list[bytes | None], self.redis.hmget(UNACKED_KEY, [tag for tag, _ in taken]))
         for (_tag, taken_at), raw in zip(taken, raws, strict=True):
             if raw is None:  # acknowledged in between
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -52,7 +52,7 @@ def cache_key(
 
 def get_cached(client: redis.Redis, key: str) -> dict[str, Any] | None:
     """The cached result under `key`, if any."""
-    raw = client.get(key)
+    raw = cast(bytes | None, client.get(key))  # a sync client's answer
     return json.loads(raw) if raw else None
 
 

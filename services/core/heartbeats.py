@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from typing import cast
 
 import redis
 
@@ -39,7 +40,7 @@ def live_model_workers(client: redis.Redis, model_id: str) -> list[dict[str, obj
     """Workers that announced, within their heartbeat's lifetime, a loaded `model_id`."""
     found = []
     for key in client.scan_iter(match=MODEL_WORKER_PREFIX + "*", count=100):
-        raw = client.get(key)
+        raw = cast(bytes | None, client.get(key))  # a sync client's answer
         if raw:
             info = json.loads(raw)
             if info.get("model") == model_id:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
-from services.core.errors import InvalidRequestError
+from services.core.config import Settings
+from services.core.errors import InvalidRequestError, ServiceUnavailableError
+from services.core.inputs.images import fetch_image_url
 from services.core.inputs.outbound import (
+    FetchError,
     OutboundRefusedError,
     checked_address,
     fetch,
@@ -146,3 +154,115 @@ def test_ipv6_forms_of_private_ipv4_addresses_are_blocked(address: str) -> None:
 @pytest.mark.parametrize("address", ["2002:0808:0808::1", "64:ff9b::8.8.8.8"])
 def test_ipv6_forms_of_public_ipv4_addresses_are_not(address: str) -> None:
     assert not is_blocked_address(ipaddress.ip_address(address))
+
+
+class RawHttpServer:
+    """A loopback server that answers every connection with `head`, then drips `body`
+    one byte per `drip_s` (a misbehaving image host)."""
+
+    def __init__(self, head: bytes, body: bytes = b"", drip_s: float = 0.0) -> None:
+        self.head, self.body, self.drip_s = head, body, drip_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            connection.recv(65536)
+            connection.sendall(self.head)
+            for byte in self.body:
+                time.sleep(self.drip_s)
+                connection.sendall(bytes([byte]))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture()
+def dripping_server() -> Iterator[RawHttpServer]:
+    server = RawHttpServer(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", b"x" * 40, 0.2)
+    yield server
+    server.close()
+
+
+def test_one_deadline_covers_the_whole_body(dripping_server: RawHttpServer) -> None:
+    # Each byte comes well within the deadline; the transfer as a whole does not.
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="longer than"):
+        fetch(
+            f"http://127.0.0.1:{dripping_server.port}/slow.png",
+            allowlist=["127.0.0.1"],
+            timeout_s=1.0,
+            max_bytes=1024,
+        )
+    assert time.monotonic() - started < 1.6
+
+
+def slow_fake_getaddrinfo(*_: object, **__: object) -> list[object]:
+    """A resolver that never answers in time."""
+    time.sleep(3)
+    return []
+
+
+def test_dns_resolution_is_bounded_by_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", slow_fake_getaddrinfo)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="resolving"):
+        fetch("http://images.example/x.png", allowlist=[], timeout_s=0.5, max_bytes=1024)
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("content_length", "accepted"),
+    [("10, 10", True), ("10, 20", False), ("ten", False), ("-1", False)],
+)
+def test_odd_content_lengths_are_a_fetch_error_not_a_crash(
+    content_length: str, accepted: bool
+) -> None:
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {content_length}\r\nConnection: close\r\n\r\n"
+    server = RawHttpServer(head.encode(), b"0123456789")
+    try:
+        url = f"http://127.0.0.1:{server.port}/x.png"
+        if accepted:
+            response = fetch(url, allowlist=["127.0.0.1"], timeout_s=2, max_bytes=1024)
+            assert response.body == b"0123456789"
+        else:
+            with pytest.raises(FetchError, match="invalid"):
+                fetch(url, allowlist=["127.0.0.1"], timeout_s=2, max_bytes=1024)
+    finally:
+        server.close()
+
+
+def test_image_fetches_past_the_process_cap_are_refused_at_once(
+    dripping_server: RawHttpServer,
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, max_concurrent_fetches=2, fetch_timeout_s=2, outbound_allowlist="127.0.0.1"
+    )
+    url = f"http://127.0.0.1:{dripping_server.port}/slow.png"
+    outcomes: list[BaseException] = []
+
+    def slow_fetch() -> None:
+        try:
+            fetch_image_url(url, settings)
+        except Exception as exc:  # noqa: BLE001 - the deadline error is expected
+            outcomes.append(exc)
+
+    holders = [threading.Thread(target=slow_fetch) for _ in range(2)]
+    for thread in holders:
+        thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailableError) as refused:
+        fetch_image_url(url, settings)
+    assert time.monotonic() - started < 0.1
+    assert refused.value.headers["Retry-After"] == "1"
+    for thread in holders:
+        thread.join()
+    assert all(isinstance(exc, FetchError) for exc in outcomes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -216,7 +217,7 @@ def expand_batch(runtime: Runtime, batch_id: str) -> None:
     try:
         expand_lines(runtime, batch)
     except Exception as exc:
-        attempts = int(runtime.redis.incr(f"vlmq:batch-expand-attempts:{batch_id}"))
+        attempts = int(cast(int, runtime.redis.incr(f"vlmq:batch-expand-attempts:{batch_id}")))
         runtime.redis.expire(f"vlmq:batch-expand-attempts:{batch_id}", 24 * 3600)
         if attempts >= MAX_EXPAND_ATTEMPTS:
             with runtime.unit_of_work() as session:

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import io
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from services.core.config import Settings
 from services.core.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     UndecodableImageError,
     UnsupportedImageError,
 )
@@ -64,14 +66,38 @@ def decode_data_url(url: str, settings: Settings) -> bytes:
         raise InvalidRequestError("image data URL is not valid base64", param="image") from exc
 
 
+def fetch_slots(limit: int) -> threading.BoundedSemaphore:
+    """The process-wide slots for image fetches (one semaphore per configured limit)."""
+    with _FETCH_SLOTS_LOCK:
+        return _FETCH_SLOTS.setdefault(limit, threading.BoundedSemaphore(limit))
+
+
+_FETCH_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_FETCH_SLOTS_LOCK = threading.Lock()
+
+
 def fetch_image_url(url: str, settings: Settings) -> bytes:
-    """Download a remote image under the outbound address rules, deadline and byte cap."""
-    response = fetch(
-        url,
-        allowlist=settings.outbound_allowed,
-        timeout_s=settings.fetch_timeout_s,
-        max_bytes=settings.max_image_bytes,
-    )
+    """Download a remote image under the outbound address rules, deadline and byte cap.
+
+    At most `max_concurrent_fetches` run at once in this process: past that the request is
+    refused at once (503), so slow image servers cannot take every request thread.
+    """
+    slots = fetch_slots(settings.max_concurrent_fetches)
+    if not slots.acquire(blocking=False):
+        raise ServiceUnavailableError(
+            "too many image downloads are in progress; retry shortly",
+            code="fetch_capacity_exceeded",
+            retry_after_s=1,
+        )
+    try:
+        response = fetch(
+            url,
+            allowlist=settings.outbound_allowed,
+            timeout_s=settings.fetch_timeout_s,
+            max_bytes=settings.max_image_bytes,
+        )
+    finally:
+        slots.release()
     if response.status >= 400:
         raise InvalidRequestError(f"image URL answered HTTP {response.status}", param="image")
     return response.body

@@ -3,12 +3,19 @@
 Every request resolves the host itself, checks each address, and dials the checked IP
 directly (the TLS name stays the host's), so DNS cannot change the answer between check
 and connect. Redirects are followed by hand and checked the same way.
+
+One deadline covers the whole fetch: resolving, connecting, every redirect and the body.
+A server that drips its answer a byte at a time is cut off when the deadline passes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -26,6 +33,10 @@ EXTRA_BLOCKED = [
     ipaddress.ip_network("fd00:ec2::/32"),
 ]
 MAX_REDIRECTS = 3
+READ_CHUNK_BYTES = 64 * 1024
+# `getaddrinfo` has no timeout of its own: lookups run here and are waited for until the
+# fetch's deadline. A hung lookup holds one of these threads, never a request thread.
+RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vlmq-resolve")
 # The well-known NAT64 prefix: 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -90,18 +101,24 @@ def is_allowed(host: str, address: IPAddress, allowlist: list[str]) -> bool:
     return False
 
 
-def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address the host resolves to (a literal IP resolves to itself)."""
+def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
+    """Every address the host resolves to (a literal IP resolves to itself), within
+    `timeout_s`."""
+    lookup = RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+        infos = lookup.result(timeout=max(timeout_s, 0.0))
+    except FutureTimeoutError as exc:
+        raise FetchError(f"resolving {host!r} took longer than the fetch deadline") from exc
+    except (socket.gaierror, UnicodeError) as exc:
         raise FetchError(f"cannot resolve host {host!r}") from exc
-    return [ipaddress.ip_address(info[4][0]) for info in infos]
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
-def checked_address(host: str, port: int, allowlist: list[str]) -> IPAddress:
+def checked_address(
+    host: str, port: int, allowlist: list[str], timeout_s: float = 10.0
+) -> IPAddress:
     """The first address of `host`, after refusing the host if any address is blocked."""
-    addresses = resolve(host, port)
+    addresses = resolve(host, port, timeout_s)
     for address in addresses:
         if is_blocked_address(address) and not is_allowed(host, address, allowlist):
             raise OutboundRefusedError(
@@ -128,6 +145,20 @@ class FetchedResponse:
     content_type: str
 
 
+def declared_length(value: str | None) -> int:
+    """A response's `Content-Length` as a number (0 when absent), or a FetchError.
+
+    Repeated equal values (`10, 10`) are one length, as RFC 9110 allows; anything else
+    is a broken server, not a server error of ours.
+    """
+    if not value:
+        return 0
+    lengths = {item.strip() for item in value.split(",")}
+    if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+        raise FetchError(f"the remote server sent an invalid Content-Length: {value[:40]!r}")
+    return int(lengths.pop())
+
+
 def fetch(
     url: str,
     *,
@@ -138,12 +169,14 @@ def fetch(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> FetchedResponse:
-    """Request `url` under the address rules, with a deadline and a byte cap on the answer."""
+    """Request `url` under the address rules, with one deadline for everything (DNS,
+    connect, redirects, body) and a byte cap on the answer."""
+    deadline = time.monotonic() + timeout_s
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port = parse_http_url(url)
-        address = checked_address(host, port, allowlist)
+        address = checked_address(host, port, allowlist, remaining(deadline, host))
         pool_kwargs: dict[str, object] = {
-            "timeout": urllib3.Timeout(total=timeout_s),
+            "timeout": urllib3.Timeout(total=remaining(deadline, host)),
             "retries": False,
         }
         pool: urllib3.HTTPConnectionPool
@@ -173,15 +206,71 @@ def fetch(
                 url = urljoin(url, response.headers["Location"])
                 response.release_conn()
                 continue
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > max_bytes:
+            if declared_length(response.headers.get("Content-Length")) > max_bytes:
                 raise PayloadTooLargeError(f"remote body is over {max_bytes} bytes", param="url")
-            data = response.read(max_bytes + 1, decode_content=True)
-            if len(data) > max_bytes:
-                raise PayloadTooLargeError(f"remote body is over {max_bytes} bytes", param="url")
+            data = read_body(response, max_bytes, deadline, host)
             return FetchedResponse(response.status, data, response.headers.get("Content-Type", ""))
         except urllib3.exceptions.HTTPError as exc:
-            raise FetchError(f"could not fetch {host}: {exc.__class__.__name__}") from exc
+            if time.monotonic() >= deadline:
+                raise FetchError(f"fetching from {host} took longer than {timeout_s:g} s") from exc
+            raise FetchError(f"could not fetch from {host}: {describe(exc)}") from exc
         finally:
             pool.close()
     raise FetchError("too many redirects", param="url")
+
+
+def remaining(deadline: float, host: str) -> float:
+    """Seconds left before the fetch's deadline, or a FetchError once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise FetchError(f"fetching from {host} took longer than the fetch deadline")
+    return left
+
+
+def read_body(
+    response: urllib3.BaseHTTPResponse, max_bytes: int, deadline: float, host: str
+) -> bytes:
+    """The body, at most `max_bytes` of it, read before the deadline.
+
+    A socket timeout bounds each read, not the transfer: a watchdog shuts the connection
+    at the deadline, so a slow drip cannot hold the fetch past it.
+    """
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), response.shutdown)
+    watchdog.daemon = True
+    watchdog.start()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            chunk = response.read1(READ_CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLargeError(f"remote body is over {max_bytes} bytes", param="url")
+            chunks.append(chunk)
+            remaining(deadline, host)
+        remaining(deadline, host)  # a shut socket reads as the end of the body
+    except (OSError, ValueError) as exc:  # the watchdog closed the socket under the read
+        remaining(deadline, host)
+        raise FetchError(f"could not read the answer of {host}") from exc
+    finally:
+        watchdog.cancel()
+    return b"".join(chunks)
+
+
+def describe(exc: urllib3.exceptions.HTTPError) -> str:
+    """What went wrong, in words (not an exception's class name)."""
+    if isinstance(
+        exc, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    ):
+        return "the connection failed"
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return "the server broke the connection or answered malformed HTTP"
+    if isinstance(exc, urllib3.exceptions.InvalidHeader):
+        return "the server sent an invalid header (such as a conflicting Content-Length)"
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return "the server stopped answering"
+    return "the request failed"
