@@ -92,3 +92,16 @@ class BrokenModelFakeBackend(SlowFakeBackend):
     def setup(self, device: str) -> None:
         """Fail the way a missing checkpoint does."""
         raise FileNotFoundError("model.safetensors not found (fake)")
+
+
+class PoisonFakeBackend(SlowFakeBackend):
+    """Fails any call that holds a request asking "poison", as a processor does on an input
+    it cannot take: the whole batched call fails."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        """Sleep, then fail the call if any request is poison, else echo each question."""
+        record_call(f"call size={len(batch)}")
+        time.sleep(float(os.environ.get("VLMQ_FAKE_SLEEP_S", "0.3")))
+        if any(question_of(r) == "poison" for r in batch):
+            raise ValueError("absolute aspect ratio must be smaller than 200, got 300.0")
+        return [Prediction(answer=f"echo: {question_of(r)}", raw=question_of(r)) for r in batch]

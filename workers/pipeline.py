@@ -19,6 +19,7 @@ from services.core.models import Image, Job
 from services.core.runtime import Runtime
 from workers.backends.base import PredictRequest
 from workers.batching import Batcher
+from workers.failures import client_message
 from workers.leases import LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def predict_and_record(
         return "failed"
     except Exception as exc:
         log.exception("event=inference_failed job_id=%s", claim.job_id)
-        fail_attempt(runtime, claim, "inference_error", f"{type(exc).__name__}: {exc}")
+        fail_attempt(runtime, claim, "inference_error", client_message(exc))
         return "failed"
     finally:
         if job_input.stream:

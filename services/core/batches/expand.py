@@ -32,6 +32,7 @@ from services.core.inputs.prompts import (
     GenerationParams,
     build_params,
     canonical_from_messages,
+    check_fits_context,
 )
 from services.core.jobs.service import (
     SubmitOptions,
@@ -46,7 +47,6 @@ from services.core.runtime import Runtime
 
 PAGE = 100
 EXPAND_LEASE_S = 60
-MAX_LINES = 50_000
 MAX_CUSTOM_ID_CHARS = 200
 MAX_EXPAND_ATTEMPTS = 3
 
@@ -107,6 +107,7 @@ def parse_line(
         return request, params, options
     request = canonical_from_messages(body.get("messages"), settings)
     params = build_params(body, settings)
+    check_fits_context(request, params, settings)
     options = SubmitOptions(kind="chat", batch_id=batch.id, custom_id=custom_id, background=True)
     return request, params, options
 
@@ -231,11 +232,11 @@ def expand_lines(runtime: Runtime, batch: Batch) -> None:
     """Check the line count, create the jobs page by page, then start the batch."""
     settings = runtime.settings
     total = count_lines(runtime, batch.input_file_id)
-    if total == 0 or total > MAX_LINES:
+    if total == 0 or total > settings.max_batch_lines:
         message = (
             "the input file has no requests"
             if total == 0
-            else f"the input file has more than {MAX_LINES} lines"
+            else f"the input file has more than {settings.max_batch_lines} lines"
         )
         with runtime.unit_of_work() as session:
             fail_batch(session, batch.id, message)

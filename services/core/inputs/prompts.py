@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
 from services.core.inputs.images import CheckedImage, check_image, image_bytes_from_reference
+from services.core.inputs.model_limits import model_limits
 
 ROLES = ("system", "user", "assistant")
 
@@ -98,6 +99,27 @@ class CanonicalRequest:
     images: list[CheckedImage]
 
 
+def check_fits_context(
+    request: CanonicalRequest, params: GenerationParams, settings: Settings
+) -> None:
+    """Refuse (400) a request whose prompt and `max_tokens` do not fit the model's context,
+    before it is enqueued: in a batched model call it would fail every other request too."""
+    texts = [
+        part["text"]
+        for message in request.messages
+        for part in message["content"]
+        if part.get("type") == "text"
+    ]
+    # Scoring runs one forward pass and generates nothing.
+    completion = 1 if params.score_questions else params.max_tokens
+    model_limits(settings.model).check_context(
+        texts,
+        [(image.width, image.height) for image in request.images],
+        len(request.messages),
+        completion,
+    )
+
+
 def canonical_from_question(
     image: CheckedImage, question: str, settings: Settings
 ) -> CanonicalRequest:
@@ -127,6 +149,11 @@ def canonical_from_messages(messages: Any, settings: Settings) -> CanonicalReque
     """OpenAI chat messages (text and `image_url` parts) as canonical messages."""
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages must be a non-empty list", param="messages")
+    if len(messages) > settings.max_messages_per_request:
+        raise InvalidRequestError(
+            f"at most {settings.max_messages_per_request} messages per request", param="messages"
+        )
+    part_count = 0
     canonical: list[dict[str, Any]] = []
     images: list[CheckedImage] = []
     for index, message in enumerate(messages):
@@ -142,6 +169,12 @@ def canonical_from_messages(messages: Any, settings: Settings) -> CanonicalReque
         else:
             raise InvalidRequestError(
                 f"messages[{index}].content must be a string or a list of parts", param="messages"
+            )
+        part_count += len(parts)
+        if part_count > settings.max_parts_per_request:
+            raise InvalidRequestError(
+                f"at most {settings.max_parts_per_request} content parts per request",
+                param="messages",
             )
         canonical_parts: list[dict[str, Any]] = []
         for part in parts:

@@ -28,7 +28,7 @@ from services.core.errors import (
 from services.core.idempotency import IdempotencyClaim
 from services.core.ids import new_id
 from services.core.inputs.images import CheckedImage
-from services.core.inputs.prompts import CanonicalRequest, GenerationParams
+from services.core.inputs.prompts import CanonicalRequest, GenerationParams, check_fits_context
 from services.core.model_info import model_revision
 from services.core.models import UNFINISHED_STATUSES, Image, Job, JobStatus
 from services.core.pagination import newest_first_page
@@ -153,6 +153,7 @@ def submit_job(
 ) -> Job:
     """Create a job: answer it from the cache, or commit the row and then enqueue it."""
     options = options or SubmitOptions()
+    check_fits_context(request, params, runtime.settings)
     key = request_cache_key(runtime.settings, tenant_id, request, params)
     cached = None
     if key is not None:

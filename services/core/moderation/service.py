@@ -10,7 +10,12 @@ from sqlalchemy.orm import Session
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
 from services.core.inputs.images import CheckedImage
-from services.core.inputs.prompts import CanonicalRequest, GenerationParams, canonical_part
+from services.core.inputs.prompts import (
+    CanonicalRequest,
+    GenerationParams,
+    canonical_part,
+    check_fits_context,
+)
 from services.core.jobs.service import SubmitOptions, submit_job
 from services.core.models import Job, Tenant
 from services.core.moderation.policy import parse_policy, resolve_policy
@@ -36,7 +41,16 @@ def moderation_inputs(raw: Any, settings: Settings) -> list[ModerationInput]:
             "input must be a string, strings, or content parts", param="input"
         )
     if all(isinstance(item, str) for item in raw):
+        # Each string is a job of its own: the cap bounds what one request can fan out to.
+        if len(raw) > settings.max_moderation_inputs:
+            raise InvalidRequestError(
+                f"at most {settings.max_moderation_inputs} inputs per request", param="input"
+            )
         return [one_input([{"type": "text", "text": text}], settings) for text in raw]
+    if len(raw) > settings.max_parts_per_request:
+        raise InvalidRequestError(
+            f"at most {settings.max_parts_per_request} content parts per request", param="input"
+        )
     return [one_input(raw, settings)]
 
 
@@ -83,6 +97,7 @@ def moderation_jobs_spec(
             "thresholds": {name: c.threshold for name, c in policy.items()},
             "input_types": item.input_types,
         }
+        check_fits_context(item.request, params, settings)
         specs.append((item.request, params, SubmitOptions(kind="moderation", moderation=context)))
     return specs
 
