@@ -155,6 +155,10 @@ def make_settings(
         "requeue_after_s": 30.0,
         "worker_heartbeat_s": 1.0,
         "outbound_allowlist": "127.0.0.1",
+        # The suite sends far more than one tenant's default rate and queue cap; the tests
+        # of rate limits and quotas turn them on.
+        "rate_limit": "",
+        "tenant_max_queued": 0,
     }
     values.update(overrides)
     clean = {key: value for key, value in os.environ.items() if key.startswith("VLMQ_")}

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from services.api import auth, errors
+from services.api import auth, errors, limits
 from services.api.batches.routes import bp as batches_bp
 from services.api.chat.routes import bp as chat_bp
 from services.api.files.routes import bp as files_bp
@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["vlmq"] = create_runtime(settings)
     errors.register(app)
     auth.register(app)
+    # After auth: the limit counts per tenant.
+    limits.register(app, settings)
     resources = (jobs_bp, chat_bp, moderations_bp, files_bp, batches_bp, webhooks_bp, models_bp)
     for blueprint in (*resources, health_bp, playground_bp):
         app.register_blueprint(blueprint)

@@ -11,7 +11,15 @@ from services.api.context import runtime, tenant_id
 from services.core import idempotency
 from services.core.idempotency import IdempotencyClaim
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams
+from services.core.jobs import service as jobs
 from services.core.webhooks.subscriptions import parse_subscription
+
+
+def check_quota() -> None:
+    """A 429 before any work when the tenant is at its cap on unfinished jobs."""
+    rt = runtime()
+    with rt.sessions() as session:
+        jobs.check_queue_quota(session, tenant_id(), rt.settings)
 
 
 def webhook_fields(raw: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,17 @@ class UndecodableImageError(VlmqError):
     code = "invalid_image"
 
 
+class TooManyRequestsError(VlmqError):
+    """429: the tenant is over its request rate or its cap on unfinished jobs."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)}, **kwargs)
+
+
 class ServiceUnavailableError(VlmqError):
     """503: a dependency (database, Redis, workers) is down."""
 

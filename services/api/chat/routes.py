@@ -8,7 +8,7 @@ from services.api.chat.protocol import ChatCompletionRequest
 from services.api.chat.streaming import stream_chat
 from services.api.context import runtime, tenant_id
 from services.api.request_parsing import check_model, json_object, validate
-from services.api.submissions import idempotency_claim, webhook_fields
+from services.api.submissions import check_quota, idempotency_claim, webhook_fields
 from services.core import idempotency
 from services.core.errors import InvalidRequestError
 from services.core.inputs.prompts import build_params, canonical_from_messages
@@ -23,6 +23,7 @@ bp = Blueprint("chat", __name__, url_prefix="/v1/chat")
 def create_chat_completion() -> Response:
     """Queue the conversation as a job, wait until it finishes, answer as OpenAI does."""
     rt = runtime()
+    check_quota()
     raw = json_object()
     body = validate(ChatCompletionRequest, raw)
     check_model(body.model, rt.settings.model_id)

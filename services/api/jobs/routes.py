@@ -15,7 +15,7 @@ from services.api.request_parsing import (
     prefer_wait_s,
     validate,
 )
-from services.api.submissions import idempotency_claim, webhook_fields
+from services.api.submissions import check_quota, idempotency_claim, webhook_fields
 from services.core import idempotency
 from services.core.errors import InvalidRequestError
 from services.core.inputs.images import check_image, image_bytes_from_reference
@@ -87,6 +87,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     With an `Idempotency-Key`, a repeated request answers with the job the first one made.
     """
     rt = runtime()
+    check_quota()
     canonical, raw, metadata = parse_submission()
     params = build_params(raw, rt.settings)
     hook = webhook_fields(raw)

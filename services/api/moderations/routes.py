@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify
 from services.api.context import runtime, tenant_id
 from services.api.moderations.protocol import ModerationRequest, PolicyRequest
 from services.api.request_parsing import check_model, json_object, validate
+from services.api.submissions import check_quota
 from services.core.jobs.service import wait_for_success
 from services.core.moderation.service import set_tenant_policy, submit_moderation, tenant_policy
 from services.core.serialize import moderation_response
@@ -18,6 +19,7 @@ bp = Blueprint("moderations", __name__, url_prefix="/v1/moderations")
 def create_moderation() -> Response:
     """Score every input against the policy in force; runs as queued jobs and waits."""
     rt = runtime()
+    check_quota()
     body = validate(ModerationRequest, json_object())
     check_model(body.model, rt.settings.model_id)
     submitted = submit_moderation(rt, tenant_id(), body.input, body.categories, body.thresholds)

@@ -24,6 +24,7 @@ from services.core.errors import (
     JobFailedError,
     ServiceUnavailableError,
     SyncTimeoutError,
+    TooManyRequestsError,
 )
 from services.core.idempotency import IdempotencyClaim
 from services.core.ids import new_id
@@ -36,6 +37,8 @@ from services.core.runtime import Runtime
 from services.core.tenancy import get_owned
 
 log = logging.getLogger(__name__)
+# A tenant at its cap waits for jobs to finish: a second is a fair first guess.
+QUOTA_RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,30 @@ def add_job(session: Session, job: Job, images: list[CheckedImage], options: Sub
         options.idempotency.record(session, job.id)
     if job.job_status.is_terminal():
         outbox.emit(session, outbox.JobFinished(job.id))
+
+
+def check_queue_quota(session: Session, tenant_id: str, settings: Settings) -> None:
+    """A 429 when the tenant already has `tenant_max_queued` unfinished interactive jobs
+    (batch lines do not count: a batch has its own line cap)."""
+    cap = settings.tenant_max_queued
+    if cap <= 0:
+        return
+    unfinished = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Job)
+        .where(
+            Job.tenant_id == tenant_id,
+            Job.status.in_(UNFINISHED_STATUSES),
+            Job.batch_id.is_(None),
+        )
+    )
+    if (unfinished or 0) >= cap:
+        raise TooManyRequestsError(
+            f"this API key has {unfinished} unfinished jobs, the most allowed is {cap}: wait "
+            "for some to finish, or send the work as a batch",
+            code="quota_exceeded",
+            retry_after_s=QUOTA_RETRY_AFTER_S,
+        )
 
 
 def submit_job(

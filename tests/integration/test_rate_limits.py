@@ -1,0 +1,113 @@
+"""Per-tenant request rates and queue caps: 429 with Retry-After and OpenAI's headers, shared
+by every API process through Redis, one tenant never slowing another; 503 with Redis down."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from services.api import create_app
+from services.core.config import Settings
+from tests.support import data_url, shape_png
+from vlmq.cli import create_key
+
+
+def fresh_auth(settings: Settings) -> dict[str, str]:
+    """The Authorization header of a new tenant (counters and caps start at zero)."""
+    key = create_key(settings, f"tenant-{secrets.token_hex(4)}", "tests")
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture()
+def limited_apps(settings: Settings) -> Iterator[tuple[Flask, Flask]]:
+    """Two API apps (two processes' worth of state) sharing one Redis, 5 requests a minute."""
+    limited = settings.with_overrides(rate_limit="5/minute")
+    apps = (create_app(limited), create_app(limited))
+    yield apps
+    for app in apps:
+        app.extensions["vlmq"].close()
+
+
+def test_a_tenant_over_its_rate_gets_429_with_openai_headers(
+    limited_apps: tuple[Flask, Flask], settings: Settings
+) -> None:
+    client = limited_apps[0].test_client()
+    auth = fresh_auth(settings)
+    remaining = []
+    for _ in range(5):
+        response = client.get("/v1/jobs", headers=auth)
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit-requests"] == "5"
+        assert response.headers["x-ratelimit-reset-requests"].endswith("s")
+        remaining.append(int(response.headers["x-ratelimit-remaining-requests"]))
+    assert remaining == [4, 3, 2, 1, 0]
+    refused = client.get("/v1/jobs", headers=auth)
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.get_json()["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 120  # within the next window
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    # Another tenant is not slowed at all.
+    assert client.get("/v1/jobs", headers=fresh_auth(settings)).status_code == 200
+    # Health checks are never limited.
+    assert client.get("/healthz").status_code == 200
+
+
+def test_the_count_is_shared_by_every_api_process(
+    limited_apps: tuple[Flask, Flask], settings: Settings
+) -> None:
+    first, second = (app.test_client() for app in limited_apps)
+    auth = fresh_auth(settings)
+    statuses = [first.get("/v1/jobs", headers=auth).status_code for _ in range(3)]
+    statuses += [second.get("/v1/jobs", headers=auth).status_code for _ in range(3)]
+    assert statuses == [200] * 5 + [429]
+
+
+def test_an_unfinished_job_cap_refuses_with_quota_exceeded(settings: Settings) -> None:
+    # A model nobody serves: the jobs stay queued.
+    capped = settings.with_overrides(
+        tenant_max_queued=2, served_model_name=f"unserved-{secrets.token_hex(3)}"
+    )
+    app = create_app(capped)
+    try:
+        client = app.test_client()
+        auth = fresh_auth(settings)
+        body = {"image": data_url(shape_png()), "question": "what color?"}
+        assert [client.post("/v1/jobs", json=body, headers=auth).status_code for _ in range(2)] == [
+            202,
+            202,
+        ]
+        refused = client.post("/v1/jobs", json=body, headers=auth)
+        assert refused.status_code == 429
+        assert refused.get_json()["error"]["code"] == "quota_exceeded"
+        assert int(refused.headers["Retry-After"]) >= 1
+        # Another tenant's cap is its own.
+        assert client.post("/v1/jobs", json=body, headers=fresh_auth(settings)).status_code == 202
+    finally:
+        app.extensions["vlmq"].close()
+
+
+def closed_loopback_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_with_redis_down_limited_routes_fail_closed_with_503(settings: Settings) -> None:
+    down = settings.with_overrides(
+        rate_limit="5/minute", redis_url=f"redis://127.0.0.1:{closed_loopback_port()}/0"
+    )
+    app = create_app(down)
+    try:
+        client = app.test_client()
+        response = client.get("/v1/jobs", headers=fresh_auth(settings))
+        assert response.status_code == 503
+        assert response.get_json()["error"]["type"] == "service_unavailable_error"
+        assert int(response.headers["Retry-After"]) >= 1
+    finally:
+        app.extensions["vlmq"].close()
