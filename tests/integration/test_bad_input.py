@@ -45,6 +45,28 @@ def bmp_image() -> bytes:
 
 
 QUESTION = "what color is the shape?"
+
+
+def solid_png(width: int, height: int) -> bytes:
+    """A plain PNG of the given size."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "red").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def image_message() -> dict[str, Any]:
+    """A user message with one small image and a question."""
+    return {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": data_url(shape_png())}},
+            {"type": "text", "text": QUESTION},
+        ],
+    }
+
+
 CASES: list[tuple[str, Any, int, str | None]] = [
     ("invalid-json", b"{not json", 400, "invalid_request"),
     ("json-array", b"[1, 2]", 400, "invalid_request"),
@@ -107,6 +129,38 @@ CASES: list[tuple[str, Any, int, str | None]] = [
         400,
         "invalid_request",
     ),
+    (
+        "extreme-aspect-ratio",
+        {"image": data_url(solid_png(2, 600)), "question": QUESTION},
+        400,
+        "image_aspect_ratio_too_large",
+    ),
+    (
+        "prompt-past-the-context",
+        {"image": data_url(shape_png()), "question": "red " * 1900, "max_tokens": 2500},
+        400,
+        "context_length_exceeded",
+    ),
+    (
+        "seed-past-64-bits",
+        {"image": data_url(shape_png()), "question": QUESTION, "seed": 2**64},
+        400,
+        "invalid_request",
+    ),
+    (
+        "too-many-messages",
+        {"messages": [image_message()] + [{"role": "user", "content": "hi"}] * 64},
+        400,
+        "invalid_request",
+    ),
+    (
+        "too-many-parts",
+        {"messages": [{"role": "user", "content": image_message()["content"] * 65}]},
+        400,
+        "invalid_request",
+    ),
+    ("deeply-nested-json", b"[" * 100_000 + b"]" * 100_000, 400, "invalid_request"),
+    ("deeply-nested-object", b'{"a":' * 100_000 + b"1" + b"}" * 100_000, 400, "invalid_request"),
     (
         "loopback-image-url",
         {"image": "http://127.0.0.2/latest/meta-data", "question": QUESTION},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
+from services.core.config import Settings
 from tests.support import data_url, shape_png
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -81,3 +82,15 @@ def test_bad_moderation_requests_are_4xx(
     response = client.post("/v1/moderations", json=body, headers=auth)
     assert 400 <= response.status_code < 500
     assert set(response.get_json()["error"]) == {"type", "code", "message", "param"}
+
+
+def test_inputs_per_request_are_capped(
+    client: FlaskClient, auth: dict[str, str], settings: Settings
+) -> None:
+    cap = settings.max_moderation_inputs
+    response = client.post(
+        "/v1/moderations", json={"input": ["is this fine?"] * (cap + 1)}, headers=auth
+    )
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["param"] == "input" and str(cap) in error["message"]
