@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     rate_limit: str = "3000/minute"
     tenant_max_queued: int = 1000
 
-    # Retention: how long finished jobs, images no kept job uses, files and webhook
+    # Retention: how long finished jobs, images no queued or running job uses, files and webhook
     # deliveries with their attempts are kept (0 keeps them forever); idempotency keys go
     # once expired. The pruning pass deletes at most `prune_chunk` rows per statement.
     job_retention_s: int = 30 * 86400

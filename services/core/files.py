@@ -7,24 +7,52 @@ PostgreSQL alike, without a shared disk between the API and the workers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from typing import IO
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core.db import session_scope
-from services.core.errors import InvalidRequestError
+from services.core.config import Settings
+from services.core.db import session_scope, utcnow
+from services.core.errors import InvalidRequestError, NotFoundError
 from services.core.ids import new_id
 from services.core.models import File, FileChunk
 from services.core.tenancy import get_owned
 
 CHUNK_BYTES = 1 << 20
 PURPOSES = ("batch", "batch_output")
+# The lives a client may give a file (`expires_after`, `output_expires_after`), as OpenAI
+# allows: one hour to 30 days, counted from the file's creation.
+EXPIRES_AFTER_S = (3600, 30 * 86400)
 
 
 def get_file(session: Session, tenant_id: str, file_id: str) -> File:
-    """The tenant's file, or a 404."""
-    return get_owned(session, File, tenant_id, file_id, noun="file", param="file_id")
+    """The tenant's file, or a 404 (also for a file past its `expires_at`, which the
+    pruning pass deletes soon)."""
+    file = get_owned(session, File, tenant_id, file_id, noun="file", param="file_id")
+    if file.expires_at is not None and file.expires_at <= utcnow():
+        raise NotFoundError(f"no file {file_id!r}", param="file_id")
+    return file
+
+
+def check_expires_after(anchor: str | None, seconds: int | None, param: str) -> int:
+    """The seconds of an OpenAI expiration policy (`{anchor: "created_at", seconds}`), or a
+    400 naming the bad part of `param`."""
+    if anchor != "created_at":
+        raise InvalidRequestError("the anchor must be 'created_at'", param=f"{param}[anchor]")
+    low, high = EXPIRES_AFTER_S
+    if seconds is None or not low <= seconds <= high:
+        raise InvalidRequestError(
+            f"seconds must be an integer from {low} to {high}", param=f"{param}[seconds]"
+        )
+    return seconds
+
+
+def file_life_s(settings: Settings, requested_s: int | None) -> int | None:
+    """How long a new file lives: what the client asked for, else the deployment's file
+    retention (None: for ever)."""
+    return requested_s or settings.file_retention_s or None
 
 
 def store_file(
@@ -33,13 +61,25 @@ def store_file(
     purpose: str,
     filename: str,
     pieces: Iterable[bytes],
+    *,
+    expires_after_s: int | None = None,
 ) -> File:
-    """Store a file from a stream of byte pieces, one chunk row at a time."""
+    """Store a file from a stream of byte pieces, one chunk row at a time; it expires
+    `expires_after_s` after its creation (never, if None or 0)."""
     if purpose not in PURPOSES:
         raise InvalidRequestError(f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
     # OpenAI spells file ids "file-...".
     file_id = "file-" + new_id("f").removeprefix("f_")
-    file = File(id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename, bytes=0)
+    now = utcnow()
+    file = File(
+        id=file_id,
+        tenant_id=tenant_id,
+        purpose=purpose,
+        filename=filename,
+        bytes=0,
+        created_at=now,
+        expires_at=now + timedelta(seconds=expires_after_s) if expires_after_s else None,
+    )
     with session_scope(sessions) as session:
         session.add(file)
         buffer = b""

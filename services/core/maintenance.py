@@ -1,5 +1,5 @@
 """The one periodic maintenance pass: re-enqueue lost jobs, re-send lost webhook deliveries,
-resume stalled batches.
+resume stalled batches, prune what the retention settings no longer keep.
 
 The database is the source of truth. A running job whose lease expired lost its worker;
 a queued job not picked up for a while may have lost its message (Redis restarted empty).
@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from services.core import outbox
+from services.core import outbox, retention
 from services.core.batches.expand import expanding_key
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
 from services.core.db import utcnow
@@ -32,6 +32,10 @@ REQUEUE_BATCH = 500
 OUTBOX_BATCH = 500
 # An outbox row younger than this is still being carried out by the process that wrote it.
 OUTBOX_GRACE_S = 10.0
+# Pruning runs at most this often in the whole deployment (each model's workers elect a
+# leader of their own, and old rows do not need a pass every few seconds).
+PRUNE_LOCK = "vlmq:prune-lock"
+PRUNE_EVERY_S = 60
 
 
 def requeue_lost_jobs(runtime: Runtime) -> int:
@@ -154,6 +158,14 @@ def drain_outbox(runtime: Runtime) -> int:
     return len(left)
 
 
+def prune_if_due(runtime: Runtime) -> dict[str, int]:
+    """Run the pruning pass unless one ran in the last `PRUNE_EVERY_S`; returns the rows
+    deleted per kind (empty when it did not run)."""
+    if not runtime.redis.set(PRUNE_LOCK, b"1", nx=True, ex=PRUNE_EVERY_S):
+        return {}
+    return retention.prune(runtime)
+
+
 def run_pass(runtime: Runtime) -> int:
     """One maintenance pass; returns how many jobs were re-enqueued."""
     requeued = requeue_lost_jobs(runtime)
@@ -170,6 +182,10 @@ def run_pass(runtime: Runtime) -> int:
         resume_stalled_batches(runtime)
     except Exception:
         log.exception("event=batch_resume_failed")
+    try:
+        prune_if_due(runtime)
+    except Exception:
+        log.exception("event=prune_failed")
     return requeued
 
 

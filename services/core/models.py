@@ -108,7 +108,8 @@ class Image(Base):
     height: Mapped[int] = mapped_column(sa.Integer)
     byte_size: Mapped[int] = mapped_column(sa.Integer)
     data: Mapped[bytes] = mapped_column(sa.LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the first job brought it; pruning finds old images by it.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class Job(Base):
@@ -118,6 +119,10 @@ class Job(Base):
     __table_args__ = (
         sa.Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # A tenant's unfinished jobs are counted for its quota.
+        sa.Index("ix_jobs_tenant_status", "tenant_id", "status"),
+        # Pruning finds terminal jobs finished before the retention cutoff.
+        sa.Index("ix_jobs_status_completed", "status", "completed_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -162,20 +167,29 @@ class Job(Base):
     @property
     def image_hashes(self) -> list[str]:
         """The SHA-256 of each image in the messages, in order."""
-        return [
-            part["sha256"]
-            for message in self.messages
-            if isinstance(message.get("content"), list)
-            for part in message["content"]
-            if part.get("type") == "image"
-        ]
+        return image_hashes(self.messages)
+
+
+def image_hashes(messages: list[dict[str, Any]]) -> list[str]:
+    """The SHA-256 of each image in canonical messages, in order."""
+    return [
+        part["sha256"]
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]
 
 
 class WebhookDelivery(Base):
     """One event to deliver; its id is the `webhook-id` on every attempt."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        # Pruning finds ended deliveries by when they ended.
+        sa.Index("ix_webhook_deliveries_status_completed", "status", "completed_at"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -221,7 +235,7 @@ class IdempotencyKey(Base):
     fingerprint: Mapped[str] = mapped_column(sa.String(64))
     object_id: Mapped[str] = mapped_column(sa.String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class File(Base):
@@ -235,6 +249,8 @@ class File(Base):
     filename: Mapped[str] = mapped_column(sa.String(255))
     bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the file is deleted (OpenAI's `expires_at`); None keeps it.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
 
 class FileChunk(Base):
@@ -263,6 +279,9 @@ class Batch(Base):
     status: Mapped[str] = mapped_column(sa.String(20), default=BatchStatus.VALIDATING.value)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", sa.JSON, default=dict)
     webhook: Mapped[str | None] = mapped_column(sa.Text)
+    # OpenAI's `output_expires_after.seconds`: the life of the output and error files from
+    # their creation (None: the deployment's file retention).
+    output_expires_after_s: Mapped[int | None] = mapped_column(sa.Integer)
     output_file_id: Mapped[str | None] = mapped_column(sa.String(40))
     error_file_id: Mapped[str | None] = mapped_column(sa.String(40))
     total: Mapped[int] = mapped_column(sa.Integer, default=0)

@@ -126,6 +126,7 @@ def file_response(file: File) -> dict[str, Any]:
         "object": "file",
         "bytes": file.bytes,
         "created_at": epoch_seconds(file.created_at),
+        "expires_at": epoch_seconds(file.expires_at),
         "filename": file.filename,
         "purpose": file.purpose,
         "status": "processed",

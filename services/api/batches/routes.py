@@ -9,6 +9,7 @@ from services.api.context import runtime, tenant_id
 from services.api.request_parsing import json_object, page_limit, validate
 from services.core import idempotency
 from services.core.batches import service as batches
+from services.core.files import check_expires_after
 from services.core.models import Batch
 from services.core.serialize import batch_response
 
@@ -20,6 +21,12 @@ def create_batch() -> Response:
     """Create a batch from an uploaded JSONL file."""
     rt = runtime()
     body = validate(BatchCreateRequest, json_object())
+    policy = body.output_expires_after
+    output_life_s = (
+        check_expires_after(policy.anchor, policy.seconds, "output_expires_after")
+        if policy is not None
+        else None
+    )
     claim = idempotency.claim_from_header(
         request.headers.get(idempotency.HEADER),
         tenant_id(),
@@ -36,6 +43,7 @@ def create_batch() -> Response:
             completion_window=body.completion_window,
             metadata=body.metadata,
             webhook=body.webhook,
+            output_expires_after_s=output_life_s,
             idempotency=claim,
         )
 

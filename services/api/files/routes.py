@@ -6,27 +6,50 @@ from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import runtime, tenant_id
 from services.core.errors import InvalidRequestError
-from services.core.files import file_chunks, get_file, read_stream, store_file
+from services.core.files import (
+    check_expires_after,
+    file_chunks,
+    file_life_s,
+    get_file,
+    read_stream,
+    store_file,
+)
 from services.core.serialize import file_response
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 
 
+def requested_life_s() -> int | None:
+    """The seconds of OpenAI's `expires_after[anchor]` + `expires_after[seconds]` form
+    fields, or None when the upload sets neither."""
+    anchor = request.form.get("expires_after[anchor]")
+    seconds = request.form.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    text = (seconds or "").strip()
+    # Short ASCII digits only: int() refuses other digits and very long numbers with errors.
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
+    return check_expires_after(anchor, number, "expires_after")
+
+
 @bp.post("")
 def upload_file() -> tuple[Response, int]:
-    """Store an uploaded file (`file` + `purpose=batch`), streamed into chunks."""
+    """Store an uploaded file (`file` + `purpose=batch`, optionally `expires_after`),
+    streamed into chunks."""
     upload = request.files.get("file")
     if upload is None:
         raise InvalidRequestError("multipart upload needs a 'file'", param="file")
     purpose = request.form.get("purpose", "")
     if purpose != "batch":
         raise InvalidRequestError("purpose must be 'batch'", param="purpose")
+    rt = runtime()
     file = store_file(
-        runtime().sessions,
+        rt.sessions,
         tenant_id(),
         purpose,
         upload.filename or "input.jsonl",
         read_stream(upload.stream),
+        expires_after_s=file_life_s(rt.settings, requested_life_s()),
     )
     return jsonify(file_response(file)), 200
 

@@ -18,6 +18,7 @@ from services.core import outbox
 from services.core.batches.results import write_result_file
 from services.core.broker import BATCH_PROGRESS_TASK
 from services.core.db import rows_changed, utcnow
+from services.core.files import file_life_s
 from services.core.models import UNFINISHED_STATUSES, Batch, BatchStatus, File, Job, JobStatus
 from services.core.runtime import Runtime
 
@@ -137,8 +138,9 @@ def finalize_batch(runtime: Runtime, batch_id: str) -> None:
         session.expunge(batch)
     ok_statuses = [JobStatus.SUCCEEDED.value]
     bad_statuses = [JobStatus.FAILED.value, JobStatus.CANCELED.value]
-    output = write_result_file(runtime.sessions, batch, ok_statuses, "batch_output.jsonl")
-    errors = write_result_file(runtime.sessions, batch, bad_statuses, "batch_errors.jsonl")
+    life_s = file_life_s(runtime.settings, batch.output_expires_after_s)
+    output = write_result_file(runtime.sessions, batch, ok_statuses, "batch_output.jsonl", life_s)
+    errors = write_result_file(runtime.sessions, batch, bad_statuses, "batch_errors.jsonl", life_s)
     now = utcnow()
     final_status = final_status_of(batch)
     timestamps = {

@@ -18,9 +18,14 @@ PAGE = 500
 
 
 def write_result_file(
-    sessions: sessionmaker[Session], batch: Batch, statuses: list[str], filename: str
+    sessions: sessionmaker[Session],
+    batch: Batch,
+    statuses: list[str],
+    filename: str,
+    life_s: int | None,
 ) -> str | None:
-    """A JSONL file of the batch's jobs in `statuses`, or None when there are none."""
+    """A JSONL file of the batch's jobs in `statuses` that expires `life_s` after its
+    creation (never if None), or None when there are no such jobs."""
     lines = (
         (json.dumps(result_line(batch, job), separators=(",", ":")) + "\n").encode()
         for job in batch_jobs(sessions, batch.id, statuses)
@@ -33,7 +38,9 @@ def write_result_file(
         yield first
         yield from lines
 
-    return store_file(sessions, batch.tenant_id, "batch_output", filename, pieces()).id
+    return store_file(
+        sessions, batch.tenant_id, "batch_output", filename, pieces(), expires_after_s=life_s
+    ).id
 
 
 def batch_jobs(

@@ -41,8 +41,12 @@ def create_batch(
     metadata: dict[str, str] | None,
     webhook: str | None = None,
     idempotency: IdempotencyClaim | None = None,
+    output_expires_after_s: int | None = None,
 ) -> Batch:
-    """Validate and store a batch, then hand the expansion of its file to a background task."""
+    """Validate and store a batch, then hand the expansion of its file to a background task.
+
+    Its output and error files live `output_expires_after_s` (the file retention if None).
+    """
     if webhook is not None:
         webhook = check_webhook_url(webhook, runtime.settings.outbound_allowed)
     if endpoint not in ENDPOINTS:
@@ -67,6 +71,7 @@ def create_batch(
             status=BatchStatus.VALIDATING.value,
             metadata_=metadata or {},
             webhook=webhook,
+            output_expires_after_s=output_expires_after_s,
             created_at=now,
             expires_at=now + COMPLETION_WINDOWS[completion_window],
         )
