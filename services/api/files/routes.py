@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import runtime, tenant_id
@@ -17,6 +19,24 @@ from services.core.files import (
 from services.core.serialize import file_response
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
+MAX_FILENAME_CHARS = 255
+
+
+def checked_filename(raw: str | None) -> str:
+    """The upload's file name without control characters, or a 400 when it is too long."""
+    name = "".join(char for char in (raw or "") if char.isprintable()).strip() or "input.jsonl"
+    if len(name) > MAX_FILENAME_CHARS:
+        raise InvalidRequestError(
+            f"file name is over {MAX_FILENAME_CHARS} characters", param="file"
+        )
+    return name
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header for any file name: an ASCII fallback plus the UTF-8 name
+    (RFC 6266), so quotes and non-Latin names can neither break nor inject headers."""
+    fallback = "".join(c if c.isascii() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def requested_life_s() -> int | None:
@@ -47,7 +67,7 @@ def upload_file() -> tuple[Response, int]:
         rt.sessions,
         tenant_id(),
         purpose,
-        upload.filename or "input.jsonl",
+        checked_filename(upload.filename),
         read_stream(upload.stream),
         expires_after_s=file_life_s(rt.settings, requested_life_s()),
     )
@@ -68,7 +88,7 @@ def file_content(file_id: str) -> Response:
     with rt.sessions() as session:
         file = get_file(session, tenant_id(), file_id)
         filename = file.filename
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    headers = {"Content-Disposition": content_disposition(filename)}
     return Response(
         file_chunks(rt.sessions, file_id), mimetype="application/jsonl", headers=headers
     )

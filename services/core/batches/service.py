@@ -12,6 +12,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from services.core.batches.expand import count_lines
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
 from services.core.db import utcnow
 from services.core.errors import ConflictError, InvalidRequestError
@@ -56,12 +57,21 @@ def create_batch(
     if completion_window not in COMPLETION_WINDOWS:
         raise InvalidRequestError("completion_window must be '24h'", param="completion_window")
     now = utcnow()
-    with runtime.unit_of_work() as session:
+    with runtime.sessions() as session:
         file = get_file(session, tenant_id, input_file_id)
         if file.purpose != "batch":
             raise InvalidRequestError(
                 "the input file's purpose must be 'batch'", param="input_file_id"
             )
+    # The line cap is a 400 here, before the batch exists (expansion checks it again).
+    lines = count_lines(runtime, input_file_id)
+    if lines > runtime.settings.max_batch_lines:
+        raise InvalidRequestError(
+            f"the input file has {lines} lines, more than the {runtime.settings.max_batch_lines}"
+            " a batch may have",
+            param="input_file_id",
+        )
+    with runtime.unit_of_work() as session:
         batch = Batch(
             id=new_id("batch"),
             tenant_id=tenant_id,
