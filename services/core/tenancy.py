@@ -16,6 +16,7 @@ class Owned(Protocol):
 
 
 Row = TypeVar("Row", bound=Owned)
+MAX_ID_CHARS = 64
 
 
 def get_owned(
@@ -23,6 +24,10 @@ def get_owned(
 ) -> Row:
     """The tenant's `model` row with this id, or a 404 naming the `noun` (also for another
     tenant's row, so ids of other tenants cannot be probed)."""
+    # An id no object can have (a NUL byte, which PostgreSQL refuses to compare, or one
+    # longer than any id column) is unknown without asking the database.
+    if len(object_id) > MAX_ID_CHARS or not object_id.isprintable():
+        raise NotFoundError(f"no {noun} {object_id[:MAX_ID_CHARS]!r}", param=param)
     row = session.get(model, object_id)
     if row is None or row.tenant_id != tenant_id:
         raise NotFoundError(f"no {noun} {object_id!r}", param=param)
