@@ -47,7 +47,8 @@ def test_redis_flushed_and_restarted_with_1000_jobs_queued_or_running(
         fresh_postgres_database() as database_url,
         fault_stack(tmp_path, database_url, private_redis.url, **timing) as stack,
     ):
-        stack.start_worker(VLMQ_FAKE_SLEEP_S="0.3")
+        # A model call of 0.8 s (about 20 jobs/s): a backlog builds up while 1000 are sent.
+        stack.start_worker(VLMQ_FAKE_SLEEP_S="0.8")
         ids = []
         for n in range(1000):
             status, body = stack.submit(f"flush-{n}")
