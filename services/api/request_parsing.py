@@ -55,6 +55,7 @@ def prefer_wait_s(limit_s: float) -> float:
 def page_limit(default: int = 20) -> int:
     """The `?limit=` of a list request (a positive integer), or a 400."""
     value = request.args.get("limit", str(default))
-    if not value.isdigit():
+    # ASCII digits only: `isdigit` also admits "²", which int() refuses.
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise InvalidRequestError("limit must be a positive integer", param="limit")
     return int(value)

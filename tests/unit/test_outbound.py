@@ -266,3 +266,11 @@ def test_image_fetches_past_the_process_cap_are_refused_at_once(
     for thread in holders:
         thread.join()
     assert all(isinstance(exc, FetchError) for exc in outcomes)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/x.png", "http://127.0.0.1:abc/x", "https://[::1", "http://h:0/"]
+)
+def test_malformed_urls_are_a_400(url: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        fetch(url, allowlist=[], timeout_s=1, max_bytes=10)

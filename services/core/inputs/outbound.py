@@ -129,10 +129,16 @@ def checked_address(
 
 def parse_http_url(url: str) -> tuple[str, str, int]:
     """Scheme, host and port of an http(s) URL, or a 400."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        explicit_port = parts.port  # raises on a port out of range or not a number
+    except ValueError as exc:  # also a malformed IPv6 literal ("http://[::1")
+        raise InvalidRequestError(f"URL is malformed: {exc}", param="url") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequestError("URL must be an http(s) URL with a host", param="url")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if explicit_port == 0:
+        raise InvalidRequestError("URL has port 0", param="url")
+    port = explicit_port or (443 if parts.scheme == "https" else 80)
     return parts.scheme, parts.hostname, port
 
 
