@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, TypeVar
 
@@ -12,6 +13,7 @@ from services.core.errors import InvalidRequestError, NotFoundError
 from services.core.inputs.prompts import first_error, first_param
 
 Schema = TypeVar("Schema", bound=BaseModel)
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 PREFER_WAIT = re.compile(r"\bwait\s*=\s*(\d+(?:\.\d+)?)")
 
 
@@ -27,6 +29,13 @@ def json_object() -> dict[str, Any]:
         raise InvalidRequestError("body is not valid JSON")
     if not isinstance(body, dict):
         raise InvalidRequestError("body must be a JSON object")
+    # JSON may escape a lone UTF-16 surrogate ("\ud800"), which is no text: nothing
+    # downstream (tokenizer, database, cache key) can encode it.
+    if SURROGATE_ESCAPE.search(request.get_data(cache=True)):
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidRequestError("body contains a lone UTF-16 surrogate escape") from exc
     return body
 
 

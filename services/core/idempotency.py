@@ -97,7 +97,9 @@ def fingerprint(endpoint: str, request: dict[str, Any]) -> str:
         ensure_ascii=False,
         default=str,
     )
-    return hashlib.sha256(text.encode()).hexdigest()
+    # JSON may carry a lone surrogate ("\ud800"), which UTF-8 cannot encode; "surrogatepass"
+    # hashes it as it came, and every other text to the same bytes as plain UTF-8.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def submission_fingerprint(

@@ -66,6 +66,10 @@ def check_webhook_url(url: str, allowlist: list[str]) -> str:
     """The URL, if it is http(s) and not a literal blocked address; otherwise a 400."""
     if len(url) > MAX_URL_CHARS:
         raise InvalidRequestError(f"webhook is over {MAX_URL_CHARS} characters", param="webhook")
+    if not url.isprintable():
+        # A control character or a lone surrogate is never part of a URL (RFC 3986 has them
+        # percent-encoded), and the database cannot store a NUL or an unpaired surrogate.
+        raise InvalidRequestError("webhook must be a URL of printable characters", param="webhook")
     try:
         _, host, _ = outbound.parse_http_url(url)
     except (InvalidRequestError, ValueError) as exc:  # ValueError: a malformed port
@@ -91,5 +95,5 @@ def literal_address(host: str) -> outbound.IPAddress | None:
         pass
     try:
         return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL or a character ASCII cannot encode
         return None
