@@ -7,12 +7,13 @@ requests or when the first request has waited `wait_ms`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -38,8 +39,20 @@ class Pending:
     # only with requests of the same limit.
     company: int = 0
     future: Future[BatchResult] = field(default_factory=Future)
-    # Set when the request's model call starts: its time limit counts from here.
+    # When the request's current model call started (monotonic): its time limit counts from
+    # here. None while it waits for a call, first or a retry on its own.
+    call_started_at: float | None = None
+    # Set whenever a call of this request starts.
     started: threading.Event = field(default_factory=threading.Event)
+    # Its caller stopped waiting (time limit): a retry would be wasted work.
+    abandoned: bool = False
+    # Text already streamed to the client: a retry would send it again.
+    streamed: bool = False
+
+    def start_call(self, at: float) -> None:
+        """Mark the start of a model call of this request."""
+        self.call_started_at = at
+        self.started.set()
 
 
 class Batcher:
@@ -93,18 +106,40 @@ class Batcher:
         and its jobs run again elsewhere), or, without one, this request times out.
         """
         pending = self._enqueue(request, company)
-        while not pending.started.wait(timeout=min(1.0, time_limit_s)):
-            started_at = self._call_started_at
-            running_s = time.monotonic() - started_at if started_at is not None else 0.0
-            if running_s > 2 * time_limit_s and pending.future.cancel():
-                log.error("event=model_stuck call_running_s=%.0f", running_s)
-                if self.on_stuck is not None:
-                    self.on_stuck()
-                raise TimeoutError("the model is stuck in an earlier call")
-        return pending.future.result(timeout=time_limit_s)
+        while True:
+            started_at = pending.call_started_at
+            if started_at is None:  # queued, or waiting for a retry of its own
+                if not pending.started.wait(timeout=min(1.0, time_limit_s)):
+                    self._check_stuck(pending, time_limit_s)
+                continue
+            remaining = started_at + time_limit_s - time.monotonic()
+            done, _ = wait([pending.future], timeout=max(0.0, min(remaining, 1.0)))
+            if done:
+                return pending.future.result()
+            if remaining <= 0 and pending.call_started_at == started_at:
+                pending.abandoned = True
+                raise TimeoutError("the request ran past its time limit")
+
+    def _check_stuck(self, pending: Pending, time_limit_s: float) -> None:
+        """A TimeoutError (after `on_stuck`) when the call ahead has run for twice the limit."""
+        started_at = self._call_started_at
+        running_s = time.monotonic() - started_at if started_at is not None else 0.0
+        if running_s > 2 * time_limit_s and pending.future.cancel():
+            log.error("event=model_stuck call_running_s=%.0f", running_s)
+            if self.on_stuck is not None:
+                self.on_stuck()
+            raise TimeoutError("the model is stuck in an earlier call")
 
     def _enqueue(self, request: PredictRequest, company: int) -> Pending:
         pending = Pending(request, company or self.max_batch)
+        on_text = request.on_text
+        if on_text is not None:
+
+            def streaming(text: str) -> None:
+                pending.streamed = True
+                on_text(text)
+
+            pending.request = dataclasses.replace(request, on_text=streaming)
         self.pending.put(pending)
         return pending
 
@@ -142,31 +177,44 @@ class Batcher:
             self._under_load = len(live) > 1
             self._call_started_at = time.monotonic()
             for item in live:
-                item.started.set()
+                item.start_call(self._call_started_at)
             try:
                 predictions = self.backend.predict([item.request for item in live])
-            except Exception:
-                # One request's input can fail a whole call: retry each alone, so only the
-                # request that causes the failure fails.
-                log.exception("event=batch_failed size=%d retrying=alone", len(live))
-                for item in live:
-                    self._predict_alone(item)
-                continue
             except BaseException as exc:  # every waiter must hear about the failure
-                for item in live:
-                    item.future.set_exception(exc)
-                raise
-            finally:
                 self._call_started_at = None
+                self._after_failed_call(live, exc)
+                continue
+            self._call_started_at = None
             for item, prediction in zip(live, predictions, strict=True):
                 item.future.set_result(BatchResult(prediction, len(live)))
+
+    def _after_failed_call(self, live: list[Pending], exc: BaseException) -> None:
+        """One request's input can fail a whole call: retry each member alone, so only the
+        request that causes the failure fails. Not retried: a call of one (it already ran
+        alone), a member whose caller gave up, one that streamed text already (a retry would
+        send it twice), and any failure that is not an ordinary exception."""
+        retry = len(live) > 1 and isinstance(exc, Exception)
+        log.error("event=batch_failed size=%d retrying=%s error=%r", len(live), retry, exc)
+        if not retry:
+            for item in live:
+                item.future.set_exception(exc)
+            return
+        for item in live:
+            item.call_started_at = None  # its time limit restarts with its own call
+            item.started.clear()
+        for item in live:
+            if item.abandoned or item.streamed:
+                item.future.set_exception(exc)
+            else:
+                self._predict_alone(item)
 
     def _predict_alone(self, item: Pending) -> None:
         """Run one request in a call of its own; its future gets the prediction or the error."""
         self._call_started_at = time.monotonic()
+        item.start_call(self._call_started_at)
         try:
             [prediction] = self.backend.predict([item.request])
-        except Exception as exc:
+        except BaseException as exc:
             item.future.set_exception(exc)
             return
         finally:

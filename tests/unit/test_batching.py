@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from services.core.config import Settings
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import Prediction, PredictRequest
-from workers.batching import Batcher
+from workers.batching import Batcher, BatchResult
 from workers.pipeline import company_limit
 
 
@@ -158,3 +160,84 @@ def test_a_hung_model_call_ends_the_worker_instead_of_failing_every_job() -> Non
         batcher.run(request(), company=0, time_limit_s=0.2)
     assert stuck == [True]
     backend.release.set()
+
+
+class SlowPoisonFakeBackend(OnePoisonFakeBackend):
+    """Every call takes `seconds`; a call holding "poison" fails at its end."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        time.sleep(self.seconds)
+        return super().predict(batch)
+
+
+def test_each_retried_member_gets_its_own_time_limit() -> None:
+    # The shared call fails at 0.3 s and four solo calls of 0.3 s follow: the last one ends
+    # 1.5 s after the shared call began, past a 0.5 s limit counted from there.
+    backend = SlowPoisonFakeBackend(0.3)
+    backend.release.clear()  # a first call holds the model while the four queue up
+    batcher = Batcher(backend, max_batch=8, wait_ms=100)
+    blocker = batcher.submit(request())
+    time.sleep(0.05)
+    poison = PredictRequest([{"role": "user", "content": "poison"}], GenerationParams())
+    requests = [request(), request(), request(), poison]
+    with ThreadPoolExecutor(4) as pool:
+        running = [
+            pool.submit(_outcome, lambda r=r: batcher.run(r, company=0, time_limit_s=0.5))
+            for r in requests
+        ]
+        time.sleep(0.1)
+        backend.release.set()
+        outcomes = [future.result(timeout=10) for future in running]
+    assert blocker.result(timeout=5)
+    assert backend.calls == [1, 4, 1, 1, 1, 1]
+    assert outcomes[:3] == ["ok", "ok", "ok"]
+    assert outcomes[3] == "ValueError"
+
+
+def _outcome(call: Callable[[], BatchResult]) -> str:
+    try:
+        return call().prediction.answer
+    except Exception as exc:  # noqa: BLE001 - the test compares outcomes
+        return type(exc).__name__
+
+
+class StreamThenFailFakeBackend(RecordingFakeBackend):
+    """Streams a word to every request of a shared call, then fails the call."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        self.calls.append(len(batch))
+        if len(batch) > 1:
+            for item in batch:
+                if item.on_text is not None:
+                    item.on_text("partial")
+            raise RuntimeError("probability tensor contains inf")
+        return [Prediction(answer="ok", raw="") for _ in batch]
+
+
+def test_a_member_that_streamed_text_is_not_retried() -> None:
+    backend = StreamThenFailFakeBackend()
+    batcher = Batcher(backend, max_batch=8, wait_ms=100)
+    streamed: list[str] = []
+    streaming = PredictRequest(
+        [{"role": "user", "content": "hi"}], GenerationParams(), on_text=streamed.append
+    )
+    quiet = batcher.submit(request())
+    loud = batcher.submit(streaming)
+    assert quiet.result(timeout=5).prediction.answer == "ok"
+    with pytest.raises(RuntimeError):
+        loud.result(timeout=5)
+    assert streamed == ["partial"]  # never sent twice
+    assert backend.calls == [2, 1]
+
+
+def test_a_failed_call_of_one_is_not_run_again() -> None:
+    backend = OnePoisonFakeBackend()
+    batcher = Batcher(backend, max_batch=8, wait_ms=0)
+    poison = PredictRequest([{"role": "user", "content": "poison"}], GenerationParams())
+    with pytest.raises(ValueError):
+        batcher.submit(poison).result(timeout=5)
+    assert backend.calls == [1]
