@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import time
+import zlib
 
 import pytest
 from PIL import Image
@@ -109,3 +112,42 @@ def test_data_url_round_trip() -> None:
         decode_data_url("data:image/png;base64," + base64.b64encode(data).decode(), SETTINGS)
         == data
     )
+
+
+def png_of_raw_rows(width: int, height: int, raw: bytes, interlace: int = 0) -> bytes:
+    """An RGB PNG whose pixel stream is `raw` (rows with their filter bytes), compressed."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + payload))
+        return struct.pack(">I", len(payload)) + kind + payload + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, interlace)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_png_inflating_past_its_image_is_refused_quickly() -> None:
+    # 32x32 pixels declared, 2 MB of pixel data: refused once past the image's 3,104 bytes.
+    rows = b"\x00" * (32 * (1 + 32 * 3))
+    started = time.perf_counter()
+    with pytest.raises(UndecodableImageError):
+        check_image(png_of_raw_rows(32, 32, rows + b"\x00" * 2_000_000), SETTINGS)
+    assert time.perf_counter() - started < 0.5
+    assert check_image(png_of_raw_rows(32, 32, rows), SETTINGS).width == 32
+
+
+def test_an_interlaced_png_is_checked_pass_by_pass() -> None:
+    width, height, passes = 13, 11, [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4)]
+    passes += [(0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b""
+    for column, row, column_step, row_step in passes:
+        columns = -(-(width - column) // column_step)
+        rows = -(-(height - row) // row_step)
+        raw += (b"\x00" + b"\x80" * columns * 3) * rows
+    assert check_image(png_of_raw_rows(width, height, raw, interlace=1), SETTINGS).height == 11
+    with pytest.raises(UndecodableImageError):
+        check_image(png_of_raw_rows(width, height, raw[:-5], interlace=1), SETTINGS)

@@ -180,8 +180,11 @@ def check_integrity(image: PILImage.Image, data: bytes) -> None:
 
 def inflate_png_pixels(data: bytes) -> None:
     """Inflate a PNG's pixel stream (its IDAT chunks) a piece at a time, keeping nothing;
-    a ValueError when the stream is corrupt or ends early."""
+    a ValueError when the stream is corrupt, ends early, or holds more than the header's
+    size (a small file inflating to far more than its image is refused after that much)."""
+    expected = png_raw_size(data)
     inflater = zlib.decompressobj()
+    inflated = 0
     position = len(PNG_SIGNATURE)
     while position + 8 <= len(data):
         (length,) = struct.unpack(">I", data[position : position + 4])
@@ -190,15 +193,46 @@ def inflate_png_pixels(data: bytes) -> None:
             pending = data[position + 8 : position + 8 + length]
             while pending:
                 try:
-                    inflater.decompress(pending, INFLATE_PIECE_BYTES)
+                    inflated += len(inflater.decompress(pending, INFLATE_PIECE_BYTES))
                 except zlib.error as exc:
                     raise ValueError("corrupt PNG pixel data") from exc
+                if inflated > expected:
+                    raise ValueError("PNG pixel data is larger than its image")
                 pending = inflater.unconsumed_tail
         elif kind == b"IEND":
             break
         position += 12 + length  # length, type, data, checksum
-    if not inflater.eof:
+    if not inflater.eof or inflated != expected:
         raise ValueError("PNG pixel data ends early")
+
+
+# Samples per pixel of each PNG colour type (grey, RGB, palette, grey + alpha, RGBA).
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7 interlacing: each pass's (first column, first row, column step, row step).
+ADAM7_PASSES = [
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+]
+
+
+def png_raw_size(data: bytes) -> int:
+    """The bytes a PNG's pixel stream inflates to, from its header: each row of each pass
+    is one filter byte and its packed samples."""
+    width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits_per_pixel = PNG_CHANNELS.get(colour_type, 4) * bit_depth
+    passes = ADAM7_PASSES if interlace else [(0, 0, 1, 1)]
+    total = 0
+    for first_column, first_row, column_step, row_step in passes:
+        columns = max(0, -(-(width - first_column) // column_step))
+        rows = max(0, -(-(height - first_row) // row_step))
+        if columns and rows:
+            total += rows * (1 + -(-columns * bits_per_pixel // 8))
+    return total
 
 
 def to_rgb(data: bytes) -> PILImage.Image:
