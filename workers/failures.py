@@ -23,7 +23,7 @@ KNOWN_CAUSES: list[tuple[tuple[str, ...], str]] = [
         "an image could not be decoded: send it again as PNG or JPEG",
     ),
     (
-        ("sequence length", "maximum context", "position", "index out of range", "too long"),
+        ("sequence length", "maximum context", "max_position", "index out of range", "too long"),
         "the request is longer than the model can take: shorten the messages or lower max_tokens",
     ),
     (

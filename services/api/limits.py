@@ -12,9 +12,11 @@ closed), as every route that needs Redis does. Health and playground routes are 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
+import redis
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 
@@ -22,6 +24,7 @@ from services.api.errors import error_response
 from services.core.config import Settings
 from services.core.errors import error_payload
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "vlmq:ratelimit"
 
 
@@ -32,7 +35,8 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
     limiter = Limiter(
         key_func=tenant_key,
         app=app,
-        default_limits=[settings.rate_limit],
+        # One count per tenant across every route (default limits would count per route).
+        application_limits=[settings.rate_limit],
         storage_uri=settings.broker_url,
         # Short timeouts: a Redis outage becomes a prompt 503, not a hung request.
         storage_options={"socket_connect_timeout": 2, "socket_timeout": 2},
@@ -57,11 +61,16 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
 
     @app.after_request
     def add_rate_limit_headers(response: Response) -> Response:
-        current = limiter.current_limit if "tenant_id" in g else None
-        if current is not None:
-            response.headers["x-ratelimit-limit-requests"] = str(current.limit.amount)
-            response.headers["x-ratelimit-remaining-requests"] = str(current.remaining)
-            response.headers["x-ratelimit-reset-requests"] = f"{seconds_until_reset(limiter)}s"
+        try:
+            current = limiter.current_limit if "tenant_id" in g else None
+            if current is not None:
+                response.headers["x-ratelimit-limit-requests"] = str(current.limit.amount)
+                response.headers["x-ratelimit-remaining-requests"] = str(current.remaining)
+                reset = f"{seconds_until_reset(limiter)}s"
+                response.headers["x-ratelimit-reset-requests"] = reset
+        except redis.RedisError:
+            # Redis went down after the request was counted: the answer is still good.
+            log.warning("event=rate_limit_headers_skipped reason=redis_down")
         return response
 
     return limiter

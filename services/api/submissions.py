@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import request
 
@@ -14,9 +15,31 @@ from services.core.inputs.prompts import CanonicalRequest, GenerationParams
 from services.core.jobs import service as jobs
 from services.core.webhooks.subscriptions import parse_subscription
 
+T = TypeVar("T")
+
 
 def check_quota() -> None:
-    """A 429 before any work when the tenant is at its cap on unfinished jobs."""
+    """A 429 before any work when the tenant is at its cap on unfinished jobs. A request
+    with an `Idempotency-Key` is checked when it creates its job instead (`quota_checked`):
+    replaying an accepted request is never refused."""
+    if not request.headers.get(idempotency.HEADER):
+        check_quota_now()
+
+
+def quota_checked(create: Callable[[], T]) -> Callable[[], T]:
+    """`create`, preceded by the quota check for a request with an `Idempotency-Key`
+    (`submit_once` calls it only when the key made nothing yet)."""
+
+    def checked() -> T:
+        if request.headers.get(idempotency.HEADER):
+            check_quota_now()
+        return create()
+
+    return checked
+
+
+def check_quota_now() -> None:
+    """A 429 when the tenant is at its cap on unfinished jobs."""
     rt = runtime()
     with rt.sessions() as session:
         jobs.check_queue_quota(session, tenant_id(), rt.settings)

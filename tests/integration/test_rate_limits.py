@@ -57,6 +57,15 @@ def test_a_tenant_over_its_rate_gets_429_with_openai_headers(
     assert client.get("/healthz").status_code == 200
 
 
+def test_one_count_covers_every_route(
+    limited_apps: tuple[Flask, Flask], settings: Settings
+) -> None:
+    client = limited_apps[0].test_client()
+    auth = fresh_auth(settings)
+    paths = ["/v1/jobs", "/v1/batches", "/v1/models", "/v1/batches", "/v1/jobs", "/v1/models"]
+    assert [client.get(path, headers=auth).status_code for path in paths] == [200] * 5 + [429]
+
+
 def test_the_count_is_shared_by_every_api_process(
     limited_apps: tuple[Flask, Flask], settings: Settings
 ) -> None:
@@ -87,6 +96,37 @@ def test_an_unfinished_job_cap_refuses_with_quota_exceeded(settings: Settings) -
         assert int(refused.headers["Retry-After"]) >= 1
         # Another tenant's cap is its own.
         assert client.post("/v1/jobs", json=body, headers=fresh_auth(settings)).status_code == 202
+    finally:
+        app.extensions["vlmq"].close()
+
+
+def test_a_replay_at_the_cap_is_answered_and_moderation_counts_every_input(
+    settings: Settings,
+) -> None:
+    capped = settings.with_overrides(
+        tenant_max_queued=3, served_model_name=f"unserved-{secrets.token_hex(3)}"
+    )
+    app = create_app(capped)
+    try:
+        client = app.test_client()
+        auth = fresh_auth(settings)
+        body = {"image": data_url(shape_png()), "question": "what color?"}
+        keyed = {**auth, "Idempotency-Key": "first-job"}
+        first = client.post("/v1/jobs", json=body, headers=keyed)
+        assert first.status_code == 202
+        # Three inputs would take the tenant from one job to four: none is made.
+        moderation = client.post("/v1/moderations", json={"input": ["a", "b", "c"]}, headers=auth)
+        assert moderation.status_code == 429
+        assert moderation.get_json()["error"]["code"] == "quota_exceeded"
+        assert client.post("/v1/jobs", json=body, headers=auth).status_code == 202
+        assert client.post("/v1/jobs", json=body, headers=auth).status_code == 202
+        # At the cap: a new job is refused, the replay of an accepted one is answered.
+        assert client.post("/v1/jobs", json=body, headers=auth).status_code == 429
+        new_key = {**auth, "Idempotency-Key": "second-job"}
+        assert client.post("/v1/jobs", json=body, headers=new_key).status_code == 429
+        replay = client.post("/v1/jobs", json=body, headers=keyed)
+        assert replay.status_code == 202
+        assert replay.get_json()["id"] == first.get_json()["id"]
     finally:
         app.extensions["vlmq"].close()
 

@@ -145,6 +145,7 @@ def test_redirect_within_the_allowlist_is_followed(receiver: WebhookReceiver) ->
         "64:ff9b::10.0.0.1",  # NAT64 of 10.0.0.1
         "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
         "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+        "2001:0:4136:e378:8000:63bf:f7f7:f7f7",  # Teredo, client 8.8.8.8: 2001::/32 is not global
     ],
 )
 def test_ipv6_forms_of_private_ipv4_addresses_are_blocked(address: str) -> None:

@@ -8,7 +8,12 @@ from services.api.chat.protocol import ChatCompletionRequest
 from services.api.chat.streaming import stream_chat
 from services.api.context import runtime, tenant_id
 from services.api.request_parsing import check_model, json_object, validate
-from services.api.submissions import check_quota, idempotency_claim, webhook_fields
+from services.api.submissions import (
+    check_quota,
+    idempotency_claim,
+    quota_checked,
+    webhook_fields,
+)
 from services.core import idempotency
 from services.core.errors import InvalidRequestError
 from services.core.inputs.prompts import build_params, canonical_from_messages
@@ -37,7 +42,7 @@ def create_chat_completion() -> Response:
     job, _ = idempotency.submit_once(
         rt.sessions,
         claim,
-        lambda: jobs.submit_job(rt, tenant_id(), canonical, params, options),
+        quota_checked(lambda: jobs.submit_job(rt, tenant_id(), canonical, params, options)),
         finished_job,
     )
     if body.stream:

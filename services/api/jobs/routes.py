@@ -15,7 +15,12 @@ from services.api.request_parsing import (
     prefer_wait_s,
     validate,
 )
-from services.api.submissions import check_quota, idempotency_claim, webhook_fields
+from services.api.submissions import (
+    check_quota,
+    idempotency_claim,
+    quota_checked,
+    webhook_fields,
+)
 from services.core import idempotency
 from services.core.errors import InvalidRequestError
 from services.core.inputs.images import check_image, image_bytes_from_reference
@@ -96,7 +101,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     job, replayed = idempotency.submit_once(
         rt.sessions,
         claim,
-        lambda: jobs.submit_job(rt, tenant_id(), canonical, params, options),
+        quota_checked(lambda: jobs.submit_job(rt, tenant_id(), canonical, params, options)),
         read_job,
     )
     wait_s = prefer_wait_s(rt.settings.max_prefer_wait_s)

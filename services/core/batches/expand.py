@@ -24,7 +24,12 @@ from services.core import outbox
 from services.core.broker import BATCH_PROGRESS_TASK
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
-from services.core.errors import InvalidRequestError, NotFoundError, VlmqError
+from services.core.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    VlmqError,
+)
 from services.core.files import file_lines
 from services.core.inputs.images import CheckedImage
 from services.core.inputs.prompts import (
@@ -119,6 +124,8 @@ def line_job(
     job_id = line_job_id(batch.id, line_number)
     try:
         request, params, options = parse_line(session, settings, batch, raw)
+    except ServiceUnavailableError:
+        raise  # passing (a fetch capacity or dependency outage): the expansion runs again
     except VlmqError as exc:
         now = utcnow()
         job = Job(

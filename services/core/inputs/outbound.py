@@ -21,7 +21,12 @@ from urllib.parse import urljoin, urlsplit
 
 import urllib3
 
-from services.core.errors import InvalidRequestError, PayloadTooLargeError, VlmqError
+from services.core.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    VlmqError,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -36,7 +41,11 @@ MAX_REDIRECTS = 3
 READ_CHUNK_BYTES = 64 * 1024
 # `getaddrinfo` has no timeout of its own: lookups run here and are waited for until the
 # fetch's deadline. A hung lookup holds one of these threads, never a request thread.
-RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vlmq-resolve")
+RESOLVER_THREADS = 8
+RESOLVER = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="vlmq-resolve")
+# Lookups queued or running: past the pool's size a lookup is refused at once, so hung
+# lookups can never pile up behind each other and starve every other fetch.
+RESOLVER_SLOTS = threading.BoundedSemaphore(RESOLVER_THREADS)
 # The well-known NAT64 prefix: 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -75,8 +84,10 @@ def is_blocked_address(address: IPAddress) -> bool:
     addresses, and for IPv6 forms that embed one (mapped, 6to4, Teredo, NAT64)."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = embedded_ipv4(address)
-        if embedded is not None:
-            return is_blocked_address(embedded)
+        if embedded is not None and is_blocked_address(embedded):
+            return True
+        if address.ipv4_mapped is not None or address in NAT64 or address.sixtofour:
+            return False  # reaches the embedded address, which is public
     return (
         address.is_private
         or address.is_loopback
@@ -104,10 +115,18 @@ def is_allowed(host: str, address: IPAddress, allowlist: list[str]) -> bool:
 def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
     """Every address the host resolves to (a literal IP resolves to itself), within
     `timeout_s`."""
+    if not RESOLVER_SLOTS.acquire(blocking=False):
+        raise ServiceUnavailableError(
+            "too many host name lookups are in progress; retry shortly",
+            code="fetch_capacity_exceeded",
+            retry_after_s=1,
+        )
     lookup = RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    lookup.add_done_callback(lambda _: RESOLVER_SLOTS.release())
     try:
         infos = lookup.result(timeout=max(timeout_s, 0.0))
     except FutureTimeoutError as exc:
+        lookup.cancel()  # if it has not started, it never will (and frees its slot)
         raise FetchError(f"resolving {host!r} took longer than the fetch deadline") from exc
     except (socket.gaierror, UnicodeError) as exc:
         raise FetchError(f"cannot resolve host {host!r}") from exc

@@ -147,9 +147,11 @@ def add_job(session: Session, job: Job, images: list[CheckedImage], options: Sub
         outbox.emit(session, outbox.JobFinished(job.id))
 
 
-def check_queue_quota(session: Session, tenant_id: str, settings: Settings) -> None:
-    """A 429 when the tenant already has `tenant_max_queued` unfinished interactive jobs
-    (batch lines do not count: a batch has its own line cap)."""
+def check_queue_quota(
+    session: Session, tenant_id: str, settings: Settings, adding: int = 1
+) -> None:
+    """A 429 when `adding` more jobs would take the tenant past `tenant_max_queued`
+    unfinished interactive jobs (batch lines do not count: a batch has its own line cap)."""
     cap = settings.tenant_max_queued
     if cap <= 0:
         return
@@ -162,7 +164,7 @@ def check_queue_quota(session: Session, tenant_id: str, settings: Settings) -> N
             Job.batch_id.is_(None),
         )
     )
-    if (unfinished or 0) >= cap:
+    if (unfinished or 0) + adding > cap:
         raise TooManyRequestsError(
             f"this API key has {unfinished} unfinished jobs, the most allowed is {cap}: wait "
             "for some to finish, or send the work as a batch",

@@ -16,7 +16,7 @@ from services.core.inputs.prompts import (
     canonical_part,
     check_fits_context,
 )
-from services.core.jobs.service import SubmitOptions, submit_job
+from services.core.jobs.service import SubmitOptions, check_queue_quota, submit_job
 from services.core.models import Job, Tenant
 from services.core.moderation.policy import parse_policy, resolve_policy
 from services.core.runtime import Runtime
@@ -110,6 +110,8 @@ def submit_moderation(
         specs = moderation_jobs_spec(
             session, runtime.settings, tenant_id, raw_input, categories, thresholds
         )
+        # Every input is a job: all of them must fit under the tenant's cap, or none runs.
+        check_queue_quota(session, tenant_id, runtime.settings, adding=len(specs))
     return [
         submit_job(runtime, tenant_id, request, params, options)
         for request, params, options in specs
