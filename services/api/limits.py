@@ -18,7 +18,7 @@ import time
 
 import redis
 from flask import Flask, Response, g, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 
 from services.api.errors import error_response
 from services.core.config import Settings
@@ -52,7 +52,7 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
     @app.errorhandler(RateLimitExceeded)
     def handle_rate_limited(error: RateLimitExceeded) -> Response:
         message = f"rate limit of {error.limit.limit} exceeded for this API key; retry later"
-        retry_after = seconds_until_reset(limiter)
+        retry_after = seconds_until_reset(limiter.current_limit)
         return error_response(
             429,
             error_payload("rate_limit_error", "rate_limit_exceeded", message),
@@ -66,7 +66,7 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
             if current is not None:
                 response.headers["x-ratelimit-limit-requests"] = str(current.limit.amount)
                 response.headers["x-ratelimit-remaining-requests"] = str(current.remaining)
-                reset = f"{seconds_until_reset(limiter)}s"
+                reset = f"{seconds_until_reset(current)}s"
                 response.headers["x-ratelimit-reset-requests"] = reset
         except redis.RedisError:
             # Redis went down after the request was counted: the answer is still good.
@@ -86,9 +86,8 @@ def is_unlimited(*_: object) -> bool:
     return not request.path.startswith("/v1/") or "tenant_id" not in g
 
 
-def seconds_until_reset(limiter: Limiter) -> int:
-    """Whole seconds until the current limit lets a request through again (at least 1)."""
-    current = limiter.current_limit
+def seconds_until_reset(current: RequestLimit | None) -> int:
+    """Whole seconds until the limit lets a request through again (at least 1)."""
     if current is None:
         return 1
     return max(1, math.ceil(current.reset_at - time.time()))

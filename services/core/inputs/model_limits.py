@@ -9,6 +9,7 @@ not a local directory (a hub id) has no known limits: its requests are checked i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -129,9 +130,8 @@ def model_limits(model: str) -> ModelLimits:
     if kind not in SMART_RESIZE_PROCESSORS:
         return limits
     size = processor.get("size") or {}
-    return ModelLimits(
-        context_tokens=limits.context_tokens,
-        tokenizer_path=limits.tokenizer_path,
+    return dataclasses.replace(
+        limits,
         max_aspect_ratio=SMART_RESIZE_MAX_RATIO,
         token_side_px=int(processor.get("patch_size", 14)) * int(processor.get("merge_size", 2)),
         min_pixels=int(size.get("shortest_edge") or processor.get("min_pixels") or 0),

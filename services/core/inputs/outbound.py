@@ -84,10 +84,12 @@ def is_blocked_address(address: IPAddress) -> bool:
     addresses, and for IPv6 forms that embed one (mapped, 6to4, Teredo, NAT64)."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = embedded_ipv4(address)
-        if embedded is not None and is_blocked_address(embedded):
-            return True
-        if address.ipv4_mapped is not None or address in NAT64 or address.sixtofour:
-            return False  # reaches the embedded address, which is public
+        if embedded is not None:
+            if is_blocked_address(embedded):
+                return True
+            if address.teredo is None:
+                return False  # mapped, 6to4 or NAT64: reaches the public address it embeds
+            # Teredo (2001::/32) is not global whatever client it names: checked below.
     return (
         address.is_private
         or address.is_loopback
