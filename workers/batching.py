@@ -1,13 +1,16 @@
 """Dynamic batching: task threads submit requests, one thread runs them through the model together.
 
-Celery still delivers and acknowledges each job on its own (each task thread waits for its
-own result); only the model call is shared. A batch closes when it holds `max_batch`
-requests or when the first request has waited `wait_ms`.
+Celery delivers each interactive job on its own and batch lines in chunks (each task
+thread waits for its own results); the model call is shared. A batch closes when it holds
+`max_batch` requests or when the first request has waited `wait_ms`. Interactive requests
+are served before background ones (batch lines) waiting in the same worker, so a large
+batch never stands between a client and its answer for more than one model call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import queue
 import threading
@@ -48,6 +51,8 @@ class Pending:
     abandoned: bool = False
     # Text already streamed to the client: a retry would send it again.
     streamed: bool = False
+    # Batch work: served after every interactive request waiting.
+    background: bool = False
 
     def start_call(self, at: float) -> None:
         """Mark the start of a model call of this request."""
@@ -71,7 +76,9 @@ class Batcher:
         self.on_stuck = on_stuck
         self.max_batch = max(1, max_batch)
         self.wait_s = max(0.0, wait_ms / 1000)
-        self.pending: queue.Queue[Pending] = queue.Queue()
+        # (priority, arrival, request): interactive first, then first come, first served.
+        self.pending: queue.PriorityQueue[tuple[int, int, Pending]] = queue.PriorityQueue()
+        self._arrivals = itertools.count()
         # Jobs claimed by task threads but not submitted yet: a batch waits for company
         # only when some is on its way, so a lone request never pays `wait_ms`.
         self._incoming = 0
@@ -105,7 +112,32 @@ class Batcher:
         run for twice the limit, the model is stuck: `on_stuck` is called (the worker ends,
         and its jobs run again elsewhere), or, without one, this request times out.
         """
-        pending = self._enqueue(request, company)
+        return self._wait(self._enqueue(request, company), time_limit_s)
+
+    def run_many(
+        self,
+        requests: list[PredictRequest],
+        *,
+        company: int,
+        time_limit_s: float,
+        background: bool = True,
+    ) -> list[BatchResult | Exception]:
+        """Submit requests together (the lines of a chunk) and wait for every prediction.
+
+        Each request's outcome is its result or the exception it failed with (its own
+        TimeoutError past its time limit), in order; one failure fails only that request.
+        """
+        pendings = [self._enqueue(r, company, background=background) for r in requests]
+        outcomes: list[BatchResult | Exception] = []
+        for pending in pendings:
+            try:
+                outcomes.append(self._wait(pending, time_limit_s))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _wait(self, pending: Pending, time_limit_s: float) -> BatchResult:
+        """Wait for a submitted request's prediction (see `run`)."""
         while True:
             started_at = pending.call_started_at
             if started_at is None:  # queued, or waiting for a retry of its own
@@ -130,8 +162,10 @@ class Batcher:
                 self.on_stuck()
             raise TimeoutError("the model is stuck in an earlier call")
 
-    def _enqueue(self, request: PredictRequest, company: int) -> Pending:
-        pending = Pending(request, company or self.max_batch)
+    def _enqueue(
+        self, request: PredictRequest, company: int, *, background: bool = False
+    ) -> Pending:
+        pending = Pending(request, company or self.max_batch, background=background)
         on_text = request.on_text
         if on_text is not None:
 
@@ -140,12 +174,16 @@ class Batcher:
                 on_text(text)
 
             pending.request = dataclasses.replace(request, on_text=streaming)
-        self.pending.put(pending)
+        self._put(pending)
         return pending
+
+    def _put(self, pending: Pending, arrival: int | None = None) -> None:
+        order = next(self._arrivals) if arrival is None else arrival
+        self.pending.put((int(pending.background), order, pending))
 
     def _collect(self) -> list[Pending]:
         """Block for the first request, then gather more until the batch is full or time is up."""
-        batch = [self.pending.get()]
+        batch = [self.pending.get()[2]]
         limit = min(self.max_batch, batch[0].company)
         deadline = time.monotonic() + self.wait_s
         while len(batch) < limit:
@@ -153,7 +191,7 @@ class Batcher:
                 break  # an idle worker and nobody else coming: run now
             remaining = deadline - time.monotonic()
             try:
-                item = (
+                _, arrival, item = (
                     self.pending.get(timeout=remaining)
                     if remaining > 0
                     else self.pending.get_nowait()
@@ -161,7 +199,7 @@ class Batcher:
             except queue.Empty:
                 break
             if item.company != batch[0].company:
-                self.pending.put(item)  # runs with its own kind next
+                self._put(item, arrival)  # runs with its own kind next, keeping its place
                 break
             batch.append(item)
         return batch

@@ -30,15 +30,16 @@ class LeaseKeeper:
         self._stopping = threading.Event()
 
     @contextmanager
-    def holding(self, claim: Claim) -> Iterator[None]:
-        """Keep the claim's lease renewed while the block runs."""
+    def holding(self, claims: list[Claim]) -> Iterator[None]:
+        """Keep the claims' leases renewed while the block runs."""
         with self._lock:
-            self._held[claim.job_id] = claim
+            self._held.update((claim.job_id, claim) for claim in claims)
         try:
             yield
         finally:
             with self._lock:
-                self._held.pop(claim.job_id, None)
+                for claim in claims:
+                    self._held.pop(claim.job_id, None)
 
     def held(self) -> list[Claim]:
         """The claims held right now."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +14,7 @@ from services.core.inputs.images import to_rgb
 from services.core.inputs.prompts import GenerationParams
 from services.core.jobs.lifecycle import Claim, claim_job, fail_job, finish_job
 from services.core.jobs.service import has_ended
-from services.core.models import Image, Job
+from services.core.models import Image, image_hashes
 from services.core.runtime import Runtime
 from workers.backends.base import PredictRequest
 from workers.batching import Batcher
@@ -25,55 +24,55 @@ from workers.leases import LeaseKeeper
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class JobInput:
-    """What the worker needs of a job row."""
+def load_images(runtime: Runtime, claims: list[Claim]) -> dict[str, bytes]:
+    """The stored bytes of every image these claims' messages name: a job's first image came
+    with its claim, the others (if any) in one read."""
+    images = dict(claim.first_image for claim in claims if claim.first_image is not None)
+    hashes = sorted(
+        {sha for claim in claims for sha in image_hashes(claim.messages)} - images.keys()
+    )
+    if hashes:
+        with runtime.sessions() as session:
+            rows = session.execute(
+                sa.select(Image.sha256, Image.data).where(Image.sha256.in_(hashes))
+            )
+            images.update((sha, data) for sha, data in rows)
+    return images
 
-    request: PredictRequest
-    cache_key: str | None
-    stream: bool
 
-
-def load_input(runtime: Runtime, job_id: str) -> JobInput:
-    """The model request of a job (images decoded from the database) and its cache key."""
-    with runtime.sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise LookupError(job_id)
-        hashes = job.image_hashes
-        images = {
-            row.sha256: row.data
-            for row in session.scalars(sa.select(Image).where(Image.sha256.in_(hashes)))
-        }
-        messages: list[dict[str, Any]] = []
-        for message in job.messages:
-            parts = []
-            for part in message["content"]:
-                if part["type"] == "image":
-                    parts.append({"type": "image", "image": to_rgb(images[part["sha256"]])})
-                else:
-                    parts.append(part)
-            messages.append({"role": message["role"], "content": parts})
-        params = GenerationParams.model_validate(job.params)
-        return JobInput(PredictRequest(messages, params), job.cache_key, job.stream)
+def predict_request(claim: Claim, images: dict[str, bytes]) -> PredictRequest:
+    """The model request of a claimed job: its messages with each image decoded."""
+    messages: list[dict[str, Any]] = []
+    for message in claim.messages:
+        parts = []
+        for part in message["content"]:
+            if part["type"] == "image":
+                parts.append({"type": "image", "image": to_rgb(images[part["sha256"]])})
+            else:
+                parts.append(part)
+        messages.append({"role": message["role"], "content": parts})
+    return PredictRequest(messages, GenerationParams.model_validate(claim.params))
 
 
 def run_job(runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, job_id: str) -> str:
     """Run one job to a terminal state; returns what happened (for logs and tests).
 
     From its claim until its result is recorded, the job's lease is renewed by `leases`.
+    The job's enqueue marker goes with the last bookkeeping of the attempt (a claimed job
+    is the lease's to watch, and its marker no longer means anything).
     """
     with batcher.incoming():
         try:
             with runtime.unit_of_work() as session:
                 claim = claim_job(session, runtime.settings, job_id)
-        finally:
-            # The message is consumed either way: a claimed job is the lease's to watch now,
-            # and one the database could not claim must be re-sent by the maintenance pass.
+        except Exception:
+            # Not claimed: the maintenance pass must be free to send the job again.
             forget_message(runtime, job_id)
+            raise
         if claim is None:
+            forget_message(runtime, job_id)
             return "skipped"
-    with leases.holding(claim):
+    with leases.holding([claim]):
         return run_claimed(runtime, batcher, claim)
 
 
@@ -81,39 +80,38 @@ def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
     """Load, answer (from the cache, a job in flight, or the model) and record one attempt."""
     with batcher.incoming():
         try:
-            job_input = load_input(runtime, claim.job_id)
+            request = predict_request(claim, load_images(runtime, [claim]))
         except Exception as exc:
             message = f"could not load the job's input: {exc}"
+            forget_message(runtime, claim.job_id)
             fail_attempt(runtime, claim, "invalid_input", message)
             return "failed"
     # No database session is open from here on: inference can take minutes, and a held
     # connection would pin a pool slot (or, on SQLite, a read snapshot) all that time.
-    key = job_input.cache_key
+    key = claim.cache_key
     if key is None:
-        return predict_and_record(runtime, batcher, claim, job_input)
-    if answer_from_cache(runtime, claim, key, job_input.stream):
-        return "cached"
+        return predict_and_record(runtime, batcher, claim, request, leading=False)
     time_limit_s = runtime.settings.task_soft_time_limit_s
-    leader = cache.lead_or_follow(runtime.redis, key, claim.job_id, time_limit_s)
+    # The API checked the cache at submit; checking again in the same round trip as the
+    # lead costs nothing and answers a job whose twin finished while it was queued.
+    cached, leader = cache.check_or_lead(runtime.redis, key, claim.job_id, time_limit_s)
+    if cached is not None:
+        forget_message(runtime, claim.job_id)
+        finish_from_cache(runtime, claim, cached)
+        return "cached"
     if leader is not None:
-        notify.wait_for_job(
-            runtime.redis, leader, lambda: has_ended(runtime.sessions, leader), time_limit_s
-        )
-        if answer_from_cache(runtime, claim, key, job_input.stream):
+        runtime.job_ends.wait(leader, lambda: has_ended(runtime.sessions, leader), time_limit_s)
+        cached = cache.get_cached(runtime.redis, key)
+        if cached is not None:
+            forget_message(runtime, claim.job_id)
+            finish_from_cache(runtime, claim, cached)
             return "shared"
-    try:
-        return predict_and_record(runtime, batcher, claim, job_input)
-    finally:
-        if leader is None:
-            cache.release_lead(runtime.redis, key, claim.job_id)
+    return predict_and_record(runtime, batcher, claim, request, leading=leader is None)
 
 
-def answer_from_cache(runtime: Runtime, claim: Claim, key: str, stream: bool) -> bool:
-    """Finish the job from the cache if the answer is there (another job just computed it)."""
-    cached = cache.get_cached(runtime.redis, key)
-    if cached is None:
-        return False
-    if stream:
+def finish_from_cache(runtime: Runtime, claim: Claim, cached: dict[str, Any]) -> None:
+    """Finish the job with an answer from the cache (another job just computed it)."""
+    if claim.stream:
         notify.publish_delta(runtime.redis, claim.job_id, cached.get("output") or "")
         notify.publish_end(runtime.redis, claim.job_id)
     with runtime.unit_of_work() as session:
@@ -125,15 +123,17 @@ def answer_from_cache(runtime: Runtime, claim: Claim, key: str, stream: bool) ->
             inference_ms=0.0,
             cache_hit=True,
         )
-    return True
 
 
 def predict_and_record(
-    runtime: Runtime, batcher: Batcher, claim: Claim, job_input: JobInput
+    runtime: Runtime, batcher: Batcher, claim: Claim, request: PredictRequest, *, leading: bool
 ) -> str:
-    """Predict in the next batch, then record the answer (or the failure) for this attempt."""
-    request = job_input.request
-    if job_input.stream:
+    """Predict in the next batch, then record the answer (or the failure) for this attempt.
+
+    `leading`: this job holds the single-flight lead of its cache key, given up with the
+    answer's caching, or after a failure.
+    """
+    if claim.stream:
         redis_client, job_id = runtime.redis, claim.job_id
         request = PredictRequest(
             request.messages,
@@ -147,31 +147,23 @@ def predict_and_record(
             company=company_limit(claim.attempt, runtime.settings),
             time_limit_s=runtime.settings.task_soft_time_limit_s,
         )
-    except TimeoutError:
-        fail_attempt(runtime, claim, "timeout", "the job ran past its time limit")
-        return "failed"
     except Exception as exc:
-        log.exception("event=inference_failed job_id=%s", claim.job_id)
-        fail_attempt(runtime, claim, "inference_error", client_message(exc))
+        after_attempt(runtime, claim, None, leading)
+        if isinstance(exc, TimeoutError):
+            fail_attempt(runtime, claim, "timeout", "the job ran past its time limit")
+        else:
+            log.exception("event=inference_failed job_id=%s", claim.job_id)
+            fail_attempt(runtime, claim, "inference_error", client_message(exc))
         return "failed"
     finally:
-        if job_input.stream:
+        if claim.stream:
             notify.publish_end(runtime.redis, claim.job_id)
     inference_ms = (time.perf_counter() - started) * 1000
     prediction = batch_result.prediction
     result = prediction.result()
     # Cache before finishing: a client woken by the finish may repeat the request at once.
     # The answer is valid even if this attempt turns out to be stale.
-    if job_input.cache_key is not None:
-        try:
-            cache.put_cached(
-                runtime.redis,
-                job_input.cache_key,
-                {"output": prediction.answer, "result": result},
-                runtime.settings.cache_ttl_s,
-            )
-        except Exception:
-            log.warning("event=cache_put_failed job_id=%s", claim.job_id)
+    after_attempt(runtime, claim, {"output": prediction.answer, "result": result}, leading)
     with runtime.unit_of_work() as session:
         finished = finish_job(
             session,
@@ -182,6 +174,24 @@ def predict_and_record(
             batch_size=batch_result.batch_size,
         )
     return "succeeded" if finished else "stale"
+
+
+def after_attempt(
+    runtime: Runtime, claim: Claim, answer: dict[str, Any] | None, leading: bool
+) -> None:
+    """The attempt's Redis bookkeeping in one round trip: cache the answer (if any and
+    cacheable), give up the single-flight lead, drop the enqueue marker."""
+    try:
+        pipeline = runtime.redis.pipeline(transaction=False)
+        if claim.cache_key is not None and answer is not None:
+            cache.put_cached(pipeline, claim.cache_key, answer, runtime.settings.cache_ttl_s)
+        if leading and claim.cache_key is not None:
+            cache.release_lead(pipeline, claim.cache_key)
+        runtime.broker.drop_markers([claim.job_id], pipeline)
+        pipeline.execute()
+    except Exception:
+        # A marker left behind only expires later; a lead left behind only until its TTL.
+        log.warning("event=attempt_bookkeeping_failed job_id=%s", claim.job_id)
 
 
 def forget_message(runtime: Runtime, job_id: str) -> None:

@@ -21,6 +21,8 @@ from workers.batching import Batcher
 from workers.leases import LeaseKeeper
 
 log = logging.getLogger(__name__)
+# Chunks of batch lines holding decoded images at once: one in the model, one ready next.
+CHUNKS_LOADED = 2
 # The exit codes of a worker whose model failed to load, or hangs in a call.
 MODEL_LOAD_FAILED = 3
 MODEL_STUCK = 4
@@ -37,6 +39,7 @@ class WorkerState:
             self.backend, settings.max_batch, settings.batch_wait_ms, on_stuck=exit_stuck
         )
         self.leases = LeaseKeeper(self.runtime)
+        self.chunk_loading = threading.BoundedSemaphore(CHUNKS_LOADED)
         self.ready = threading.Event()
 
     def start(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import request
+from flask import g, request
 
 from services.api.context import runtime, tenant_id
 from services.core import idempotency
@@ -16,6 +16,11 @@ from services.core.jobs import service as jobs
 from services.core.webhooks.subscriptions import parse_subscription
 
 T = TypeVar("T")
+# The routes that create interactive jobs: their authentication also counts the tenant's
+# unfinished jobs, for the quota.
+JOB_CREATING_ENDPOINTS = frozenset(
+    {"jobs.create_job", "chat.create_chat_completion", "moderations.create_moderation"}
+)
 
 
 def check_quota() -> None:
@@ -39,10 +44,9 @@ def quota_checked(create: Callable[[], T]) -> Callable[[], T]:
 
 
 def check_quota_now() -> None:
-    """A 429 when the tenant is at its cap on unfinished jobs."""
-    rt = runtime()
-    with rt.sessions() as session:
-        jobs.check_queue_quota(session, tenant_id(), rt.settings)
+    """A 429 when the tenant is at its cap on unfinished jobs (counted when the request was
+    authenticated)."""
+    jobs.refuse_over_quota(g.get("unfinished_jobs", 0), runtime().settings)
 
 
 def webhook_fields(raw: dict[str, Any]) -> dict[str, Any]:

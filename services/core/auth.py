@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -47,14 +48,20 @@ def create_api_key(session: Session, tenant_name: str, label: str | None = None)
     return key
 
 
-def authenticate(session: Session, authorization: str | None) -> Tenant:
-    """The tenant owning the bearer key in an `Authorization` header, or a 401."""
+def live_key_query(authorization: str | None) -> sa.Select[Any]:
+    """The query of the tenant id owning the live bearer key of an `Authorization` header;
+    a 401 for a header without one."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     key = authorization[7:].strip()
-    api_key = session.scalar(
-        sa.select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    return sa.select(ApiKey.tenant_id).where(
+        ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
     )
-    if api_key is None:
+
+
+def authenticate(session: Session, authorization: str | None) -> str:
+    """The id of the tenant owning the bearer key in an `Authorization` header, or a 401."""
+    tenant_id = session.scalar(live_key_query(authorization))
+    if tenant_id is None:
         raise AuthenticationError("invalid API key")
-    return api_key.tenant
+    return str(tenant_id)

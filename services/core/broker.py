@@ -21,6 +21,10 @@ from celery import Celery
 from services.core.config import Settings
 
 INFER_TASK = "vlmq.infer"
+# Batch lines travel in chunks: one task runs up to `max_batch` lines in one model call.
+INFER_CHUNK_TASK = "vlmq.infer_chunk"
+# The message header that names a chunk's jobs (read back by `Broker.unacknowledged`).
+JOBS_HEADER = "vlmq_jobs"
 # Webhook deliveries and batch bookkeeping have queues of their own, served by
 # `vlmq background-worker` (no model).
 DELIVER_WEBHOOK_TASK = "vlmq.deliver_webhook"
@@ -84,28 +88,62 @@ class Broker:
     def __init__(self, app: Celery, settings: Settings, client: redis.Redis) -> None:
         self.app = app
         self.infer_queue = settings.infer_queue
+        self.chunk_size = max(1, settings.max_batch)
         self.redis = client
 
     def enqueue_jobs(self, job_ids: list[str], *, background: bool = False) -> None:
-        """Send jobs to the model's queue (the task id is the job id), marking each as sent.
+        """Send jobs to the model's queue, marking each as sent.
 
-        Each job is marked right after its own send: a crash between the two leaves a
-        message without a marker (re-sent once; the duplicate claim is a no-op), never a
-        marker without a message.
+        An interactive job is a task of its own (the task id is the job id). Background
+        jobs (batch lines) go behind interactive ones in chunks of `max_batch`, one task
+        per chunk, so a worker claims, runs and records a chunk's lines together.
+
+        Each job is marked right after the send of its message: a crash between the two
+        leaves a message without a marker (re-sent once; the duplicate claim is a no-op),
+        never a marker without a message.
         """
-        priority = BACKGROUND_PRIORITY if background else INTERACTIVE_PRIORITY
-        for job_id in job_ids:
+        if not background:
+            for job_id in job_ids:
+                self.app.send_task(
+                    INFER_TASK,
+                    args=[job_id],
+                    task_id=job_id,
+                    queue=self.infer_queue,
+                    priority=INTERACTIVE_PRIORITY,
+                )
+                self.redis.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
+            return
+        for start in range(0, len(job_ids), self.chunk_size):
+            chunk = job_ids[start : start + self.chunk_size]
             self.app.send_task(
-                INFER_TASK, args=[job_id], task_id=job_id, queue=self.infer_queue, priority=priority
+                INFER_CHUNK_TASK,
+                args=[chunk],
+                queue=self.infer_queue,
+                priority=BACKGROUND_PRIORITY,
+                headers={JOBS_HEADER: chunk},
             )
-            self.redis.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
+            self.mark(chunk)
 
-    def drop_markers(self, job_ids: list[str]) -> None:
+    def mark(self, job_ids: list[str]) -> None:
+        """Mark these jobs' message as sent (one round trip)."""
+        pipeline = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipeline.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
+        pipeline.execute()
+
+    def drop_markers(
+        self, job_ids: list[str], pipeline: redis.client.Pipeline | None = None
+    ) -> None:
         """Drop the enqueue markers of these jobs: a worker consumed their message (a claimed
         job is watched by its lease from then on, and one the database could not claim is
-        sent again by the maintenance pass), or they are about to be sent again."""
+        sent again by the maintenance pass), or they are about to be sent again.
+
+        With `pipeline`, the delete is queued there (sent with the caller's other commands).
+        """
         if job_ids:
-            self.redis.delete(*(ENQUEUED_MARKER_PREFIX + job_id for job_id in job_ids))
+            (pipeline or self.redis).delete(
+                *(ENQUEUED_MARKER_PREFIX + job_id for job_id in job_ids)
+            )
 
     def unacknowledged(self, job_ids: list[str]) -> dict[str, float]:
         """Those of `job_ids` whose message a worker has taken and not yet acknowledged, with
@@ -129,9 +167,10 @@ class Broker:
             if raw is None:  # acknowledged in between
                 continue
             with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
-                job_id = json.loads(raw)[0]["headers"]["id"]
-                if job_id in wanted:
-                    found[job_id] = float(taken_at)
+                headers = json.loads(raw)[0]["headers"]
+                for job_id in headers.get(JOBS_HEADER) or [headers["id"]]:
+                    if job_id in wanted:
+                        found[job_id] = float(taken_at)
         return found
 
     def queue_is_empty(self) -> bool:

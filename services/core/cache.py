@@ -56,33 +56,64 @@ def get_cached(client: redis.Redis, key: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def put_cached(client: redis.Redis, key: str, value: dict[str, Any], ttl_s: int) -> None:
+def put_cached(
+    client: redis.Redis | redis.client.Pipeline, key: str, value: dict[str, Any], ttl_s: int
+) -> None:
     """Store a finished result under `key` for `ttl_s` seconds."""
     client.set(key, json.dumps(value), ex=ttl_s)
 
 
-def lead_or_follow(client: redis.Redis, cache_key: str, job_id: str, ttl_s: int) -> str | None:
-    """None if this job now leads the key; else the id of the job already computing it.
+def get_many(client: redis.Redis, keys: list[str]) -> list[dict[str, Any] | None]:
+    """The cached results under `keys`, in order (one round trip)."""
+    raws = cast(list[bytes | None], client.mget(keys)) if keys else []
+    return [json.loads(raw) if raw else None for raw in raws]
 
-    A job whose earlier attempt led the key (and died) leads it again.
+
+def put_many(client: redis.Redis, values: dict[str, dict[str, Any]], ttl_s: int) -> None:
+    """Store finished results for `ttl_s` seconds (one round trip)."""
+    if not values:
+        return
+    pipeline = client.pipeline(transaction=False)
+    for key, value in values.items():
+        pipeline.set(key, json.dumps(value), ex=ttl_s)
+    pipeline.execute()
+
+
+# Look the answer up, or take the lead on computing it, in one atomic step: a cached answer
+# (and no lead); or no answer and no leader (this job leads now, or again after its earlier
+# attempt died leading); or the id of the job already computing it.
+CHECK_OR_LEAD = """
+local cached = redis.call('GET', KEYS[1])
+if cached then return {cached, false} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {false, false} end
+local leader = redis.call('GET', KEYS[2])
+if (not leader) or leader == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  return {false, false}
+end
+return {false, leader}
+"""
+
+
+def check_or_lead(
+    client: redis.Redis, cache_key: str, job_id: str, ttl_s: int
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(the cached answer, None) if there is one; else (None, None) if this job now leads the
+    key, or (None, the id of the job already computing it). One round trip."""
+    script = client.register_script(CHECK_OR_LEAD)
+    cached, leader = cast(
+        list[bytes | None],
+        script(keys=[cache_key, INFLIGHT_PREFIX + cache_key], args=[job_id, ttl_s]),
+    )
+    if cached:
+        return json.loads(cached), None
+    return None, leader.decode() if leader else None
+
+
+def release_lead(client: redis.Redis | redis.client.Pipeline, cache_key: str) -> None:
+    """Give up the lead on a key, once its answer is cached (or its computation failed).
+
+    Unconditional: if this job's lead had lapsed and another job took it, the answer is
+    cached by now, so nobody needs that lead any more.
     """
-    key = INFLIGHT_PREFIX + cache_key
-    for _ in range(3):
-        if client.set(key, job_id, nx=True, ex=ttl_s):
-            return None
-        raw = client.get(key)
-        if raw is None:  # the leader finished between the two calls
-            continue
-        leader = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if leader == job_id:
-            client.expire(key, ttl_s)
-            return None
-        return leader
-    return None
-
-
-def release_lead(client: redis.Redis, cache_key: str, job_id: str) -> None:
-    """Give up the lead on a key, if this job still holds it."""
-    key = INFLIGHT_PREFIX + cache_key
-    if client.get(key) == job_id.encode():
-        client.delete(key)
+    client.delete(INFLIGHT_PREFIX + cache_key)

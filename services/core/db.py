@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,6 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+# A pooled connection idle this long is checked before use (see `ping_when_idle`).
+IDLE_PING_AFTER_S = 5.0
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -67,14 +71,40 @@ def create_db_engine(url: str) -> Engine:
 
         return engine
     # A database that is down must fail a request in seconds (it becomes a 503), not hang it.
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
         pool_timeout=5,
         connect_args={"connect_timeout": 3},
     )
+    ping_when_idle(engine)
+    return engine
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle for `IDLE_PING_AFTER_S`:
+    one that was in use a moment ago is alive (a ping per checkout would add a round trip
+    to every transaction), while one idle for long may have been cut by a database restart
+    or a proxy. A dead one is replaced (the pool retries with a new connection); a
+    connection that dies while in use is caught by SQLAlchemy's disconnect handling, which
+    empties the pool."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_s = time.monotonic() - record.info.get("checked_in_at", time.monotonic())
+        if idle_s < IDLE_PING_AFTER_S:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as exc:
+            raise sa.exc.DisconnectionError("a pooled connection was dead") from exc
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from services.core import notify, outbox
-from services.core.batches.finalize import schedule_progress_check
+from services.core.batches.finalize import schedule_batch_progress, schedule_progress_check
 from services.core.runtime import Runtime
 from services.core.webhooks.scheduling import schedule_batch_event, schedule_job_event
 
@@ -47,19 +48,21 @@ def carry_out(runtime: Runtime, event: outbox.Event) -> bool:
     match event:
         case outbox.JobStarted(job_id):
             return attempt(schedule_job_event, runtime, job_id, "start")
-        case outbox.JobFinished(job_id, has_webhook, in_batch):
-            wake_waiters(runtime, job_id)
+        case outbox.JobFinished(job_id, has_webhook, in_batch, ending):
+            wake_waiters(runtime, job_id, ending)
             ok = not has_webhook or attempt(schedule_job_event, runtime, job_id, "completed")
             return (not in_batch or attempt(schedule_progress_check, runtime, job_id)) and ok
         case outbox.BatchFinished(batch_id):
             return attempt(schedule_batch_event, runtime, batch_id)
+        case outbox.BatchLinesFinished(batch_id):
+            return attempt(schedule_batch_progress, runtime, batch_id)
     return True
 
 
-def wake_waiters(runtime: Runtime, job_id: str) -> None:
+def wake_waiters(runtime: Runtime, job_id: str, ending: dict[str, Any] | None = None) -> None:
     """Tell waiters the job ended; a lost wake-up only delays them until they re-check."""
     try:
-        notify.publish_job_done(runtime.redis, job_id)
+        notify.publish_job_done(runtime.redis, job_id, ending)
     except redis.RedisError:
         log.warning("event=publish_failed job_id=%s", job_id)
 

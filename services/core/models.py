@@ -141,6 +141,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     cache_hit: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     cache_key: Mapped[str | None] = mapped_column(sa.String(80))
+    # The SHA-256 of the first image in the messages: the claim returns its bytes.
+    first_image: Mapped[str | None] = mapped_column(sa.String(64))
     # The worker publishes generated text as it appears (`stream: true` chat calls).
     stream: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)

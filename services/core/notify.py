@@ -1,6 +1,7 @@
 """Transient signals over Redis: job-finished wake-ups (pub/sub) and token streams.
 
-Waiters are woken by pub/sub instead of polling the database; generated text travels
+Waiters are woken by pub/sub (one pattern subscription per process, `JobEnds`) instead of
+polling the database; generated text travels
 from the worker to the API in a Redis stream per job (a stream, not pub/sub, so a reader
 that subscribes late still reads from the start). Losing either only delays a reader:
 the database stays the source of truth.
@@ -8,12 +9,19 @@ the database stays the source of truth.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+
+log = logging.getLogger(__name__)
 
 DONE_CHANNEL_PREFIX = "vlmq:job-done:"
 STREAM_PREFIX = "vlmq:tokens:"
@@ -23,49 +31,154 @@ POLL_INTERVAL_S = 1.0
 
 # --- job-finished wake-ups ---------------------------------------------------------------
 
+# How many recent job ends each process remembers (with their final fields), so that a
+# waiter that starts just after its job ended needs no database read.
+RECENT_ENDS = 4096
+# A job end whose final fields are larger than this is announced without them.
+MAX_ENDING_BYTES = 64 * 1024
 
-def publish_job_done(client: redis.Redis, job_id: str) -> None:
-    """Tell anyone waiting that the job reached a terminal state."""
-    client.publish(DONE_CHANNEL_PREFIX + job_id, b"done")
+
+def publish_job_done(
+    client: redis.Redis, job_id: str, ending: dict[str, Any] | None = None
+) -> None:
+    """Tell anyone waiting that the job reached a terminal state, with its final fields if
+    given (as committed: waiters may answer from them without reading the row)."""
+    data = json.dumps(ending, separators=(",", ":")).encode() if ending is not None else b""
+    client.publish(DONE_CHANNEL_PREFIX + job_id, data if len(data) <= MAX_ENDING_BYTES else b"")
 
 
-def wait_for_job(
-    client: redis.Redis, job_id: str, is_done: Callable[[], bool], timeout_s: float
-) -> bool:
-    """Block until the job is done or `timeout_s` passes; True when it is done.
+@dataclass
+class _Waiter:
+    woken: threading.Event = field(default_factory=threading.Event)
+    ending: dict[str, Any] | None = None
 
-    Subscribes first and checks the database once after, so a job finishing between the
-    check and the subscription is not missed. A notification is re-checked against the
-    database because the database, not Redis, is the source of truth.
+
+class JobEnds:
+    """Every job end of the deployment, heard on one pattern subscription per process.
+
+    One connection per process instead of a subscription per waiting request: a wait costs
+    no round trip, and a job that ends between its submit and the wait is found among the
+    recent ends. While the subscription is down, waiters fall back to the database.
     """
-    if timeout_s <= 0:
-        return is_done()
-    deadline = time.monotonic() + timeout_s
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    try:
-        pubsub.subscribe(DONE_CHANNEL_PREFIX + job_id)
-        if is_done():
-            return True
-        while (remaining := deadline - time.monotonic()) > 0:
-            # Wake at least every few seconds: a lost notification must not hang the caller.
-            pubsub.get_message(timeout=min(remaining, 5.0))
-            if is_done():
-                return True
-        return is_done()
-    except redis.RedisError:
-        # Redis is down: the database still knows when the job ends.
-        return poll_until_done(is_done, deadline)
-    finally:
-        pubsub.close()
 
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._recent: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        # When the subscription now open was confirmed (time.time()); None while down.
+        self._heard_since: float | None = None
+        self._pid: int | None = None
 
-def poll_until_done(is_done: Callable[[], bool], deadline: float) -> bool:
-    """Check `is_done` every second until it holds or the deadline passes."""
-    while not is_done():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(min(POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
-    return True
+    def hears_everything_since(self, moment: float) -> bool:
+        """Whether every job end published since `moment` (a Unix time) reaches this process."""
+        self._start_once()
+        since = self._heard_since
+        return since is not None and since < moment
+
+    def wait(
+        self,
+        job_id: str,
+        is_done: Callable[[], bool],
+        timeout_s: float,
+        *,
+        created_at: float | None = None,
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Block until the job is done or `timeout_s` passes: (done, its final fields if the
+        end carried them). `is_done` reads the database; it is skipped while the end is
+        sure to be heard (the job was created, at `created_at`, after the subscription)."""
+        if timeout_s <= 0:
+            return is_done(), None
+        trusted = created_at is not None and self.hears_everything_since(created_at)
+        waiter = _Waiter()
+        with self._lock:
+            if job_id in self._recent:
+                ending = self._recent[job_id]
+                return (True, ending) if ending is not None else (is_done(), None)
+            self._waiters.setdefault(job_id, []).append(waiter)
+        try:
+            if not trusted and is_done():
+                return True, None
+            deadline = time.monotonic() + timeout_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                # Wake at least every few seconds: a lost notification must not hang anyone.
+                woken = waiter.woken.wait(min(remaining, 5.0))
+                if woken and waiter.ending is not None:
+                    return True, waiter.ending
+                waiter.woken.clear()
+                if is_done():
+                    return True, None
+            return is_done(), None
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(job_id, [])
+                if waiter in waiting:
+                    waiting.remove(waiter)
+                if not waiting:
+                    self._waiters.pop(job_id, None)
+
+    def _start_once(self) -> None:
+        """Start the listening thread in this process (again after a fork)."""
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._heard_since = None
+        threading.Thread(target=self._listen, name="vlmq-job-ends", daemon=True).start()
+
+    def _listen(self) -> None:
+        backoff_s = 0.1
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                pubsub.psubscribe(DONE_CHANNEL_PREFIX + "*")
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "psubscribe":
+                        self._subscribed()
+                        backoff_s = 0.1
+                    elif message["type"] == "pmessage":
+                        self._heard(message["channel"], message["data"])
+            except Exception:
+                log.warning("event=job_ends_subscription_lost retry_in_s=%.1f", backoff_s)
+                self._lost()
+                time.sleep(backoff_s)
+                backoff_s = min(5.0, backoff_s * 2)
+            finally:
+                pubsub.close()
+
+    def _subscribed(self) -> None:
+        with self._lock:
+            self._heard_since = time.time()
+        self._wake_all()  # ends published while no subscription was open were missed
+
+    def _lost(self) -> None:
+        with self._lock:
+            self._heard_since = None
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.woken.set()
+
+    def _heard(self, channel: bytes, data: bytes) -> None:
+        job_id = channel.decode()[len(DONE_CHANNEL_PREFIX) :]
+        try:
+            ending = json.loads(data) if data and data != b"done" else None
+        except ValueError:
+            ending = None
+        with self._lock:
+            self._recent[job_id] = ending
+            self._recent.move_to_end(job_id)
+            while len(self._recent) > RECENT_ENDS:
+                self._recent.popitem(last=False)
+            for waiter in self._waiters.get(job_id, []):
+                waiter.ending = ending
+                waiter.woken.set()
 
 
 # --- token streams -----------------------------------------------------------------------

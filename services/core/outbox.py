@@ -12,8 +12,9 @@ died first. Consequences are idempotent, so carrying one out twice is harmless.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -48,6 +49,8 @@ class JobFinished:
     job_id: str
     has_webhook: bool = True
     in_batch: bool = True
+    # The job's final fields, announced to waiters with the wake-up; never stored.
+    ending: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def durable(self) -> bool:
@@ -67,11 +70,24 @@ class BatchFinished:
         return True
 
 
-Event = JobStarted | JobFinished | BatchFinished
+@dataclass(frozen=True)
+class BatchLinesFinished:
+    """Some lines of a batch reached a terminal state together (one chunk of lines)."""
+
+    batch_id: str
+
+    @property
+    def durable(self) -> bool:
+        """The batch must hear of it, or it would never finalize."""
+        return True
+
+
+Event = JobStarted | JobFinished | BatchFinished | BatchLinesFinished
 KINDS: dict[str, type[Event]] = {
     "job_started": JobStarted,
     "job_finished": JobFinished,
     "batch_finished": BatchFinished,
+    "batch_lines_finished": BatchLinesFinished,
 }
 
 
@@ -92,7 +108,8 @@ def emit(session: Session, event: Event) -> None:
     """Record `event` in the session's transaction (as a row too, if it is durable)."""
     row = None
     if event.durable:
-        row = OutboxEvent(kind=kind_of(event), data=asdict(event), created_at=utcnow())
+        data = {name: value for name, value in asdict(event).items() if name != "ending"}
+        row = OutboxEvent(kind=kind_of(event), data=data, created_at=utcnow())
         session.add(row)
     session.info.setdefault(SESSION_KEY, []).append((event, row))
 

@@ -18,6 +18,7 @@ from services.core import outbox
 from services.core.broker import Broker, create_celery
 from services.core.config import Settings
 from services.core.db import create_db_engine, create_session_factory, session_scope
+from services.core.notify import JobEnds
 
 EventHandler = Callable[["Runtime", list[outbox.Recorded]], None]
 
@@ -40,6 +41,8 @@ class Runtime:
     broker: Broker
     # Called with the outbox events of each committed unit of work.
     on_events: EventHandler
+    # Job ends heard by this process (started on first use).
+    job_ends: JobEnds
 
     @classmethod
     def create(cls, settings: Settings, on_events: EventHandler) -> Runtime:
@@ -53,6 +56,7 @@ class Runtime:
             redis=client,
             broker=Broker(create_celery(settings), settings, client),
             on_events=on_events,
+            job_ends=JobEnds(client),
         )
 
     @contextmanager

@@ -49,7 +49,7 @@ def create_chat_completion() -> Response:
         events = stream_chat(rt, job, body.include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return Response(events, mimetype="text/event-stream", headers=headers)
-    job = jobs.wait_for_success(rt.sessions, rt.redis, job, rt.settings.sync_timeout_s)
+    job = jobs.wait_for_success(rt.sessions, rt.job_ends, job, rt.settings.sync_timeout_s)
     return jsonify(chat_completion_response(job))
 
 

@@ -40,7 +40,7 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
             yield sse(chunk(job, [delta_choice({"content": event.delta})]))
     # The stream ends just before the job row is final: wait for the row.
     remaining_s = max(0.0, deadline - time.monotonic())
-    job, _ = jobs.wait_until_terminal(runtime.sessions, runtime.redis, job, remaining_s)
+    job, _ = jobs.wait_until_terminal(runtime.sessions, runtime.job_ends, job, remaining_s)
     if job.status != JobStatus.SUCCEEDED:
         yield sse(JobFailedError(jobs.failure_message(job)).to_payload())
         yield sse("[DONE]")

@@ -106,7 +106,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     )
     wait_s = prefer_wait_s(rt.settings.max_prefer_wait_s)
     if wait_s > 0:
-        job, _ = jobs.wait_until_terminal(rt.sessions, rt.redis, job, wait_s)
+        job, _ = jobs.wait_until_terminal(rt.sessions, rt.job_ends, job, wait_s)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -24,7 +24,7 @@ def create_moderation() -> Response:
     check_model(body.model, rt.settings.model_id)
     submitted = submit_moderation(rt, tenant_id(), body.input, body.categories, body.thresholds)
     timeout_s = rt.settings.sync_timeout_s
-    finished = [wait_for_success(rt.sessions, rt.redis, job, timeout_s) for job in submitted]
+    finished = [wait_for_success(rt.sessions, rt.job_ends, job, timeout_s) for job in submitted]
     return jsonify(moderation_response(finished))
 
 

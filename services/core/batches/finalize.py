@@ -33,8 +33,13 @@ def schedule_progress_check(runtime: Runtime, job_id: str) -> None:
     """A job reached a terminal state: if it belongs to a batch, schedule a progress check."""
     with runtime.sessions() as session:
         batch_id = session.scalar(sa.select(Job.batch_id).where(Job.id == job_id))
-    if batch_id is None:
-        return
+    if batch_id is not None:
+        schedule_batch_progress(runtime, batch_id)
+
+
+def schedule_batch_progress(runtime: Runtime, batch_id: str) -> None:
+    """Some of the batch's jobs reached a terminal state: schedule a progress check (at most
+    one per `PROGRESS_DEBOUNCE_MS`)."""
     if runtime.redis.set(f"vlmq:batch-progress:{batch_id}", b"1", nx=True, px=PROGRESS_DEBOUNCE_MS):
         runtime.broker.send_batch_task(BATCH_PROGRESS_TASK, batch_id, PROGRESS_DEBOUNCE_MS / 1000)
 

@@ -7,9 +7,9 @@ function works in the caller's transaction and emits its events to the outbox.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -17,14 +17,15 @@ from sqlalchemy.orm import Session
 from services.core import outbox
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
-from services.core.models import UNFINISHED_STATUSES, Job, JobStatus
+from services.core.models import UNFINISHED_STATUSES, Image, Job, JobStatus
 
 
 @dataclass(frozen=True)
 class Claim:
     """A worker's right to run one attempt of a job until its lease expires.
 
-    It carries what the worker needs later, so finishing the job costs no extra read.
+    It carries what the worker needs later (the job's input, and what finishing it needs),
+    read by the claim's own UPDATE, so running and finishing the job cost no extra read.
     """
 
     job_id: str
@@ -33,6 +34,25 @@ class Claim:
     started_at: datetime | None = None
     has_webhook: bool = True
     in_batch: bool = True
+    batch_id: str | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    cache_key: str | None = None
+    stream: bool = False
+    # The bytes of the job's first image, read by the claim itself.
+    first_image: tuple[str, bytes] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The answer of one claimed attempt, as `finish_jobs` records it."""
+
+    claim: Claim
+    output: str
+    result: dict[str, Any]
+    inference_ms: float
+    cache_hit: bool = False
+    batch_size: int = 0
 
 
 def elapsed_ms(start: datetime | None, end: datetime | None) -> float | None:
@@ -42,48 +62,107 @@ def elapsed_ms(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds() * 1000, 3)
 
 
-def claim_job(session: Session, settings: Settings, job_id: str) -> Claim | None:
-    """Start an attempt: queued (or running with an expired lease) becomes running.
-
-    Returns None when there is nothing to do: the job is gone, terminal, or running
-    under a live lease (a duplicate delivery). A job that has used up its attempts fails.
-    """
-    now = utcnow()
-    claimable = sa.or_(
+def claimable(now: datetime) -> sa.ColumnElement[bool]:
+    """Queued, or running under a lease that has run out (its worker is gone)."""
+    return sa.or_(
         Job.status == JobStatus.QUEUED.value,
         sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
     )
-    row = session.execute(
+
+
+def claim_job(session: Session, settings: Settings, job_id: str) -> Claim | None:
+    """Start an attempt of one job (see `claim_jobs`); None when there is nothing to do."""
+    claims = claim_jobs(session, settings, [job_id])
+    return claims[0] if claims else None
+
+
+def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list[Claim]:
+    """Start an attempt of each job: queued (or running with an expired lease) becomes running.
+
+    One UPDATE claims them all and returns their input. A job is left out when there is
+    nothing to do: it is gone, terminal, or running under a live lease (a duplicate
+    delivery). A job that has used up its attempts fails.
+    """
+    now = utcnow()
+    rows = session.execute(
         sa.update(Job)
-        .where(Job.id == job_id, claimable, Job.attempts < settings.max_attempts)
+        .where(Job.id.in_(job_ids), claimable(now), Job.attempts < settings.max_attempts)
         .values(
             status=JobStatus.RUNNING.value,
             attempts=Job.attempts + 1,
             started_at=sa.func.coalesce(Job.started_at, now),
             lease_expires_at=now + timedelta(seconds=settings.lease_s),
         )
-        .returning(Job.attempts, Job.created_at, Job.started_at, Job.webhook, Job.batch_id)
-    ).first()
-    if row is None:
-        exhausted = session.scalar(
-            sa.select(Job.id).where(
-                Job.id == job_id, claimable, Job.attempts >= settings.max_attempts
-            )
+        .returning(
+            Job.id,
+            Job.attempts,
+            Job.created_at,
+            Job.started_at,
+            Job.webhook,
+            Job.batch_id,
+            Job.messages,
+            Job.params,
+            Job.cache_key,
+            Job.stream,
+            Job.first_image,
+            sa.select(Image.data)
+            .where(Image.sha256 == Job.first_image)
+            .scalar_subquery()
+            .label("first_image_data"),
         )
-        if exhausted:
-            give_up_job(session, settings, job_id, only_if=claimable)
-        return None
-    claim = Claim(
-        job_id,
-        int(row.attempts),
-        created_at=row.created_at,
-        started_at=row.started_at,
-        has_webhook=row.webhook is not None,
-        in_batch=row.batch_id is not None,
-    )
-    if claim.attempt == 1 and claim.has_webhook:
-        outbox.emit(session, outbox.JobStarted(job_id))
-    return claim
+    ).all()
+    claims = [
+        Claim(
+            row.id,
+            int(row.attempts),
+            created_at=row.created_at,
+            started_at=row.started_at,
+            has_webhook=row.webhook is not None,
+            in_batch=row.batch_id is not None,
+            batch_id=row.batch_id,
+            messages=row.messages,
+            params=row.params,
+            cache_key=row.cache_key,
+            stream=bool(row.stream),
+            first_image=(row.first_image, row.first_image_data)
+            if row.first_image and row.first_image_data is not None
+            else None,
+        )
+        for row in rows
+    ]
+    if len(claims) < len(job_ids):
+        give_up_exhausted(session, settings, set(job_ids) - {claim.job_id for claim in claims})
+    for claim in claims:
+        if claim.attempt == 1 and claim.has_webhook:
+            outbox.emit(session, outbox.JobStarted(claim.job_id))
+    # In the order asked for: a chunk's lines run in file order.
+    order = {job_id: index for index, job_id in enumerate(job_ids)}
+    return sorted(claims, key=lambda claim: order[claim.job_id])
+
+
+def give_up_exhausted(session: Session, settings: Settings, job_ids: set[str]) -> None:
+    """Fail those of these unclaimed jobs that were left claimable with no attempts left."""
+    now = utcnow()
+    exhausted = session.scalars(
+        sa.select(Job.id).where(
+            Job.id.in_(job_ids), claimable(now), Job.attempts >= settings.max_attempts
+        )
+    ).all()
+    for job_id in exhausted:
+        give_up_job(session, settings, job_id, only_if=claimable(now))
+
+
+def attempt_metrics(
+    claim: Claim, inference_ms: float, batch_size: int, now: datetime
+) -> dict[str, Any]:
+    """The timing metrics a finished attempt records."""
+    return {
+        "queue_ms": elapsed_ms(claim.created_at, claim.started_at),
+        "inference_ms": round(inference_ms, 3),
+        "total_ms": elapsed_ms(claim.created_at, now),
+        # How many jobs shared this job's model call (0: it made none).
+        "batch_size": batch_size,
+    }
 
 
 def finish_job(
@@ -98,12 +177,13 @@ def finish_job(
 ) -> bool:
     """Record the answer of an attempt; False if the attempt is stale or the job was canceled."""
     now = utcnow()
-    metrics = {
-        "queue_ms": elapsed_ms(claim.created_at, claim.started_at),
-        "inference_ms": round(inference_ms, 3),
-        "total_ms": elapsed_ms(claim.created_at, now),
-        # How many jobs shared this job's model call (0: it made none).
-        "batch_size": batch_size,
+    final = {
+        "status": JobStatus.SUCCEEDED.value,
+        "output": output,
+        "result": result,
+        "cache_hit": cache_hit,
+        "metrics": attempt_metrics(claim, inference_ms, batch_size, now),
+        "completed_at": now,
     }
     done = rows_changed(
         session,
@@ -113,20 +193,79 @@ def finish_job(
             Job.status == JobStatus.RUNNING.value,
             Job.attempts == claim.attempt,
         )
+        .values(**final, lease_expires_at=None),
+    )
+    if done:
+        ending = {
+            **final,
+            "attempts": claim.attempt,
+            "started_at": claim.started_at.isoformat() if claim.started_at else None,
+            "completed_at": now.isoformat(),
+        }
+        event = outbox.JobFinished(claim.job_id, claim.has_webhook, claim.in_batch, ending)
+        outbox.emit(session, event)
+    return bool(done)
+
+
+def finish_batch_lines(session: Session, answers: list[Finished]) -> None:
+    """Record the answers of many batch lines in one statement (the lines of one chunk).
+
+    A stale attempt or a canceled line is left alone by the UPDATE's conditions. Each batch
+    gets one progress event for the chunk instead of one per line (a progress check counts
+    every line anyway). Lines with a webhook of their own are finished one by one, so that
+    each event follows a change that really happened.
+    """
+
+    def alone(answer: Finished) -> bool:
+        return answer.claim.has_webhook or answer.claim.batch_id is None
+
+    for answer in filter(alone, answers):
+        finish_job(
+            session,
+            answer.claim,
+            output=answer.output,
+            result=answer.result,
+            inference_ms=answer.inference_ms,
+            cache_hit=answer.cache_hit,
+            batch_size=answer.batch_size,
+        )
+    together = [answer for answer in answers if not alone(answer)]
+    if not together:
+        return
+    now = utcnow()
+    jobs = cast(sa.Table, Job.__table__)  # Core: an executemany with per-row conditions
+    session.execute(
+        sa.update(jobs)
+        .where(
+            jobs.c.id == sa.bindparam("b_id"),
+            jobs.c.status == JobStatus.RUNNING.value,
+            jobs.c.attempts == sa.bindparam("b_attempt"),
+        )
         .values(
             status=JobStatus.SUCCEEDED.value,
-            output=output,
-            result=result,
-            cache_hit=cache_hit,
-            metrics=metrics,
+            output=sa.bindparam("b_output"),
+            result=sa.bindparam("b_result"),
+            cache_hit=sa.bindparam("b_cache_hit"),
+            metrics=sa.bindparam("b_metrics"),
             completed_at=now,
             lease_expires_at=None,
         ),
+        [
+            {
+                "b_id": answer.claim.job_id,
+                "b_attempt": answer.claim.attempt,
+                "b_output": answer.output,
+                "b_result": answer.result,
+                "b_cache_hit": answer.cache_hit,
+                "b_metrics": attempt_metrics(
+                    answer.claim, answer.inference_ms, answer.batch_size, now
+                ),
+            }
+            for answer in together
+        ],
     )
-    if done:
-        event = outbox.JobFinished(claim.job_id, claim.has_webhook, claim.in_batch)
-        outbox.emit(session, event)
-    return bool(done)
+    for batch_id in sorted({a.claim.batch_id for a in together if a.claim.batch_id}):
+        outbox.emit(session, outbox.BatchLinesFinished(batch_id))
 
 
 def fail_job(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -17,9 +18,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core import cache, notify, outbox
+from services.core.auth import live_key_query
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
 from services.core.errors import (
+    AuthenticationError,
     InvalidRequestError,
     JobFailedError,
     ServiceUnavailableError,
@@ -31,7 +34,14 @@ from services.core.ids import new_id
 from services.core.inputs.images import CheckedImage
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams, check_fits_context
 from services.core.model_info import model_revision
-from services.core.models import UNFINISHED_STATUSES, Image, Job, JobStatus
+from services.core.models import (
+    UNFINISHED_STATUSES,
+    ApiKey,
+    Image,
+    Job,
+    JobStatus,
+    image_hashes,
+)
 from services.core.pagination import newest_first_page
 from services.core.runtime import Runtime
 from services.core.tenancy import get_owned
@@ -98,6 +108,7 @@ def new_job(
         params=params.model_dump(mode="json"),
         status=JobStatus.QUEUED.value,
         cache_key=cache_key,
+        first_image=next(iter(image_hashes(request.messages)), None),
         stream=options.stream,
         metadata_=options.metadata,
         webhook=options.webhook,
@@ -147,15 +158,10 @@ def add_job(session: Session, job: Job, images: list[CheckedImage], options: Sub
         outbox.emit(session, outbox.JobFinished(job.id))
 
 
-def check_queue_quota(
-    session: Session, tenant_id: str, settings: Settings, adding: int = 1
-) -> None:
-    """A 429 when `adding` more jobs would take the tenant past `tenant_max_queued`
-    unfinished interactive jobs (batch lines do not count: a batch has its own line cap)."""
-    cap = settings.tenant_max_queued
-    if cap <= 0:
-        return
-    unfinished = session.scalar(
+def unfinished_interactive_jobs(tenant_id: Any) -> sa.ScalarSelect[int]:
+    """How many of the tenant's interactive jobs are unfinished (batch lines do not count:
+    a batch has its own line cap); `tenant_id` is an id or a column holding one."""
+    return (
         sa.select(sa.func.count())
         .select_from(Job)
         .where(
@@ -163,8 +169,37 @@ def check_queue_quota(
             Job.status.in_(UNFINISHED_STATUSES),
             Job.batch_id.is_(None),
         )
+        .scalar_subquery()
     )
-    if (unfinished or 0) + adding > cap:
+
+
+def authenticate_submitter(
+    session: Session, authorization: str | None, settings: Settings
+) -> tuple[str, int]:
+    """The tenant of a bearer key and its unfinished interactive jobs (0 when no cap is
+    set), in one read: a submission is authenticated and checked against its quota at once."""
+    query: sa.Select[Any] = live_key_query(authorization)
+    if settings.tenant_max_queued > 0:
+        query = query.add_columns(unfinished_interactive_jobs(ApiKey.tenant_id))
+    row = session.execute(query).first()
+    if row is None:
+        raise AuthenticationError("invalid API key")
+    return str(row[0]), int(row[1]) if len(row) > 1 else 0
+
+
+def check_queue_quota(
+    session: Session, tenant_id: str, settings: Settings, adding: int = 1
+) -> None:
+    """A 429 when `adding` more jobs would take the tenant past `tenant_max_queued`."""
+    if settings.tenant_max_queued > 0:
+        unfinished = session.scalar(sa.select(unfinished_interactive_jobs(tenant_id)))
+        refuse_over_quota(unfinished or 0, settings, adding)
+
+
+def refuse_over_quota(unfinished: int, settings: Settings, adding: int = 1) -> None:
+    """A 429 when `adding` jobs to the tenant's `unfinished` would pass `tenant_max_queued`."""
+    cap = settings.tenant_max_queued
+    if cap > 0 and unfinished + adding > cap:
         raise TooManyRequestsError(
             f"this API key has {unfinished} unfinished jobs, the most allowed is {cap}: wait "
             "for some to finish, or send the work as a batch",
@@ -250,11 +285,12 @@ def has_ended(sessions: sessionmaker[Session], job_id: str) -> bool:
 
 
 def wait_until_terminal(
-    sessions: sessionmaker[Session], client: redis.Redis, job: Job, timeout_s: float
+    sessions: sessionmaker[Session], job_ends: notify.JobEnds, job: Job, timeout_s: float
 ) -> tuple[Job, bool]:
-    """The job once terminal (woken by its notification), or as it is after `timeout_s`.
+    """The job once terminal (woken by its end), or as it is after `timeout_s`.
 
-    Returns the job as last read and whether it is terminal. Each check is one read.
+    Returns the job and whether it is terminal. A job that ends with its final fields
+    announced is answered from them, without a read; otherwise each check is one read.
     """
     if job.job_status.is_terminal():
         return job, True
@@ -265,16 +301,30 @@ def wait_until_terminal(
             latest.append(get_job(session, job.tenant_id, job.id))
         return latest[-1].job_status.is_terminal()
 
-    done = notify.wait_for_job(client, job.id, terminal_now, timeout_s)
+    created_at = job.created_at.timestamp() if job.created_at is not None else None
+    done, ending = job_ends.wait(job.id, terminal_now, timeout_s, created_at=created_at)
+    if ending is not None:
+        apply_ending(job, ending)
+        return job, True
     return latest[-1], done
 
 
+def apply_ending(job: Job, ending: dict[str, Any]) -> None:
+    """Set the final fields a job's end announced (as committed) on the job object."""
+    for name in ("status", "output", "result", "error", "cache_hit", "metrics", "attempts"):
+        if name in ending:
+            setattr(job, name, ending[name])
+    for name in ("started_at", "completed_at"):
+        if ending.get(name):
+            setattr(job, name, datetime.fromisoformat(ending[name]))
+
+
 def wait_for_success(
-    sessions: sessionmaker[Session], client: redis.Redis, job: Job, timeout_s: float
+    sessions: sessionmaker[Session], job_ends: notify.JobEnds, job: Job, timeout_s: float
 ) -> Job:
     """The job once it succeeded; a 504 after `timeout_s` (the job goes on), and a 500
     `job_failed` if it failed or was canceled (synchronous calls answer with its error)."""
-    job, done = wait_until_terminal(sessions, client, job, timeout_s)
+    job, done = wait_until_terminal(sessions, job_ends, job, timeout_s)
     if not done:
         raise SyncTimeoutError(f"job {job.id} did not finish in time; poll /v1/jobs/{job.id}")
     if job.status != JobStatus.SUCCEEDED:
