@@ -32,7 +32,8 @@ from services.core.config import BUNDLED_MODEL_DIR
 from vlmq.client import api_request, download_file, upload_batch_file
 
 POLICY = {"triangle": "is there a triangle?"}
-RECEIVED = re.compile(r"Task vlmq\.infer\[job_\w+\] received")
+# Interactive jobs are one task each; batch lines arrive in chunks, logged with their size.
+RECEIVED = re.compile(r"Task vlmq\.infer\[job_\w+\] received|event=chunk_received lines=(\d+)")
 # Mirroring keeps the shape (the model was trained with mirrored images; rotations would
 # show it triangles pointing sideways, which easy-VQA never has).
 VARIANTS = [None, Image.Transpose.FLIP_LEFT_RIGHT]
@@ -158,7 +159,8 @@ def main() -> None:
                 max_queue = max(max_queue, queued)
                 over_unfinished += queued > unfinished
             elapsed = time.perf_counter() - started
-            received = RECEIVED.findall((tmp / "vlmq.log").read_text(errors="replace"))
+            log_text = (tmp / "vlmq.log").read_text(errors="replace")
+            received = sum(int(m.group(1) or 1) for m in RECEIVED.finditer(log_text))
             output = tmp / "output.jsonl"
             download_file(service.base, key, batch["output_file_id"], str(output))
         finally:
@@ -172,7 +174,7 @@ def main() -> None:
     rate = counts["completed"] / elapsed
     print(f"batch {batch['status']}: {counts} in {elapsed:.1f} s ({rate:.1f} lines/s)")
     print(
-        f"deliveries per line: {len(received) / args.lines:.4f} ({len(received)} tasks received); "
+        f"deliveries per line: {received / args.lines:.4f} ({received} line deliveries); "
         f"queue length at most {max_queue}, above the unfinished lines in {over_unfinished} samples"
     )
     groups = {

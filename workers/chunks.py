@@ -53,6 +53,8 @@ def run_chunk(
     finally:
         # As for one job: the message is consumed, claimed or not (see `run_job`).
         forget_messages(runtime, job_ids)
+    # The deliveries of each line can be counted from this line (bench.moderation_batch).
+    log.info("event=chunk_received lines=%d claimed=%d", len(job_ids), len(claims))
     if not claims:
         return "skipped"
     with leases.holding(claims), loading:

@@ -33,9 +33,9 @@ POLL_INTERVAL_S = 1.0
 
 # How many recent job ends each process remembers (with their final fields), so that a
 # waiter that starts just after its job ended needs no database read.
-RECENT_ENDS = 4096
+RECENT_ENDS = 1024
 # A job end whose final fields are larger than this is announced without them.
-MAX_ENDING_BYTES = 64 * 1024
+MAX_ENDING_BYTES = 16 * 1024
 
 
 def publish_job_done(

@@ -131,7 +131,9 @@ def test_one_job_costs_at_most_5_statements_and_6_round_trips(
 
     def queued_job() -> str | None:
         with watcher.connect() as connection:
-            return connection.scalar(sa.select(Job.id).where(Job.status == "queued").limit(1))
+            return connection.scalar(
+                sa.select(Job.id).where(Job.model == "cost-model", Job.status == "queued").limit(1)
+            )
 
     def one_job(seed: int) -> dict[str, Any]:
         found: list[str] = []

@@ -1,0 +1,178 @@
+"""Bulk batches through the whole service beside the raw model on the same inputs.
+
+For each endpoint asked for (`/v1/moderations`, `/v1/chat/completions`), builds a batch file
+of N lines (easy-VQA images, test split first, then train, then mirrored copies, so the
+cache answers none), and in one run measures:
+
+- raw: the backend called in-process on the same requests (the same canonical request and
+  parameters a worker builds, images decoded beforehand), in batches of `--batch`, over the
+  first `--raw-lines` lines;
+- vlmq: `vlmq up` (SQLite, embedded Redis, one worker, `VLMQ_MAX_BATCH=--batch`), from
+  the upload to `completed`, with the peak memory of each of its processes.
+
+    .venv/bin/python -m bench.bulk_batches --lines 10000 --endpoint moderations chat
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.moderation_batch import POLICY, VARIANTS, labelled_images, tree_rss, variant_png
+from bench.throughput import VlmqService
+from services.core.config import BUNDLED_MODEL_DIR, Settings
+from services.core.inputs.images import to_rgb
+from services.core.inputs.prompts import (
+    CanonicalRequest,
+    GenerationParams,
+    build_params,
+    canonical_from_messages,
+)
+from services.core.moderation.service import moderation_inputs
+from vlmq.client import api_request, upload_batch_file
+
+ENDPOINTS = {"moderations": "/v1/moderations", "chat": "/v1/chat/completions"}
+QUESTIONS = ["what shape is in the image?", "what color is the shape?", "is there a circle?"]
+
+
+def line_body(endpoint: str, url: str, index: int) -> dict[str, Any]:
+    """The body of one line: a moderation of the image, or a question about it."""
+    image = {"type": "image_url", "image_url": {"url": url}}
+    if endpoint == "/v1/moderations":
+        return {"input": [image], "categories": POLICY}
+    text = {"type": "text", "text": QUESTIONS[index % len(QUESTIONS)]}
+    return {"messages": [{"role": "user", "content": [image, text]}], "max_tokens": 4}
+
+
+def build_file(endpoint: str, lines: int, destination: Path) -> list[dict[str, Any]]:
+    """Write the batch file; returns the bodies of its lines."""
+    images = labelled_images()
+    bodies = []
+    with destination.open("w") as handle:
+        for index in range(lines):
+            path, _shape, split = images[index % len(images)]
+            variant = VARIANTS[(index // len(images)) % len(VARIANTS)]
+            url = "data:image/png;base64," + base64.b64encode(variant_png(path, variant)).decode()
+            body = line_body(endpoint, url, index)
+            line = {"custom_id": f"{split}-{index}", "method": "POST", "url": endpoint}
+            handle.write(json.dumps({**line, "body": body}) + "\n")
+            bodies.append(body)
+    return bodies
+
+
+def predict_requests(endpoint: str, bodies: list[dict[str, Any]], settings: Settings) -> list[Any]:
+    """The model requests a worker builds for these lines (images decoded)."""
+    from workers.backends.base import PredictRequest
+
+    requests = []
+    for body in bodies:
+        canonical: CanonicalRequest
+        if endpoint == "/v1/moderations":
+            [item] = moderation_inputs(body["input"], settings)
+            canonical = item.request
+            params = GenerationParams(max_tokens=1, score_questions=dict(POLICY))
+        else:
+            canonical = canonical_from_messages(body["messages"], settings)
+            params = build_params(body, settings)
+        images = {image.sha256: image.data for image in canonical.images}
+        messages = [
+            {
+                "role": message["role"],
+                "content": [
+                    {"type": "image", "image": to_rgb(images[part["sha256"]])}
+                    if part["type"] == "image"
+                    else part
+                    for part in message["content"]
+                ],
+            }
+            for message in canonical.messages
+        ]
+        requests.append(PredictRequest(messages, params))
+    return requests
+
+
+def raw_rate(model: str, requests: list[Any], batch: int) -> float:
+    """Requests/s of the backend called in-process, in batches of `batch`."""
+    from workers.backends.transformers_vlm import TransformersVLM
+
+    backend = TransformersVLM(model)
+    backend.setup("auto")
+    backend.predict(requests[:batch])  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(requests), batch):
+        backend.predict(requests[start : start + batch])
+    return len(requests) / (time.perf_counter() - started)
+
+
+def run_batch(model: str, endpoint: str, jsonl: Path, tmp: Path, batch: int) -> dict[str, Any]:
+    """The batch through `vlmq up`: lines/s and the peak memory of each process."""
+    service = VlmqService(model, tmp, max_batch=batch)
+    peak: dict[str, int] = {}
+    try:
+        key = service.new_key("bulk")
+        started = time.perf_counter()
+        file = upload_batch_file(service.base, key, jsonl.name, jsonl.read_bytes())
+        job = api_request(
+            service.base,
+            key,
+            "POST",
+            "/v1/batches",
+            {"input_file_id": file["id"], "endpoint": endpoint},
+        )
+        root = psutil.Process(service.process.pid)
+        while job["status"] not in ("completed", "failed", "cancelled", "expired"):
+            time.sleep(1.0)
+            for command, rss in tree_rss(root).items():
+                peak[command] = max(peak.get(command, 0), rss)
+            job = api_request(service.base, key, "GET", f"/v1/batches/{job['id']}")
+        elapsed = time.perf_counter() - started
+    finally:
+        service.stop()
+    counts = job["request_counts"]
+    return {
+        "status": job["status"],
+        "counts": counts,
+        "seconds": elapsed,
+        "lines_per_s": counts["completed"] / elapsed,
+        "peak_rss": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=10_000)
+    parser.add_argument("--endpoint", nargs="+", choices=list(ENDPOINTS), default=list(ENDPOINTS))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--raw-lines", type=int, default=2048)
+    parser.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
+    args = parser.parse_args()
+    settings = Settings(_env_file=None, model=args.model)  # type: ignore[call-arg]
+    for name in args.endpoint:
+        endpoint = ENDPOINTS[name]
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            jsonl = tmp / f"{name}.jsonl"
+            bodies = build_file(endpoint, args.lines, jsonl)
+            sample = predict_requests(endpoint, bodies[: args.raw_lines], settings)
+            raw = raw_rate(args.model, sample, args.batch)
+            size_mb = jsonl.stat().st_size / 1e6
+            result = run_batch(args.model, endpoint, jsonl, tmp, args.batch)
+        print(f"{endpoint}: {args.lines} lines ({size_mb:.1f} MB), batch {args.batch}")
+        print(f"  raw model, in-process, first {len(sample)} lines: {raw:8.1f} requests/s")
+        print(
+            f"  vlmq batch {result['status']} {result['counts']} in {result['seconds']:.1f} s: "
+            f"{result['lines_per_s']:8.1f} lines/s = {result['lines_per_s'] / raw:.0%} of raw"
+        )
+        for command, rss in sorted(result["peak_rss"].items(), key=lambda item: -item[1]):
+            print(f"  peak RSS {rss / 2**20:8.1f} MiB  {command}")
+
+
+if __name__ == "__main__":
+    main()
