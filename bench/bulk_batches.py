@@ -6,7 +6,7 @@ cache answers none), and in one run measures:
 
 - raw: the backend called in-process on the same requests (the same canonical request and
   parameters a worker builds, images decoded beforehand), in batches of `--batch`, over the
-  first `--raw-lines` lines;
+  first `--raw-lines` lines, in a process of its own that ends before the service starts;
 - vlmq: `vlmq up` (SQLite, embedded Redis, one worker, `VLMQ_MAX_BATCH=--batch`), from
   the upload to `completed`, with the peak memory of each of its processes.
 
@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +100,16 @@ def predict_requests(endpoint: str, bodies: list[dict[str, Any]], settings: Sett
     return requests
 
 
-def raw_rate(model: str, requests: list[Any], batch: int) -> float:
-    """Requests/s of the backend called in-process, in batches of `batch`."""
+def raw_rate(model: str, endpoint: str, bodies: list[dict[str, Any]], batch: int) -> float:
+    """Requests/s of the backend called in-process on these lines, in batches of `batch`.
+
+    Runs in a process of its own (see `main`): torch's threads must not linger beside the
+    service measured next.
+    """
     from workers.backends.transformers_vlm import TransformersVLM
 
+    settings = Settings(_env_file=None, model=model)  # type: ignore[call-arg]
+    requests = predict_requests(endpoint, bodies, settings)
     backend = TransformersVLM(model)
     backend.setup("auto")
     backend.predict(requests[:batch])  # warm-up
@@ -115,6 +123,7 @@ def run_batch(model: str, endpoint: str, jsonl: Path, tmp: Path, batch: int) -> 
     """The batch through `vlmq up`: lines/s and the peak memory of each process."""
     service = VlmqService(model, tmp, max_batch=batch)
     peak: dict[str, int] = {}
+    cpu: dict[str, float] = {}
     try:
         key = service.new_key("bulk")
         started = time.perf_counter()
@@ -131,6 +140,7 @@ def run_batch(model: str, endpoint: str, jsonl: Path, tmp: Path, batch: int) -> 
             time.sleep(1.0)
             for command, rss in tree_rss(root).items():
                 peak[command] = max(peak.get(command, 0), rss)
+            cpu.update(tree_cpu_s(root))
             job = api_request(service.base, key, "GET", f"/v1/batches/{job['id']}")
         elapsed = time.perf_counter() - started
     finally:
@@ -142,7 +152,21 @@ def run_batch(model: str, endpoint: str, jsonl: Path, tmp: Path, batch: int) -> 
         "seconds": elapsed,
         "lines_per_s": counts["completed"] / elapsed,
         "peak_rss": peak,
+        "cpu_s": cpu,
     }
+
+
+def tree_cpu_s(process: psutil.Process) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each process under `process`, by command."""
+    found: dict[str, float] = {}
+    for child in [process, *process.children(recursive=True)]:
+        try:
+            times = child.cpu_times()
+            command = " ".join(child.cmdline()[-2:])
+            found[command] = found.get(command, 0.0) + times.user + times.system
+        except psutil.Error:
+            continue
+    return found
 
 
 def main() -> None:
@@ -153,16 +177,17 @@ def main() -> None:
     parser.add_argument("--raw-lines", type=int, default=2048)
     parser.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
     args = parser.parse_args()
-    settings = Settings(_env_file=None, model=args.model)  # type: ignore[call-arg]
     for name in args.endpoint:
         endpoint = ENDPOINTS[name]
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
             jsonl = tmp / f"{name}.jsonl"
             bodies = build_file(endpoint, args.lines, jsonl)
-            sample = predict_requests(endpoint, bodies[: args.raw_lines], settings)
-            raw = raw_rate(args.model, sample, args.batch)
             size_mb = jsonl.stat().st_size / 1e6
+            sample = bodies[: args.raw_lines]
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                raw = pool.submit(raw_rate, args.model, endpoint, sample, args.batch).result()
             result = run_batch(args.model, endpoint, jsonl, tmp, args.batch)
         print(f"{endpoint}: {args.lines} lines ({size_mb:.1f} MB), batch {args.batch}")
         print(f"  raw model, in-process, first {len(sample)} lines: {raw:8.1f} requests/s")
@@ -171,7 +196,8 @@ def main() -> None:
             f"{result['lines_per_s']:8.1f} lines/s = {result['lines_per_s'] / raw:.0%} of raw"
         )
         for command, rss in sorted(result["peak_rss"].items(), key=lambda item: -item[1]):
-            print(f"  peak RSS {rss / 2**20:8.1f} MiB  {command}")
+            cpu_s = result["cpu_s"].get(command, 0.0)
+            print(f"  peak RSS {rss / 2**20:8.1f} MiB, CPU {cpu_s:6.1f} s  {command}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -42,20 +42,22 @@ from services.core.inputs.prompts import (
 from services.core.jobs.service import (
     SubmitOptions,
     enqueue_after_commit,
-    new_job,
+    new_job_values,
     request_cache_key,
     store_images,
 )
 from services.core.models import Batch, BatchStatus, Job, JobStatus
-from services.core.moderation.service import moderation_jobs_spec
+from services.core.moderation.service import moderation_jobs_spec, tenant_policy
 from services.core.runtime import Runtime
 
 PAGE = 100
+MODERATIONS = "/v1/moderations"
 EXPAND_LEASE_S = 60
 MAX_CUSTOM_ID_CHARS = 200
 MAX_EXPAND_ATTEMPTS = 3
 
-LineJob = tuple[Job, list[CheckedImage]]
+# A line's job (its column values, for a bulk insert) and the images it stores.
+LineJob = tuple[dict[str, Any], list[CheckedImage]]
 
 
 def line_job_id(batch_id: str, line_number: int) -> str:
@@ -70,9 +72,16 @@ def expanding_key(batch_id: str) -> str:
 
 
 def parse_line(
-    session: Session, settings: Settings, batch: Batch, raw: bytes
+    session: Session,
+    settings: Settings,
+    batch: Batch,
+    raw: bytes,
+    stored_policy: dict[str, Any] | None = None,
 ) -> tuple[CanonicalRequest, GenerationParams, SubmitOptions]:
-    """One input line as (canonical request, params, options), or a VlmqError."""
+    """One input line as (canonical request, params, options), or a VlmqError.
+
+    `stored_policy`: the tenant's moderation policy, read once for the whole batch.
+    """
     try:
         line = json.loads(raw)
     except ValueError as exc:
@@ -94,7 +103,7 @@ def parse_line(
     model = body.get("model")
     if model and model != settings.model_id:
         raise NotFoundError(f"the model {model!r} does not exist", code="model_not_found")
-    if batch.endpoint == "/v1/moderations":
+    if batch.endpoint == MODERATIONS:
         specs = moderation_jobs_spec(
             session,
             settings,
@@ -102,6 +111,7 @@ def parse_line(
             body.get("input"),
             body.get("categories"),
             body.get("thresholds"),
+            stored_policy,
         )
         if len(specs) != 1:
             raise InvalidRequestError("a batch line moderates exactly one input", param="input")
@@ -118,17 +128,22 @@ def parse_line(
 
 
 def line_job(
-    session: Session, settings: Settings, batch: Batch, line_number: int, raw: bytes
+    session: Session,
+    settings: Settings,
+    batch: Batch,
+    line_number: int,
+    raw: bytes,
+    stored_policy: dict[str, Any] | None = None,
 ) -> LineJob:
     """The job of one line (failed already if the line is bad) and the images to store."""
     job_id = line_job_id(batch.id, line_number)
     try:
-        request, params, options = parse_line(session, settings, batch, raw)
+        request, params, options = parse_line(session, settings, batch, raw, stored_policy)
     except ServiceUnavailableError:
         raise  # passing (a fetch capacity or dependency outage): the expansion runs again
     except VlmqError as exc:
         now = utcnow()
-        job = Job(
+        job: dict[str, Any] = dict(
             id=job_id,
             tenant_id=batch.tenant_id,
             kind="chat" if batch.endpoint == "/v1/chat/completions" else "moderation",
@@ -147,8 +162,8 @@ def line_job(
         )
         return job, []
     key = request_cache_key(settings, batch.tenant_id, request, params)
-    job = new_job(settings, batch.tenant_id, request, params, options, key)
-    job.id = job_id
+    job = new_job_values(settings, batch.tenant_id, request, params, options, key)
+    job["id"] = job_id
     return job, request.images
 
 
@@ -166,7 +181,7 @@ def commit_page(runtime: Runtime, batch_id: str, page: list[LineJob]) -> bool:
 
     False, with nothing stored, when the batch is no longer `validating`.
     """
-    ids = [job.id for job, _ in page]
+    ids = [job["id"] for job, _ in page]
     with runtime.unit_of_work() as session:
         # A no-op write that locks the batch row: a cancel or an expiry that commits
         # first stops the page, and one that comes later waits for it.
@@ -179,10 +194,12 @@ def commit_page(runtime: Runtime, batch_id: str, page: list[LineJob]) -> bool:
         if not still_validating:
             return False
         existing = set(session.scalars(sa.select(Job.id).where(Job.id.in_(ids))))
-        fresh = [(job, images) for job, images in page if job.id not in existing]
+        fresh = [(job, images) for job, images in page if job["id"] not in existing]
         store_images(session, [image for _, images in fresh for image in images])
-        session.add_all([job for job, _ in fresh])
-    queued = [job.id for job, _ in fresh if job.status == JobStatus.QUEUED.value]
+        if fresh:
+            # A bulk insert of plain rows: no ORM object per line.
+            session.execute(sa.insert(Job), [job for job, _ in fresh])
+    queued = [job["id"] for job, _ in fresh if job["status"] == JobStatus.QUEUED.value]
     enqueue_after_commit(runtime, queued, background=True)
     return True
 
@@ -250,11 +267,14 @@ def expand_lines(runtime: Runtime, batch: Batch) -> None:
         return
     page: list[LineJob] = []
     lines = file_lines(runtime.sessions, batch.input_file_id)
-    with runtime.sessions() as reads:  # the tenant's moderation policy, read per line
+    with runtime.sessions() as reads:
+        # The tenant's moderation policy is read once: a policy changed while the batch
+        # expands applies to the batches created after the change.
+        policy = tenant_policy(reads, batch.tenant_id) if batch.endpoint == MODERATIONS else None
         for line_number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
-            page.append(line_job(reads, settings, batch, line_number, raw))
+            page.append(line_job(reads, settings, batch, line_number, raw, policy))
             if len(page) >= PAGE:
                 reads.rollback()  # end the read transaction: no snapshot held across pages
                 if not commit_page(runtime, batch.id, page):

@@ -86,7 +86,8 @@ def store_images(session: Session, images: list[CheckedImage]) -> None:
     ]
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(Image).values(rows).on_conflict_do_nothing(index_elements=["sha256"]))
+    # Rows as parameters (not one VALUES list): the compiled statement is cached.
+    session.execute(insert(Image).on_conflict_do_nothing(index_elements=["sha256"]), rows)
 
 
 def new_job(
@@ -98,8 +99,20 @@ def new_job(
     cache_key: str | None,
 ) -> Job:
     """A job row (not yet stored) for a submission."""
+    return Job(**new_job_values(settings, tenant_id, request, params, options, cache_key))
+
+
+def new_job_values(
+    settings: Settings,
+    tenant_id: str,
+    request: CanonicalRequest,
+    params: GenerationParams,
+    options: SubmitOptions,
+    cache_key: str | None,
+) -> dict[str, Any]:
+    """The column values of a new job (by attribute name), for a bulk insert."""
     now = utcnow()
-    return Job(
+    return dict(
         id=new_id("job"),
         tenant_id=tenant_id,
         kind=options.kind,
@@ -118,6 +131,7 @@ def new_job(
         moderation=options.moderation,
         metrics={},
         attempts=0,
+        cache_hit=False,
         created_at=now,
         enqueued_at=now,
     )

@@ -85,9 +85,16 @@ def moderation_jobs_spec(
     raw_input: Any,
     categories: Any,
     thresholds: Any,
+    stored_policy: dict[str, Any] | None = None,
 ) -> list[ModerationJobSpec]:
-    """The canonical requests, parameters and options of a moderation request (nothing stored)."""
-    policy = resolve_policy(settings, tenant_policy(session, tenant_id), categories, thresholds)
+    """The canonical requests, parameters and options of a moderation request (nothing stored).
+
+    `stored_policy`: the tenant's policy when the caller has read it already (a batch reads
+    it once for all its lines).
+    """
+    if stored_policy is None:
+        stored_policy = tenant_policy(session, tenant_id)
+    policy = resolve_policy(settings, stored_policy, categories, thresholds)
     params = GenerationParams(
         max_tokens=1, score_questions={name: c.question for name, c in policy.items()}
     )
