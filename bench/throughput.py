@@ -20,6 +20,7 @@ import argparse
 import base64
 import io
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -28,11 +29,12 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from PIL import Image
 
 from services.core.config import BUNDLED_MODEL_DIR
@@ -292,19 +294,32 @@ def main() -> None:
     }
     results: dict[str, dict[int, float]] = {"raw": {}, "vlmq": {}, "naive": {}}
     extra: dict[str, float] = {}
+    # CPU milliseconds per job of each vlmq process (and of this load generator), per level.
+    cpu_ms: dict[int, dict[str, float]] = {}
 
-    for c, batch in phases.items():
-        results["raw"][c] = raw_ceiling(args.model, batch, c)
+    # The raw model runs in a process of its own: torch's threads must not linger beside the
+    # services measured next.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for c, batch in phases.items():
+            results["raw"][c] = pool.submit(raw_ceiling, args.model, batch, c).result()
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         service = VlmqService(args.model, tmp, max_batch=max(args.concurrency))
         try:
             service.sender(service.new_key("warmup"))(questions[-1])
+            root = psutil.Process(service.process.pid)
             for c, batch in phases.items():
-                rate, replies = run_load(service.sender(service.new_key(f"c{c}")), batch, c)
+                send = service.sender(service.new_key(f"c{c}"))
+                before = cpu_seconds(root)
+                rate, replies = run_load(send, batch, c)
+                after = cpu_seconds(root)
                 assert all(job["status"] == "succeeded" for _, job in replies), replies
                 results["vlmq"][c] = rate
+                cpu_ms[c] = {
+                    name: (after[name] - before.get(name, 0.0)) * 1000 / len(batch)
+                    for name in after
+                }
                 if c == 1:
                     latencies = [latency for latency, _ in replies]
                     inference = [job["metrics"]["inference_ms"] for _, job in replies]
@@ -337,6 +352,60 @@ def main() -> None:
             naive.stop()
 
     report(args.model, args.requests, args.concurrency, results, extra)
+    print_job_cost()
+    print("CPU per job (ms) of each process, by concurrency:")
+    for c, per_process in cpu_ms.items():
+        parts = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(per_process.items()))
+        print(f"  c={c}: {parts}; all {sum(per_process.values()):.1f}")
+
+
+def print_job_cost() -> None:
+    """The SQL statements and Redis round trips of one job, as the counting test measures
+    them (tests/integration/test_job_cost.py, on SQLite)."""
+    test = "tests/integration/test_job_cost.py"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            test,
+            "-q",
+            "-s",
+            "-k",
+            "sqlite",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("one job:"):
+            print(line)
+
+
+def cpu_seconds(root: psutil.Process) -> dict[str, float]:
+    """CPU seconds used so far by the service's processes (by role) and by this process."""
+    found: dict[str, float] = {}
+    for process in [root, *root.children(recursive=True), psutil.Process()]:
+        try:
+            command = process.cmdline()
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        role = (
+            "load generator"
+            if process.pid == os.getpid()
+            else "redis"
+            if "redis-server" in command[0]
+            else command[-1]
+            if command[-1] in ("up", "background-worker")
+            else "worker"
+        )
+        found[role] = found.get(role, 0.0) + times.user + times.system
+    return found
 
 
 def report(
