@@ -6,7 +6,8 @@ cache answers none), and in one run measures:
 
 - raw: the backend called in-process on the same requests (the same canonical request and
   parameters a worker builds, images decoded beforehand), in batches of `--batch`, over the
-  first `--raw-lines` lines, in a process of its own that ends before the service starts;
+  first `--raw-lines` lines, in a process of its own, once before and once after the
+  service's run (the machine's speed drifts; their mean is the baseline);
 - vlmq: `vlmq up` (SQLite, embedded Redis, one worker, `VLMQ_MAX_BATCH=--batch`), from
   the upload to `completed`, with the peak memory of each of its processes.
 
@@ -119,9 +120,19 @@ def raw_rate(model: str, endpoint: str, bodies: list[dict[str, Any]], batch: int
     return len(requests) / (time.perf_counter() - started)
 
 
+def raw_in_own_process(
+    model: str, endpoint: str, bodies: list[dict[str, Any]], batch: int
+) -> float:
+    """`raw_rate` in a fresh process, so torch's threads never run beside the service."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(raw_rate, model, endpoint, bodies, batch).result()
+
+
 def run_batch(model: str, endpoint: str, jsonl: Path, tmp: Path, batch: int) -> dict[str, Any]:
     """The batch through `vlmq up`: lines/s and the peak memory of each process."""
-    service = VlmqService(model, tmp, max_batch=batch)
+    # A 50,000-line file is larger than the default body cap (25 MiB).
+    body_cap = {"VLMQ_MAX_BODY_BYTES": str(jsonl.stat().st_size + 2**20)}
+    service = VlmqService(model, tmp, max_batch=batch, extra_env=body_cap)
     peak: dict[str, int] = {}
     cpu: dict[str, float] = {}
     try:
@@ -185,12 +196,16 @@ def main() -> None:
             bodies = build_file(endpoint, args.lines, jsonl)
             size_mb = jsonl.stat().st_size / 1e6
             sample = bodies[: args.raw_lines]
-            spawn = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                raw = pool.submit(raw_rate, args.model, endpoint, sample, args.batch).result()
+            # The raw model before and after the service: this machine's speed drifts.
+            raw_before = raw_in_own_process(args.model, endpoint, sample, args.batch)
             result = run_batch(args.model, endpoint, jsonl, tmp, args.batch)
+            raw_after = raw_in_own_process(args.model, endpoint, sample, args.batch)
+            raw = (raw_before + raw_after) / 2
         print(f"{endpoint}: {args.lines} lines ({size_mb:.1f} MB), batch {args.batch}")
-        print(f"  raw model, in-process, first {len(sample)} lines: {raw:8.1f} requests/s")
+        print(
+            f"  raw model, in-process, first {len(sample)} lines: {raw:8.1f} requests/s "
+            f"(before {raw_before:.1f}, after {raw_after:.1f})"
+        )
         print(
             f"  vlmq batch {result['status']} {result['counts']} in {result['seconds']:.1f} s: "
             f"{result['lines_per_s']:8.1f} lines/s = {result['lines_per_s'] / raw:.0%} of raw"

@@ -108,7 +108,14 @@ def raw_ceiling(model: str, questions: list[Question], concurrency: int) -> floa
 class VlmqService:
     """`vlmq up` in a subprocess with its own data directory and embedded Redis."""
 
-    def __init__(self, model: str, tmp: Path, max_batch: int, log_level: str = "WARNING") -> None:
+    def __init__(
+        self,
+        model: str,
+        tmp: Path,
+        max_batch: int,
+        log_level: str = "WARNING",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")}
         self.env.update(
@@ -119,6 +126,7 @@ class VlmqService:
             VLMQ_MAX_BATCH=str(max_batch),
             VLMQ_LOG_LEVEL=log_level,
         )
+        self.env.update(extra_env or {})
         self.log = (tmp / "vlmq.log").open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vlmq.cli", "up"],

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from services.core.config import Settings
-from services.core.heartbeats import BACKGROUND_WORKER_PREFIX
+from services.core.heartbeats import live_background_workers
 from tests.support import VlmqProcess, wait_until
 
 # The webhook worker of the tests retries quickly: 4 attempts within about 2 seconds.
@@ -145,9 +145,9 @@ class BackgroundWorkerProcess(VlmqProcess):
 
     def wait_ready(self, client: redis.Redis, timeout_s: float = 60) -> BackgroundWorkerProcess:
         """Block until the worker's heartbeat appears."""
-        key = f"*:{self.process.pid}"
+        suffix = f":{self.process.pid}"
         wait_until(
-            lambda: any(client.scan_iter(match=BACKGROUND_WORKER_PREFIX + key)),
+            lambda: any(name.endswith(suffix) for name in live_background_workers(client)),
             timeout_s,
             f"webhook worker ready (log: {self.log_path})",
             interval_s=0.1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -9,11 +10,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from services.core.config import LOG_FORMAT, Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+# Where `vlmq up` keeps the key it made, in its data folder (readable by its owner only).
+LOCAL_KEY_FILE = "api-key"
 
 
 @click.group()
@@ -44,9 +54,52 @@ def keys_create(tenant: str, label: str | None) -> None:
     click.echo(create_key(Settings(), tenant, label))
 
 
-def create_key(settings: Settings, tenant: str, label: str | None) -> str:
-    """Migrate if needed, then create a key for `tenant` and return it."""
-    from services.core.auth import create_api_key
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+def keys_list(tenant: str | None) -> None:
+    """List keys: id, tenant, prefix, label, created, last used, revoked (never the key)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from services.core.auth import list_keys
+
+    with database_session(Settings()) as session:
+        found = list_keys(session, tenant)
+    table = Table("id", "tenant", "prefix", "label", "created", "last used", "revoked")
+    for key in found:
+        table.add_row(
+            key.id,
+            key.tenant,
+            key.prefix + "…",
+            key.label or "",
+            when(key.created_at),
+            when(key.last_used_at),
+            when(key.revoked_at),
+        )
+    Console().print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_or_id")
+def keys_revoke(key_or_id: str) -> None:
+    """Revoke a key, named by its id (`key_...`) or by the key itself; refused at once."""
+    from services.core.auth import revoke_key
+
+    with database_session(Settings()) as session:
+        revoked = revoke_key(session, key_or_id)
+    if revoked is None:
+        raise click.ClickException("no such key: give a key id (see `vlmq keys list`) or a key")
+    click.echo(f"revoked {revoked.id} ({revoked.tenant}, {revoked.prefix}…)")
+
+
+def when(moment: datetime | None) -> str:
+    """A timestamp as `keys list` shows it."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+@contextlib.contextmanager
+def database_session(settings: Settings) -> Iterator[Session]:
+    """A transaction on the deployment's database, migrated first if needed."""
     from services.core.db import create_db_engine, create_session_factory, session_scope
     from services.core.migrate import upgrade
 
@@ -54,9 +107,34 @@ def create_key(settings: Settings, tenant: str, label: str | None) -> str:
     engine = create_db_engine(settings.sqlalchemy_url)
     try:
         with session_scope(create_session_factory(engine)) as session:
-            return create_api_key(session, tenant, label)
+            yield session
     finally:
         engine.dispose()
+
+
+def create_key(settings: Settings, tenant: str, label: str | None) -> str:
+    """Migrate if needed, then create a key for `tenant` and return it."""
+    from services.core.auth import create_api_key
+
+    with database_session(settings) as session:
+        return create_api_key(session, tenant, label)
+
+
+def local_key(settings: Settings) -> str:
+    """The key `vlmq up` keeps in its data folder (made on the first start, made again only
+    if it was revoked or the file is gone), so a restart does not mint a key each time."""
+    from services.core.auth import is_live_key
+
+    path = settings.data_dir / LOCAL_KEY_FILE
+    if path.exists():
+        key = path.read_text().strip()
+        with database_session(settings) as session:
+            if key and is_live_key(session, key):
+                return key
+    key = create_key(settings, "default", "vlmq up")
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
 
 
 @main.command()
@@ -148,7 +226,7 @@ def up() -> None:
             keeper.add("redis", lambda: start_embedded_redis(redis_dir, port))
             click.echo(f"embedded Redis on {settings.broker_url}")
         upgrade(settings.sqlalchemy_url)
-        key = create_key(settings, "default", "vlmq up")
+        key = local_key(settings)
         env = {**os.environ, "VLMQ_REDIS_URL": settings.broker_url}
         for command in ("worker", "background-worker"):
             keeper.add(command, functools.partial(start_vlmq, command, env))
@@ -156,7 +234,7 @@ def up() -> None:
         base = f"http://{settings.host}:{settings.port}"
         click.echo(
             f"\nvlmq is up on {base} serving {settings.model_id} (playground: {base}/)\n"
-            f"API key (shown once): {key}\n\n"
+            f"API key (kept in {settings.data_dir / LOCAL_KEY_FILE}): {key}\n\n"
             "Try it:\n"
             f"  curl -s {base}/v1/jobs -H 'Authorization: Bearer {key}' -H 'Prefer: wait=30' \\\n"
             "    -F image=@tests/data/red_circle.png -F question='what color is the shape?'\n"

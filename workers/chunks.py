@@ -47,17 +47,28 @@ def run_chunk(
     `loading` bounds how many chunks of one worker hold decoded images at once, so a
     worker's memory does not grow with the number of chunks its threads have taken.
     """
-    try:
-        with runtime.unit_of_work() as session:
-            claims = claim_jobs(session, runtime.settings, job_ids)
-    finally:
-        # As for one job: the message is consumed, claimed or not (see `run_job`).
-        forget_messages(runtime, job_ids)
-    # The deliveries of each line can be counted from this line (bench.moderation_batch).
-    log.info("event=chunk_received lines=%d claimed=%d", len(job_ids), len(claims))
-    if not claims:
-        return "skipped"
-    with leases.holding(claims), loading:
+    # Lines are claimed only once the chunk may load: a worker never holds more lines than
+    # it is about to run, so a crash costs an attempt to those lines only, and the lines of
+    # chunks still waiting stay free for another worker.
+    with loading:
+        try:
+            with runtime.unit_of_work() as session:
+                claims = claim_jobs(session, runtime.settings, job_ids)
+        finally:
+            # As for one job: the message is consumed, claimed or not (see `run_job`).
+            forget_messages(runtime, job_ids)
+        # The deliveries of each line can be counted from this line (bench.moderation_batch).
+        log.info("event=chunk_received lines=%d claimed=%d", len(job_ids), len(claims))
+        if not claims:
+            return "skipped"
+        return run_claimed_chunk(runtime, batcher, leases, claims)
+
+
+def run_claimed_chunk(
+    runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, claims: list[Claim]
+) -> str:
+    """Answer and record the claimed lines of a chunk (their leases renewed meanwhile)."""
+    with leases.holding(claims):
         answers, failures = answer_chunk(runtime, batcher, claims)
         with runtime.unit_of_work() as session:
             finish_batch_lines(session, answers)
@@ -103,7 +114,8 @@ def answer_chunk(
             runnable.append(claim)
         except Exception as exc:
             message = f"could not load the job's input: {exc}"
-            failures.append(LineFailure(claim, "invalid_input", message))
+            for line in [claim, *repeats.get(claim.cache_key or "", [])]:
+                failures.append(LineFailure(line, "invalid_input", message))
     started = time.perf_counter()
     outcomes = batcher.run_many(
         requests,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -58,8 +59,8 @@ def run_job(runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, job_id: str
     """Run one job to a terminal state; returns what happened (for logs and tests).
 
     From its claim until its result is recorded, the job's lease is renewed by `leases`.
-    The job's enqueue marker goes with the last bookkeeping of the attempt (a claimed job
-    is the lease's to watch, and its marker no longer means anything).
+    The job's enqueue marker goes once it is claimed (a claimed job is the lease's to
+    watch), in the same round trip as its cache check when it has a cache key.
     """
     with batcher.incoming():
         try:
@@ -78,12 +79,15 @@ def run_job(runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, job_id: str
 
 def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
     """Load, answer (from the cache, a job in flight, or the model) and record one attempt."""
+    if claim.cache_key is None:
+        forget_message(runtime, claim.job_id)
     with batcher.incoming():
         try:
             request = predict_request(claim, load_images(runtime, [claim]))
         except Exception as exc:
             message = f"could not load the job's input: {exc}"
-            forget_message(runtime, claim.job_id)
+            if claim.cache_key is not None:
+                forget_message(runtime, claim.job_id)
             fail_attempt(runtime, claim, "invalid_input", message)
             return "failed"
     # No database session is open from here on: inference can take minutes, and a held
@@ -94,16 +98,17 @@ def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
     time_limit_s = runtime.settings.task_soft_time_limit_s
     # The API checked the cache at submit; checking again in the same round trip as the
     # lead costs nothing and answers a job whose twin finished while it was queued.
-    cached, leader = cache.check_or_lead(runtime.redis, key, claim.job_id, time_limit_s)
+    marker = runtime.broker.marker_key(claim.job_id)
+    cached, leader = cache.check_or_lead(
+        runtime.redis, key, claim.job_id, time_limit_s, delete=marker
+    )
     if cached is not None:
-        forget_message(runtime, claim.job_id)
         finish_from_cache(runtime, claim, cached)
         return "cached"
     if leader is not None:
         runtime.job_ends.wait(leader, lambda: has_ended(runtime.sessions, leader), time_limit_s)
         cached = cache.get_cached(runtime.redis, key)
         if cached is not None:
-            forget_message(runtime, claim.job_id)
             finish_from_cache(runtime, claim, cached)
             return "shared"
     return predict_and_record(runtime, batcher, claim, request, leading=leader is None)
@@ -148,7 +153,9 @@ def predict_and_record(
             time_limit_s=runtime.settings.task_soft_time_limit_s,
         )
     except Exception as exc:
-        after_attempt(runtime, claim, None, leading)
+        if leading and claim.cache_key is not None:
+            with contextlib.suppress(Exception):
+                cache.release_lead_if_held(runtime.redis, claim.cache_key, claim.job_id)
         if isinstance(exc, TimeoutError):
             fail_attempt(runtime, claim, "timeout", "the job ran past its time limit")
         else:
@@ -163,7 +170,8 @@ def predict_and_record(
     result = prediction.result()
     # Cache before finishing: a client woken by the finish may repeat the request at once.
     # The answer is valid even if this attempt turns out to be stale.
-    after_attempt(runtime, claim, {"output": prediction.answer, "result": result}, leading)
+    if claim.cache_key is not None:
+        cache_answer(runtime, claim, {"output": prediction.answer, "result": result}, leading)
     with runtime.unit_of_work() as session:
         finished = finish_job(
             session,
@@ -176,22 +184,20 @@ def predict_and_record(
     return "succeeded" if finished else "stale"
 
 
-def after_attempt(
-    runtime: Runtime, claim: Claim, answer: dict[str, Any] | None, leading: bool
-) -> None:
-    """The attempt's Redis bookkeeping in one round trip: cache the answer (if any and
-    cacheable), give up the single-flight lead, drop the enqueue marker."""
+def cache_answer(runtime: Runtime, claim: Claim, answer: dict[str, Any], leading: bool) -> None:
+    """Cache the attempt's answer and give up its single-flight lead, in one round trip."""
+    key = claim.cache_key
+    if key is None:
+        return
     try:
         pipeline = runtime.redis.pipeline(transaction=False)
-        if claim.cache_key is not None and answer is not None:
-            cache.put_cached(pipeline, claim.cache_key, answer, runtime.settings.cache_ttl_s)
-        if leading and claim.cache_key is not None:
-            cache.release_lead(pipeline, claim.cache_key)
-        runtime.broker.drop_markers([claim.job_id], pipeline)
+        cache.put_cached(pipeline, key, answer, runtime.settings.cache_ttl_s)
+        if leading:
+            cache.release_lead(pipeline, key)
         pipeline.execute()
     except Exception:
-        # A marker left behind only expires later; a lead left behind only until its TTL.
-        log.warning("event=attempt_bookkeeping_failed job_id=%s", claim.job_id)
+        # A lead left behind only lasts until its TTL; the answer is recorded all the same.
+        log.warning("event=cache_put_failed job_id=%s", claim.job_id)
 
 
 def forget_message(runtime: Runtime, job_id: str) -> None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from services.core.db import utcnow
 from services.core.errors import AuthenticationError
 from services.core.ids import new_id
 from services.core.models import ApiKey, Tenant
 
 KEY_PREFIX = "vlmq-"
+LAST_USED_RESOLUTION_S = 60
+LAST_USED_RESOLUTION = timedelta(seconds=LAST_USED_RESOLUTION_S)
 
 
 def hash_key(key: str) -> str:
@@ -48,20 +53,100 @@ def create_api_key(session: Session, tenant_name: str, label: str | None = None)
     return key
 
 
+@dataclass(frozen=True)
+class KeyInfo:
+    """What an operator sees of a key: never the key itself."""
+
+    id: str
+    tenant: str
+    prefix: str
+    label: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def list_keys(session: Session, tenant_name: str | None = None) -> list[KeyInfo]:
+    """The keys (of one tenant, or all), oldest first."""
+    query = (
+        sa.select(ApiKey, Tenant.name)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
+    if tenant_name is not None:
+        query = query.where(Tenant.name == tenant_name)
+    return [
+        KeyInfo(
+            key.id,
+            name,
+            key.prefix,
+            key.label,
+            key.created_at,
+            key.last_used_at,
+            key.revoked_at,
+        )
+        for key, name in session.execute(query)
+    ]
+
+
+def revoke_key(session: Session, key_or_id: str) -> KeyInfo | None:
+    """Revoke a key named by its id or by the key itself; None if there is no such key.
+
+    Every API process reads the key's row on each request, so the key is refused at once.
+    """
+    condition = sa.or_(ApiKey.id == key_or_id, ApiKey.key_hash == hash_key(key_or_id))
+    key = session.scalar(sa.select(ApiKey).where(condition))
+    if key is None:
+        return None
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.flush()
+    tenant = session.get(Tenant, key.tenant_id)
+    return KeyInfo(
+        key.id,
+        tenant.name if tenant else "",
+        key.prefix,
+        key.label,
+        key.created_at,
+        key.last_used_at,
+        key.revoked_at,
+    )
+
+
+def is_live_key(session: Session, key: str) -> bool:
+    """Whether `key` exists and is not revoked."""
+    query = sa.select(ApiKey.id).where(
+        ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
+    )
+    return session.scalar(query) is not None
+
+
 def live_key_query(authorization: str | None) -> sa.Select[Any]:
-    """The query of the tenant id owning the live bearer key of an `Authorization` header;
-    a 401 for a header without one."""
+    """The query of (key id, tenant id, last used) of the live bearer key of an
+    `Authorization` header; a 401 for a header without one."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     key = authorization[7:].strip()
-    return sa.select(ApiKey.tenant_id).where(
+    query = sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.last_used_at).where(
         ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
     )
+    return cast(sa.Select[Any], query)  # callers add columns
+
+
+def note_use(session: Session, key_id: str, last_used_at: datetime | None) -> None:
+    """Record that the key was used now, at most once per `LAST_USED_RESOLUTION_S` (a write
+    per request would cost every request a statement)."""
+    now = utcnow()
+    if last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION:
+        return
+    session.execute(sa.update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+    session.commit()
 
 
 def authenticate(session: Session, authorization: str | None) -> str:
     """The id of the tenant owning the bearer key in an `Authorization` header, or a 401."""
-    tenant_id = session.scalar(live_key_query(authorization))
-    if tenant_id is None:
+    row = session.execute(live_key_query(authorization)).first()
+    if row is None:
         raise AuthenticationError("invalid API key")
-    return str(tenant_id)
+    note_use(session, row.id, row.last_used_at)
+    return str(row.tenant_id)

@@ -91,7 +91,9 @@ class Broker:
         self.chunk_size = max(1, settings.max_batch)
         self.redis = client
 
-    def enqueue_jobs(self, job_ids: list[str], *, background: bool = False) -> None:
+    def enqueue_jobs(
+        self, job_ids: list[str], *, background: bool = False, one_by_one: bool = False
+    ) -> None:
         """Send jobs to the model's queue, marking each as sent.
 
         An interactive job is a task of its own (the task id is the job id). Background
@@ -101,15 +103,19 @@ class Broker:
         Each job is marked right after the send of its message: a crash between the two
         leaves a message without a marker (re-sent once; the duplicate claim is a no-op),
         never a marker without a message.
+
+        `one_by_one` sends background jobs as tasks of their own too: lines that already
+        lost a worker once must not take a chunk of innocent lines down with them again.
         """
-        if not background:
+        if not background or one_by_one:
+            priority = BACKGROUND_PRIORITY if background else INTERACTIVE_PRIORITY
             for job_id in job_ids:
                 self.app.send_task(
                     INFER_TASK,
                     args=[job_id],
                     task_id=job_id,
                     queue=self.infer_queue,
-                    priority=INTERACTIVE_PRIORITY,
+                    priority=priority,
                 )
                 self.redis.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
             return
@@ -130,6 +136,11 @@ class Broker:
         for job_id in job_ids:
             pipeline.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
         pipeline.execute()
+
+    @staticmethod
+    def marker_key(job_id: str) -> str:
+        """The Redis key of a job's enqueue marker."""
+        return ENQUEUED_MARKER_PREFIX + job_id
 
     def drop_markers(
         self, job_ids: list[str], pipeline: redis.client.Pipeline | None = None

@@ -81,8 +81,10 @@ def put_many(client: redis.Redis, values: dict[str, dict[str, Any]], ttl_s: int)
 
 # Look the answer up, or take the lead on computing it, in one atomic step: a cached answer
 # (and no lead); or no answer and no leader (this job leads now, or again after its earlier
-# attempt died leading); or the id of the job already computing it.
+# attempt died leading); or the id of the job already computing it. KEYS[3], if given, is
+# deleted first (the caller's own bookkeeping key, sent in the same round trip).
 CHECK_OR_LEAD = """
+if KEYS[3] then redis.call('DEL', KEYS[3]) end
 local cached = redis.call('GET', KEYS[1])
 if cached then return {cached, false} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {false, false} end
@@ -96,24 +98,31 @@ return {false, leader}
 
 
 def check_or_lead(
-    client: redis.Redis, cache_key: str, job_id: str, ttl_s: int
+    client: redis.Redis, cache_key: str, job_id: str, ttl_s: int, *, delete: str | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(the cached answer, None) if there is one; else (None, None) if this job now leads the
-    key, or (None, the id of the job already computing it). One round trip."""
+    key, or (None, the id of the job already computing it). One round trip, which also
+    deletes the key `delete` if given."""
     script = client.register_script(CHECK_OR_LEAD)
-    cached, leader = cast(
-        list[bytes | None],
-        script(keys=[cache_key, INFLIGHT_PREFIX + cache_key], args=[job_id, ttl_s]),
-    )
+    keys = [cache_key, INFLIGHT_PREFIX + cache_key, *([delete] if delete else [])]
+    cached, leader = cast(list[bytes | None], script(keys=keys, args=[job_id, ttl_s]))
     if cached:
         return json.loads(cached), None
     return None, leader.decode() if leader else None
 
 
 def release_lead(client: redis.Redis | redis.client.Pipeline, cache_key: str) -> None:
-    """Give up the lead on a key, once its answer is cached (or its computation failed).
+    """Give up the lead on a key once its answer is cached (sent with the cache write).
 
     Unconditional: if this job's lead had lapsed and another job took it, the answer is
     cached by now, so nobody needs that lead any more.
     """
     client.delete(INFLIGHT_PREFIX + cache_key)
+
+
+def release_lead_if_held(client: redis.Redis, cache_key: str, job_id: str) -> None:
+    """Give up the lead on a key after a failed computation, if this job still holds it
+    (another job may lead it now, and it has no answer to show yet)."""
+    key = INFLIGHT_PREFIX + cache_key
+    if client.get(key) == job_id.encode():
+        client.delete(key)

@@ -94,9 +94,19 @@ def requeue_lost_jobs(runtime: Runtime) -> int:
             )
         for job_id in exhausted:
             give_up_job(session, settings, job_id, only_if=sa.or_(lapsed, waiting))
+    attempted = {row.id for row in lost if row.attempts > 0}
     for background in (False, True):
         ids = [job_id for job_id in requeued if (retry[job_id] is not None) == background]
-        runtime.broker.enqueue_jobs(ids, background=background)
+        # Batch lines whose message was lost go in chunks again; lines that were running
+        # when their worker died go one by one (one of them may be what killed it).
+        runtime.broker.enqueue_jobs(
+            [job_id for job_id in ids if job_id not in attempted], background=background
+        )
+        runtime.broker.enqueue_jobs(
+            [job_id for job_id in ids if job_id in attempted],
+            background=background,
+            one_by_one=True,
+        )
     for job_id in requeued:
         log.info("event=requeued job_id=%s", job_id)
     return len(requeued)

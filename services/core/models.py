@@ -93,6 +93,8 @@ class ApiKey(Base):
     label: Mapped[str | None] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the key last authenticated a request, to within `auth.LAST_USED_RESOLUTION_S`.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
 

@@ -89,13 +89,16 @@ class JobEnds:
         sure to be heard (the job was created, at `created_at`, after the subscription)."""
         if timeout_s <= 0:
             return is_done(), None
+        self._start_once()
         trusted = created_at is not None and self.hears_everything_since(created_at)
         waiter = _Waiter()
         with self._lock:
-            if job_id in self._recent:
-                ending = self._recent[job_id]
-                return (True, ending) if ending is not None else (is_done(), None)
-            self._waiters.setdefault(job_id, []).append(waiter)
+            ended = job_id in self._recent
+            ending = self._recent.get(job_id)
+            if not ended:
+                self._waiters.setdefault(job_id, []).append(waiter)
+        if ended:  # the database is read outside the lock: the listener must never wait
+            return (True, ending) if ending is not None else (is_done(), None)
         try:
             if not trusted and is_done():
                 return True, None

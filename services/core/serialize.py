@@ -31,9 +31,17 @@ def job_response(job: Job) -> dict[str, Any]:
         "cache_hit": job.cache_hit,
         "attempts": job.attempts,
         "metrics": job.metrics or {},
-        "urls": {"get": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"},
+        "urls": job_urls(job),
         "metadata": job.metadata_ or {},
     }
+
+
+def job_urls(job: Job) -> dict[str, str]:
+    """Where the job is read and canceled, and its webhook deliveries if it has a webhook."""
+    urls = {"get": f"/v1/jobs/{job.id}", "cancel": f"/v1/jobs/{job.id}/cancel"}
+    if job.webhook:
+        urls["webhook_deliveries"] = f"/v1/jobs/{job.id}/webhook_deliveries"
+    return urls
 
 
 def completion_id(job: Job) -> str:

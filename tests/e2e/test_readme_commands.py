@@ -50,7 +50,7 @@ def vlmq_up(
         try:
             key = wait_until(
                 lambda: (
-                    (m := re.search(r"API key \(shown once\): (\S+)", log.read_text()))
+                    (m := re.search(r"API key \(kept in [^)]*\): (\S+)", log.read_text()))
                     and m.group(1)
                 ),
                 60,

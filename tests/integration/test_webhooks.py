@@ -384,3 +384,78 @@ def test_allowlisted_and_named_hosts_are_accepted_at_submit(
         )
         assert response.status_code == 202, response.get_json()
         assert json.loads(response.data)["id"].startswith("job_")
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_job_shows_its_webhook_deliveries(
+    client: FlaskClient,
+    auth: dict[str, str],
+    other_api_key: str,
+    receiver: WebhookReceiver,
+) -> None:
+    other_auth = {"Authorization": f"Bearer {other_api_key}"}
+    receiver.script("/hooks/status", 503, 200)
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "image": data_url(shape_png("blue")),
+            "question": "what color is the shape?",
+            "temperature": 0.9,  # never a cache hit
+            "webhook": receiver.url("/hooks/status"),
+            "webhook_events_filter": ["completed"],
+        },
+        headers=auth,
+    )
+    assert response.status_code == 202, response.get_json()
+    job = response.get_json()
+    url = job["urls"]["webhook_deliveries"]
+    assert url == f"/v1/jobs/{job['id']}/webhook_deliveries"
+
+    def delivered() -> list[dict[str, Any]] | None:
+        data: list[dict[str, Any]] = client.get(url, headers=auth).get_json()["data"]
+        return data if data and data[0]["status"] == "delivered" else None
+
+    [shown] = wait_until(delivered, 30, "the delivery to succeed on its second attempt")
+    assert shown["event"] == "completed" and shown["attempts"] == 2
+    assert shown["last_attempt"]["status_code"] == 200
+    assert shown["url"] == receiver.url("/hooks/status")
+    # Another tenant cannot see it.
+    assert client.get(url, headers=other_auth).status_code == 404
+
+
+def test_a_refused_delivery_says_why(
+    client: FlaskClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    with runtime.sessions() as session:
+        tenant_id = session.scalar(sa.select(Tenant.id).where(Tenant.name == "acme"))
+    assert tenant_id is not None
+    job_id = "job_webhookstatus" + str(int(time.time() * 1000))
+    with runtime.sessions.begin() as session:
+        session.add(
+            Job(
+                id=job_id,
+                tenant_id=tenant_id,
+                kind="job",
+                model="not-served",
+                messages=[],
+                params={},
+                status="succeeded",
+                metrics={},
+                metadata_={},
+                attempts=1,
+                webhook="http://127.0.0.2/hook",
+            )
+        )
+    delivery_id = schedule_delivery(
+        runtime,
+        tenant_id=tenant_id,
+        url="http://127.0.0.2/hook",
+        event="completed",
+        payload={"id": job_id},
+        job_id=job_id,
+    )
+    settled(runtime, delivery_id)
+    [shown] = client.get(f"/v1/jobs/{job_id}/webhook_deliveries", headers=auth).get_json()["data"]
+    assert shown["status"] == "failed" and shown["attempts"] == 1
+    assert shown["last_attempt"]["status_code"] is None
+    assert shown["last_attempt"]["error"].startswith("refused:")

@@ -12,6 +12,7 @@ from services.core.batches import service as batches
 from services.core.files import check_expires_after
 from services.core.models import Batch
 from services.core.serialize import batch_response
+from services.core.webhooks.status import deliveries_of
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
 
@@ -63,6 +64,15 @@ def retrieve_batch(batch_id: str) -> Response:
     """The batch object, with its request counts."""
     with runtime().sessions() as session:
         return jsonify(batch_response(batches.get_batch(session, tenant_id(), batch_id)))
+
+
+@bp.get("/<batch_id>/webhook_deliveries")
+def batch_webhook_deliveries(batch_id: str) -> Response:
+    """The batch's own webhook events (its lines have none)."""
+    with runtime().sessions() as session:
+        batch = batches.get_batch(session, tenant_id(), batch_id)
+        data = deliveries_of(session, tenant_id(), batch_id=batch.id)
+    return jsonify({"object": "list", "data": data})
 
 
 @bp.get("")

@@ -33,6 +33,7 @@ from services.core.inputs.prompts import (
 from services.core.jobs import service as jobs
 from services.core.models import Job
 from services.core.serialize import job_response
+from services.core.webhooks.status import deliveries_of
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -124,6 +125,15 @@ def get_job(job_id: str) -> Response:
     """Poll one job."""
     with runtime().sessions() as session:
         return jsonify(job_response(jobs.get_job(session, tenant_id(), job_id)))
+
+
+@bp.get("/<job_id>/webhook_deliveries")
+def job_webhook_deliveries(job_id: str) -> Response:
+    """The job's webhook events: status, attempts, and what the last attempt got back."""
+    with runtime().sessions() as session:
+        job = jobs.get_job(session, tenant_id(), job_id)
+        data = deliveries_of(session, tenant_id(), job_id=job.id)
+    return jsonify({"object": "list", "data": data})
 
 
 @bp.get("")

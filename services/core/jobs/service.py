@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core import cache, notify, outbox
-from services.core.auth import live_key_query
+from services.core.auth import live_key_query, note_use
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
 from services.core.errors import (
@@ -198,7 +198,8 @@ def authenticate_submitter(
     row = session.execute(query).first()
     if row is None:
         raise AuthenticationError("invalid API key")
-    return str(row[0]), int(row[1]) if len(row) > 1 else 0
+    note_use(session, row.id, row.last_used_at)
+    return str(row.tenant_id), int(row[3]) if len(row) > 3 else 0
 
 
 def check_queue_quota(
