@@ -26,23 +26,12 @@ from services.core.config import Settings
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams
 from services.core.jobs.service import submit_job
 from services.core.migrate import upgrade
-from workers.backends.base import Prediction, PredictRequest
+from tests.fakes import EchoFakeBackend
 from workers.batching import Batcher
 from workers.leases import LeaseKeeper
 from workers.pipeline import run_job
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class EchoFakeBackend:
-    """Answers "yes" to everything at once: the model is not what is measured."""
-
-    def setup(self, device: str) -> None:
-        """Nothing to load."""
-
-    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
-        """One "yes" per request."""
-        return [Prediction(answer="yes", raw="yes") for _ in batch]
 
 
 def main() -> None:

@@ -105,3 +105,18 @@ class PoisonFakeBackend(SlowFakeBackend):
         if any(question_of(r) == "poison" for r in batch):
             raise ValueError("absolute aspect ratio must be smaller than 200, got 300.0")
         return [Prediction(answer=f"echo: {question_of(r)}", raw=question_of(r)) for r in batch]
+
+
+class EchoFakeBackend:
+    """Answers "yes" to everything at once, and logs nothing: for counting what the service
+    itself does around a model call."""
+
+    def __init__(self, model_path: str = "") -> None:
+        self.model_path = model_path
+
+    def setup(self, device: str) -> None:
+        """Nothing to load."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        """One "yes" per request."""
+        return [Prediction(answer="yes", raw="yes") for _ in batch]

@@ -78,40 +78,50 @@ def run_job(runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, job_id: str
 
 
 def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
-    """Load, answer (from the cache, a job in flight, or the model) and record one attempt."""
-    if claim.cache_key is None:
+    """Answer (from the cache, a job in flight, or the model) and record one attempt."""
+    key = claim.cache_key
+    leading = False
+    if key is None:
         forget_message(runtime, claim.job_id)
+    else:
+        time_limit_s = runtime.settings.task_soft_time_limit_s
+        # The API checked the cache at submit; checking again in the round trip that drops
+        # the marker and takes the lead costs nothing, and answers a job whose twin
+        # finished while it was queued (without loading its images).
+        cached, leader = cache.check_or_lead(
+            runtime.redis,
+            key,
+            claim.job_id,
+            time_limit_s,
+            delete=runtime.broker.marker_key(claim.job_id),
+        )
+        if cached is None and leader is not None:
+            runtime.job_ends.wait(leader, lambda: has_ended(runtime.sessions, leader), time_limit_s)
+            cached = cache.get_cached(runtime.redis, key)
+            if cached is not None:
+                finish_from_cache(runtime, claim, cached)
+                return "shared"
+        if cached is not None:
+            finish_from_cache(runtime, claim, cached)
+            return "cached"
+        leading = leader is None
     with batcher.incoming():
         try:
             request = predict_request(claim, load_images(runtime, [claim]))
         except Exception as exc:
-            message = f"could not load the job's input: {exc}"
-            if claim.cache_key is not None:
-                forget_message(runtime, claim.job_id)
-            fail_attempt(runtime, claim, "invalid_input", message)
+            release_lead(runtime, claim, leading)
+            fail_attempt(runtime, claim, "invalid_input", f"could not load the job's input: {exc}")
             return "failed"
     # No database session is open from here on: inference can take minutes, and a held
     # connection would pin a pool slot (or, on SQLite, a read snapshot) all that time.
-    key = claim.cache_key
-    if key is None:
-        return predict_and_record(runtime, batcher, claim, request, leading=False)
-    time_limit_s = runtime.settings.task_soft_time_limit_s
-    # The API checked the cache at submit; checking again in the same round trip as the
-    # lead costs nothing and answers a job whose twin finished while it was queued.
-    marker = runtime.broker.marker_key(claim.job_id)
-    cached, leader = cache.check_or_lead(
-        runtime.redis, key, claim.job_id, time_limit_s, delete=marker
-    )
-    if cached is not None:
-        finish_from_cache(runtime, claim, cached)
-        return "cached"
-    if leader is not None:
-        runtime.job_ends.wait(leader, lambda: has_ended(runtime.sessions, leader), time_limit_s)
-        cached = cache.get_cached(runtime.redis, key)
-        if cached is not None:
-            finish_from_cache(runtime, claim, cached)
-            return "shared"
-    return predict_and_record(runtime, batcher, claim, request, leading=leader is None)
+    return predict_and_record(runtime, batcher, claim, request, leading=leading)
+
+
+def release_lead(runtime: Runtime, claim: Claim, leading: bool) -> None:
+    """Give up the single-flight lead after a failed attempt, if this job still holds it."""
+    if leading and claim.cache_key is not None:
+        with contextlib.suppress(Exception):  # a lead left behind lasts only until its TTL
+            cache.release_lead_if_held(runtime.redis, claim.cache_key, claim.job_id)
 
 
 def finish_from_cache(runtime: Runtime, claim: Claim, cached: dict[str, Any]) -> None:
@@ -153,9 +163,7 @@ def predict_and_record(
             time_limit_s=runtime.settings.task_soft_time_limit_s,
         )
     except Exception as exc:
-        if leading and claim.cache_key is not None:
-            with contextlib.suppress(Exception):
-                cache.release_lead_if_held(runtime.redis, claim.cache_key, claim.job_id)
+        release_lead(runtime, claim, leading)
         if isinstance(exc, TimeoutError):
             fail_attempt(runtime, claim, "timeout", "the job ran past its time limit")
         else:
@@ -170,8 +178,7 @@ def predict_and_record(
     result = prediction.result()
     # Cache before finishing: a client woken by the finish may repeat the request at once.
     # The answer is valid even if this attempt turns out to be stale.
-    if claim.cache_key is not None:
-        cache_answer(runtime, claim, {"output": prediction.answer, "result": result}, leading)
+    cache_answer(runtime, claim, {"output": prediction.answer, "result": result}, leading)
     with runtime.unit_of_work() as session:
         finished = finish_job(
             session,

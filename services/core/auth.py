@@ -75,18 +75,7 @@ def list_keys(session: Session, tenant_name: str | None = None) -> list[KeyInfo]
     )
     if tenant_name is not None:
         query = query.where(Tenant.name == tenant_name)
-    return [
-        KeyInfo(
-            key.id,
-            name,
-            key.prefix,
-            key.label,
-            key.created_at,
-            key.last_used_at,
-            key.revoked_at,
-        )
-        for key, name in session.execute(query)
-    ]
+    return [key_info(key, name) for key, name in session.execute(query)]
 
 
 def revoke_key(session: Session, key_or_id: str) -> KeyInfo | None:
@@ -102,9 +91,14 @@ def revoke_key(session: Session, key_or_id: str) -> KeyInfo | None:
         key.revoked_at = utcnow()
         session.flush()
     tenant = session.get(Tenant, key.tenant_id)
+    return key_info(key, tenant.name if tenant else "")
+
+
+def key_info(key: ApiKey, tenant_name: str) -> KeyInfo:
+    """What an operator sees of a stored key."""
     return KeyInfo(
         key.id,
-        tenant.name if tenant else "",
+        tenant_name,
         key.prefix,
         key.label,
         key.created_at,

@@ -117,7 +117,7 @@ class Broker:
                     queue=self.infer_queue,
                     priority=priority,
                 )
-                self.redis.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
+                self.redis.set(self.marker_key(job_id), b"1", ex=ENQUEUED_MARKER_TTL_S)
             return
         for start in range(0, len(job_ids), self.chunk_size):
             chunk = job_ids[start : start + self.chunk_size]
@@ -134,7 +134,7 @@ class Broker:
         """Mark these jobs' message as sent (one round trip)."""
         pipeline = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipeline.set(ENQUEUED_MARKER_PREFIX + job_id, b"1", ex=ENQUEUED_MARKER_TTL_S)
+            pipeline.set(self.marker_key(job_id), b"1", ex=ENQUEUED_MARKER_TTL_S)
         pipeline.execute()
 
     @staticmethod
@@ -142,19 +142,12 @@ class Broker:
         """The Redis key of a job's enqueue marker."""
         return ENQUEUED_MARKER_PREFIX + job_id
 
-    def drop_markers(
-        self, job_ids: list[str], pipeline: redis.client.Pipeline | None = None
-    ) -> None:
+    def drop_markers(self, job_ids: list[str]) -> None:
         """Drop the enqueue markers of these jobs: a worker consumed their message (a claimed
         job is watched by its lease from then on, and one the database could not claim is
-        sent again by the maintenance pass), or they are about to be sent again.
-
-        With `pipeline`, the delete is queued there (sent with the caller's other commands).
-        """
+        sent again by the maintenance pass), or they are about to be sent again."""
         if job_ids:
-            (pipeline or self.redis).delete(
-                *(ENQUEUED_MARKER_PREFIX + job_id for job_id in job_ids)
-            )
+            self.redis.delete(*map(self.marker_key, job_ids))
 
     def unacknowledged(self, job_ids: list[str]) -> dict[str, float]:
         """Those of `job_ids` whose message a worker has taken and not yet acknowledged, with
@@ -203,7 +196,7 @@ class Broker:
             return []
         pipeline = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipeline.exists(ENQUEUED_MARKER_PREFIX + job_id)
+            pipeline.exists(self.marker_key(job_id))
         found = pipeline.execute()
         return [job_id for job_id, exists in zip(job_ids, found, strict=True) if not exists]
 

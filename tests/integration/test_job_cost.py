@@ -34,9 +34,9 @@ from services.api import create_app
 from services.core.bootstrap import create_runtime
 from services.core.migrate import upgrade
 from services.core.models import Job
+from tests.fakes import EchoFakeBackend
 from tests.support import make_settings, wait_until
 from vlmq.cli import create_key
-from workers.backends.base import Prediction, PredictRequest
 from workers.batching import Batcher
 from workers.leases import LeaseKeeper
 from workers.pipeline import run_job
@@ -45,17 +45,6 @@ from workers.pipeline import run_job
 MAX_STATEMENTS = 5
 MAX_ROUND_TRIPS = 6
 MAX_RATE_LIMIT_ROUND_TRIPS = 2
-
-
-class EchoFakeBackend:
-    """Answers "yes" at once: the model is not what is counted."""
-
-    def setup(self, device: str) -> None:
-        """Nothing to load."""
-
-    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
-        """One "yes" per request."""
-        return [Prediction(answer="yes", raw="yes") for _ in batch]
 
 
 @dataclass

@@ -33,7 +33,6 @@ class Claim:
     created_at: datetime | None = None
     started_at: datetime | None = None
     has_webhook: bool = True
-    in_batch: bool = True
     batch_id: str | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +40,11 @@ class Claim:
     stream: bool = False
     # The bytes of the job's first image, read by the claim itself.
     first_image: tuple[str, bytes] | None = field(default=None, repr=False)
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether the job is a line of a batch."""
+        return self.batch_id is not None
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,6 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
             created_at=row.created_at,
             started_at=row.started_at,
             has_webhook=row.webhook is not None,
-            in_batch=row.batch_id is not None,
             batch_id=row.batch_id,
             messages=row.messages,
             params=row.params,
