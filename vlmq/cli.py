@@ -65,18 +65,21 @@ def keys_list(tenant: str | None) -> None:
 
     with database_session(Settings()) as session:
         found = list_keys(session, tenant)
-    table = Table("id", "tenant", "prefix", "label", "created", "last used", "revoked")
+    table = Table("tenant", "prefix", "label", "created", "last used", "revoked")
+    # The id is what `keys revoke` takes: never shortened.
+    table.add_column("id", no_wrap=True)
     for key in found:
         table.add_row(
-            key.id,
             key.tenant,
             key.prefix + "…",
             key.label or "",
             when(key.created_at),
             when(key.last_used_at),
             when(key.revoked_at),
+            key.id,
         )
-    Console().print(table)
+    # Piped into a file or another program, the table keeps its full width.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 @keys.command("revoke")
