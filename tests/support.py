@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +90,12 @@ class VlmqProcess:
         self.log.close()
 
 
+class ApiProcess(VlmqProcess):
+    """A real `vlmq api` (gunicorn with two worker processes)."""
+
+    command = "api"
+
+
 class WorkerProcess(VlmqProcess):
     """A real `vlmq worker` (the supervisor and the worker process it runs)."""
 
@@ -126,6 +133,13 @@ class WorkerProcess(VlmqProcess):
             ["pgrep", "-g", str(self.process.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
         return {self.process.pid, *(int(pid) for pid in children)}
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_until(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from services.core.config import LOG_FORMAT, Settings
+from services.core.config import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -29,6 +28,19 @@ LOCAL_KEY_FILE = "api-key"
 @click.group()
 def main() -> None:
     """vlmq: a job queue for vision-language models."""
+
+
+def share_metrics(settings: Settings, *, fresh: bool = False) -> None:
+    """Have this process (and the processes it starts) write its metrics into the host's
+    metrics folder, which `/metrics` adds up (see services.core.metrics); `fresh` empties it
+    first. Called before anything imports prometheus-client, which reads the folder's name
+    once, at import."""
+    folder = settings.metrics_path
+    folder.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for stale in folder.glob("*.db"):
+            stale.unlink(missing_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 @main.command()
@@ -149,10 +161,12 @@ def local_key(settings: Settings) -> str:
 )
 def worker(supervise: bool) -> None:
     """Run a Celery worker for the configured model (one per GPU)."""
+    share_metrics(Settings())
     if supervise:
+        from services.core.logs import configure_logging
         from workers.supervisor import supervise as run_supervised
 
-        logging.basicConfig(level=Settings().log_level, format=LOG_FORMAT)
+        configure_logging(Settings())
         command = [sys.executable, "-m", "vlmq.cli", "worker", "--no-supervise"]
         sys.exit(run_supervised(command))
     from workers.celery_app import run_worker
@@ -163,6 +177,7 @@ def worker(supervise: bool) -> None:
 @main.command("background-worker")
 def background_worker() -> None:
     """Run a webhook delivery worker (no model; any number of them, anywhere)."""
+    share_metrics(Settings())
     from workers.background import run_background_worker
 
     run_background_worker(Settings())
@@ -176,6 +191,7 @@ def background_worker() -> None:
 def api(processes: int, threads: int) -> None:
     """Run the API under gunicorn (production)."""
     settings = Settings()
+    share_metrics(settings)
     os.execvp(  # noqa: S606 (replaces this process with gunicorn)
         sys.executable,
         [
@@ -192,6 +208,8 @@ def api(processes: int, threads: int) -> None:
             f"{settings.host}:{settings.port}",
             "--timeout",
             str(int(settings.sync_timeout_s) + 30),
+            "--logger-class",
+            "services.api.gunicorn_logging.VlmqGunicornLogger",
             "services.api:create_app()",
         ],
     )
@@ -201,6 +219,8 @@ def api(processes: int, threads: int) -> None:
 def up() -> None:
     """Run everything on the embedded defaults: Redis, migrations, one worker, the webhook
     worker and the API."""
+    # This run's numbers start from zero.
+    share_metrics(Settings(), fresh=True)
     from werkzeug.serving import make_server
 
     from services.api import create_app

@@ -6,13 +6,14 @@ dies, the service must come back by itself rather than answer 503 until someone 
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+import structlog
+
+log = structlog.get_logger(__name__)
 
 Starter = Callable[[], subprocess.Popen[bytes]]
 
@@ -53,12 +54,12 @@ class Keeper:
                     code = child.process.poll()
                     if code is None or self._stopping.is_set():
                         continue
-                    log.warning("event=child_died name=%s exit_code=%s", child.name, code)
+                    log.warning("child_died", name=child.name, exit_code=code)
                     try:
                         child.process = child.start()
-                        log.warning("event=child_restarted name=%s", child.name)
+                        log.warning("child_restarted", name=child.name)
                     except Exception:
-                        log.exception("event=child_restart_failed name=%s", child.name)
+                        log.exception("child_restart_failed", name=child.name)
 
     def stop(self) -> None:
         """Stop watching, then terminate the children, newest first, killing any that linger."""

@@ -8,23 +8,24 @@ when the worker starts.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any
 
+import structlog
 from celery import Celery
 from celery.signals import worker_init
 
 from services.core.bootstrap import create_runtime
 from services.core.broker import BATCHES_QUEUE, DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
-from services.core.config import LOG_FORMAT, Settings
+from services.core.config import Settings
 from services.core.heartbeats import beat_background_worker
 from services.core.runtime import Runtime
 from services.core.webhooks.delivery import deliver
 from workers.batch_tasks import register_batch_tasks
+from workers.observability import celery_banner_args, serve_metrics, use_vlmq_logging
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 HEARTBEAT_S = 2.0
 
 _runtime: Runtime | None = None
@@ -43,7 +44,7 @@ def heartbeat(runtime: Runtime) -> None:
         try:
             beat_background_worker(runtime.redis, HEARTBEAT_S)
         except Exception:
-            log.warning("event=webhook_heartbeat_failed")
+            log.warning("webhook_heartbeat_failed")
         time.sleep(HEARTBEAT_S)
 
 
@@ -59,11 +60,12 @@ def register_webhook_tasks(app: Celery) -> None:
 def create_background_app(settings: Settings) -> Celery:
     """The Celery app of a background worker."""
     app = create_celery(settings)
+    use_vlmq_logging(settings)
 
     def start(**_: Any) -> None:
         global _runtime
-        logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
         _runtime = create_runtime(settings)
+        serve_metrics(settings)
         threading.Thread(
             target=heartbeat, args=(_runtime,), name="vlmq-background-heartbeat", daemon=True
         ).start()
@@ -78,6 +80,7 @@ def run_background_worker(settings: Settings, extra_args: list[str] | None = Non
     """Run a background worker in the foreground on the webhook and batch queues."""
     create_background_app(settings).worker_main(
         [
+            *celery_banner_args(settings),
             "worker",
             "--pool=threads",
             f"--concurrency={settings.background_worker_concurrency}",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 import queue
 import threading
 import time
@@ -20,9 +19,11 @@ from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import structlog
+
 from workers.backends.base import Prediction, PredictRequest, VLMBackend
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,11 @@ class Batcher:
         max_batch: int,
         wait_ms: float,
         on_stuck: Callable[[], None] | None = None,
+        on_call: Callable[[int], None] | None = None,
     ) -> None:
         self.backend = backend
+        # Told the size of every model call (the batch-size metric).
+        self.on_call = on_call
         # Called when a model call has run for twice a request's time limit: the process
         # cannot serve any more (a torch call cannot be interrupted) and should end.
         self.on_stuck = on_stuck
@@ -157,7 +161,7 @@ class Batcher:
         started_at = self._call_started_at
         running_s = time.monotonic() - started_at if started_at is not None else 0.0
         if running_s > 2 * time_limit_s and pending.future.cancel():
-            log.error("event=model_stuck call_running_s=%.0f", running_s)
+            log.error("model_stuck", call_running_s=running_s)
             if self.on_stuck is not None:
                 self.on_stuck()
             raise TimeoutError("the model is stuck in an earlier call")
@@ -216,6 +220,7 @@ class Batcher:
             self._call_started_at = time.monotonic()
             for item in live:
                 item.start_call(self._call_started_at)
+            self._report_call(len(live))
             try:
                 predictions = self.backend.predict([item.request for item in live])
             except BaseException as exc:  # every waiter must hear about the failure
@@ -226,13 +231,20 @@ class Batcher:
             for item, prediction in zip(live, predictions, strict=True):
                 item.future.set_result(BatchResult(prediction, len(live)))
 
+    def _report_call(self, size: int) -> None:
+        if self.on_call is not None:
+            try:
+                self.on_call(size)
+            except Exception:  # a metric must never stop the model
+                log.exception("call_report_failed")
+
     def _after_failed_call(self, live: list[Pending], exc: BaseException) -> None:
         """One request's input can fail a whole call: retry each member alone, so only the
         request that causes the failure fails. Not retried: a call of one (it already ran
         alone), a member whose caller gave up, one that streamed text already (a retry would
         send it twice), and any failure that is not an ordinary exception."""
         retry = len(live) > 1 and isinstance(exc, Exception)
-        log.error("event=batch_failed size=%d retrying=%s error=%r", len(live), retry, exc)
+        log.error("batch_failed", size=len(live), retrying=retry, error=repr(exc))
         if not retry:
             for item in live:
                 item.future.set_exception(exc)
@@ -250,6 +262,7 @@ class Batcher:
         """Run one request in a call of its own; its future gets the prediction or the error."""
         self._call_started_at = time.monotonic()
         item.start_call(self._call_started_at)
+        self._report_call(1)
         try:
             [prediction] = self.backend.predict([item.request])
         except BaseException as exc:

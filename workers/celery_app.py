@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init
 
 from services.core.broker import create_celery
-from services.core.config import LOG_FORMAT, Settings
+from services.core.config import Settings
+from workers.observability import celery_banner_args, serve_metrics, use_vlmq_logging
 from workers.state import init_state
 from workers.tasks import register_tasks
 
@@ -17,12 +17,13 @@ from workers.tasks import register_tasks
 def create_worker_app(settings: Settings) -> Celery:
     """The Celery app a worker runs: task threads feeding one batching model process."""
     app = create_celery(settings)
+    use_vlmq_logging(settings)
 
     def load_model(**_: Any) -> None:
         # Runs in the worker process itself (the threads pool never forks), before the
         # worker consumes anything: a worker whose model cannot load takes no job.
-        logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
         init_state(settings)
+        serve_metrics(settings)
 
     worker_init.connect(load_model, weak=False)
     register_tasks(app)
@@ -39,6 +40,7 @@ def run_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
     app = create_worker_app(settings)
     app.worker_main(
         [
+            *celery_banner_args(settings),
             "worker",
             "--pool=threads",
             f"--concurrency={worker_threads(settings)}",

@@ -9,13 +9,14 @@ image that will not decode, a poison input) fails alone.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from services.core import cache
+import structlog
+
+from services.core import cache, logs, metrics
 from services.core.jobs.lifecycle import Claim, Finished, claim_jobs, fail_job, finish_batch_lines
 from services.core.runtime import Runtime
 from workers.batching import Batcher, BatchResult
@@ -23,7 +24,7 @@ from workers.failures import client_message
 from workers.leases import LeaseKeeper
 from workers.pipeline import company_limit, load_images, predict_request
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,14 @@ def run_chunk(
             # As for one job: the message is consumed, claimed or not (see `run_job`).
             forget_messages(runtime, job_ids)
         # The deliveries of each line can be counted from this line (bench.moderation_batch).
-        log.info("event=chunk_received lines=%d claimed=%d", len(job_ids), len(claims))
+        log.info("chunk_received", lines=len(job_ids), claimed=len(claims))
         if not claims:
             return "skipped"
-        return run_claimed_chunk(runtime, batcher, leases, claims)
+        first = claims[0]
+        with logs.bound(request_id=first.request_id, batch_id=first.batch_id):
+            outcome = run_claimed_chunk(runtime, batcher, leases, claims)
+            log.info("chunk_done", outcome=outcome)
+            return outcome
 
 
 def run_claimed_chunk(
@@ -142,7 +147,7 @@ def answer_chunk(
     try:
         cache.put_many(runtime.redis, to_cache, runtime.settings.cache_ttl_s)
     except Exception:
-        log.warning("event=cache_put_failed lines=%d", len(to_cache))
+        log.warning("cache_put_failed", lines=len(to_cache))
     return answers, failures
 
 
@@ -150,7 +155,7 @@ def line_failure(claim: Claim, error: Exception) -> LineFailure:
     """The error a line records for the exception its prediction failed with."""
     if isinstance(error, TimeoutError):
         return LineFailure(claim, "timeout", "the job ran past its time limit")
-    log.error("event=inference_failed job_id=%s error=%r", claim.job_id, error)
+    log.error("inference_failed", job_id=claim.job_id, error=repr(error))
     return LineFailure(claim, "inference_error", client_message(error))
 
 
@@ -163,11 +168,15 @@ def cached_answers(runtime: Runtime, claims: list[Claim]) -> dict[str, dict[str,
     try:
         found = cache.get_many(runtime.redis, [claim.cache_key or "" for claim in keyed])
     except Exception:
-        log.warning("event=cache_read_failed lines=%d", len(keyed))
+        log.warning("cache_read_failed", lines=len(keyed))
         return {}
-    return {
+    answers = {
         claim.job_id: value for claim, value in zip(keyed, found, strict=True) if value is not None
     }
+    model = keyed[0].model
+    metrics.cache_looked_up(model, hit=True, count=len(answers))
+    metrics.cache_looked_up(model, hit=False, count=len(keyed) - len(answers))
+    return answers
 
 
 def forget_messages(runtime: Runtime, job_ids: list[str]) -> None:
@@ -175,4 +184,4 @@ def forget_messages(runtime: Runtime, job_ids: list[str]) -> None:
     try:
         runtime.broker.drop_markers(job_ids)
     except Exception:
-        log.warning("event=marker_delete_failed jobs=%d", len(job_ids))
+        log.warning("marker_delete_failed", jobs=len(job_ids))

@@ -8,15 +8,16 @@ the maintenance pass re-enqueues its jobs once their leases lapse.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import structlog
+
 from services.core.jobs.lifecycle import Claim, renew_leases
 from services.core.runtime import Runtime
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 RETRY_AFTER_FAILURE_S = 1.0
 
 
@@ -72,5 +73,5 @@ class LeaseKeeper:
             except Exception:
                 # The database may be briefly down: try again soon, well before the leases
                 # lapse (the maintenance pass also allows half a lease past the lapse).
-                log.exception("event=lease_renewal_failed")
+                log.exception("lease_renewal_failed")
                 wait_s = min(interval_s, RETRY_AFTER_FAILURE_S)

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 
-from services.core import cache, notify
+from services.core import cache, logs, metrics, notify
 from services.core.config import Settings
+from services.core.db import utcnow
 from services.core.inputs.images import to_rgb
 from services.core.inputs.prompts import GenerationParams
 from services.core.jobs.lifecycle import Claim, claim_job, fail_job, finish_job
 from services.core.jobs.service import has_ended
 from services.core.models import Image, image_hashes
 from services.core.runtime import Runtime
-from workers.backends.base import PredictRequest
+from workers.backends.base import Prediction, PredictRequest
 from workers.batching import Batcher
 from workers.failures import client_message
 from workers.leases import LeaseKeeper
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 def load_images(runtime: Runtime, claims: list[Claim]) -> dict[str, bytes]:
@@ -73,8 +75,12 @@ def run_job(runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, job_id: str
         if claim is None:
             forget_message(runtime, job_id)
             return "skipped"
-    with leases.holding([claim]):
-        return run_claimed(runtime, batcher, claim)
+    # Every line about the job, here and in its webhook's delivery, carries the id of the
+    # request that made it.
+    with logs.bound(request_id=claim.request_id, job_id=job_id), leases.holding([claim]):
+        outcome = run_claimed(runtime, batcher, claim)
+        log.info("job_done", outcome=outcome, attempt=claim.attempt, tenant=claim.tenant_id)
+        return outcome
 
 
 def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
@@ -95,7 +101,9 @@ def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
             time_limit_s,
             delete=runtime.broker.marker_key(claim.job_id),
         )
+        metrics.cache_looked_up(claim.model, hit=cached is not None)
         if cached is None and leader is not None:
+            metrics.followed(claim.model)
             runtime.job_ends.wait(leader, lambda: has_ended(runtime.sessions, leader), time_limit_s)
             cached = cache.get_cached(runtime.redis, key)
             if cached is not None:
@@ -155,6 +163,7 @@ def predict_and_record(
             request.params,
             on_text=lambda delta: notify.publish_delta(redis_client, job_id, delta),
         )
+    submitted_at = utcnow()
     started = time.perf_counter()
     try:
         batch_result = batcher.run(
@@ -167,7 +176,7 @@ def predict_and_record(
         if isinstance(exc, TimeoutError):
             fail_attempt(runtime, claim, "timeout", "the job ran past its time limit")
         else:
-            log.exception("event=inference_failed job_id=%s", claim.job_id)
+            log.exception("inference_failed", job_id=claim.job_id)
             fail_attempt(runtime, claim, "inference_error", client_message(exc))
         return "failed"
     finally:
@@ -175,6 +184,7 @@ def predict_and_record(
             notify.publish_end(runtime.redis, claim.job_id)
     inference_ms = (time.perf_counter() - started) * 1000
     prediction = batch_result.prediction
+    record_token_timing(claim, prediction, submitted_at)
     result = prediction.result()
     # Cache before finishing: a client woken by the finish may repeat the request at once.
     # The answer is valid even if this attempt turns out to be stale.
@@ -191,6 +201,21 @@ def predict_and_record(
     return "succeeded" if finished else "stale"
 
 
+def record_token_timing(claim: Claim, prediction: Prediction, submitted_at: datetime) -> None:
+    """Time to first token (from the job's submit) and decode time per token, when the
+    backend timed its generation."""
+    timing = prediction.timing
+    if timing is None or claim.created_at is None:
+        return
+    waited_s = (submitted_at - claim.created_at).total_seconds()
+    metrics.token_timing(
+        claim.model,
+        waited_s + timing.first_token_s,
+        timing.decode_s,
+        prediction.completion_tokens,
+    )
+
+
 def cache_answer(runtime: Runtime, claim: Claim, answer: dict[str, Any], leading: bool) -> None:
     """Cache the attempt's answer and give up its single-flight lead, in one round trip."""
     key = claim.cache_key
@@ -204,7 +229,7 @@ def cache_answer(runtime: Runtime, claim: Claim, answer: dict[str, Any], leading
         pipeline.execute()
     except Exception:
         # A lead left behind only lasts until its TTL; the answer is recorded all the same.
-        log.warning("event=cache_put_failed job_id=%s", claim.job_id)
+        log.warning("cache_put_failed", job_id=claim.job_id)
 
 
 def forget_message(runtime: Runtime, job_id: str) -> None:
@@ -212,7 +237,7 @@ def forget_message(runtime: Runtime, job_id: str) -> None:
     try:
         runtime.broker.drop_markers([job_id])
     except Exception:
-        log.warning("event=marker_delete_failed job_id=%s", job_id)
+        log.warning("marker_delete_failed", job_id=job_id)
 
 
 def fail_attempt(runtime: Runtime, claim: Claim, error_type: str, message: str) -> None:

@@ -6,11 +6,13 @@ forks), so each worker process loads the model exactly once.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 
+import structlog
+
+from services.core import metrics
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.heartbeats import beat_model_worker, report_load_failure
@@ -18,9 +20,10 @@ from services.core.maintenance import run_pass_if_leader
 from workers.backends.base import VLMBackend
 from workers.backends.registry import create_backend
 from workers.batching import Batcher
+from workers.gpu_stats import sample_gpus
 from workers.leases import LeaseKeeper
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 # Chunks of batch lines holding decoded images at once: one in the model, one ready next.
 CHUNKS_LOADED = 2
 # The exit codes of a worker whose model failed to load, or hangs in a call.
@@ -35,8 +38,13 @@ class WorkerState:
         self.settings = settings
         self.runtime = create_runtime(settings)
         self.backend: VLMBackend = create_backend(settings)
+        model = settings.model_id
         self.batcher = Batcher(
-            self.backend, settings.max_batch, settings.batch_wait_ms, on_stuck=exit_stuck
+            self.backend,
+            settings.max_batch,
+            settings.batch_wait_ms,
+            on_stuck=exit_stuck,
+            on_call=lambda size: metrics.model_call(model, size),
         )
         self.leases = LeaseKeeper(self.runtime)
         self.chunk_loading = threading.BoundedSemaphore(CHUNKS_LOADED)
@@ -53,7 +61,7 @@ class WorkerState:
         try:
             self.backend.setup(self.settings.device)
         except BaseException as exc:
-            log.exception("event=model_load_failed")
+            log.exception("model_load_failed")
             try:
                 report_load_failure(
                     self.runtime.redis, self.settings.model_id, f"{type(exc).__name__}: {exc}"
@@ -61,6 +69,7 @@ class WorkerState:
             finally:
                 os._exit(MODEL_LOAD_FAILED)
         self.ready.set()
+        metrics.MODEL_LOADED.labels(self.settings.model_id).set(1)
         self.leases.start()
         threading.Thread(target=self._heartbeat, name="vlmq-heartbeat", daemon=True).start()
         threading.Thread(target=self._maintain, name="vlmq-maintenance", daemon=True).start()
@@ -77,7 +86,11 @@ class WorkerState:
             try:
                 beat_model_worker(self.runtime.redis, self.settings.model_id, interval)
             except Exception:
-                log.warning("event=heartbeat_failed")
+                log.warning("heartbeat_failed")
+            try:
+                sample_gpus(self.settings.model_id)
+            except Exception:
+                log.warning("gpu_sample_failed", exc_info=True)
             time.sleep(interval)
 
     def _maintain(self) -> None:
@@ -87,15 +100,15 @@ class WorkerState:
             try:
                 requeued = run_pass_if_leader(self.runtime)
                 if requeued:
-                    log.info("event=maintenance_pass requeued=%d", requeued)
+                    log.info("maintenance_pass", requeued=requeued)
             except Exception:
-                log.exception("event=maintenance_pass_failed")
+                log.exception("maintenance_pass_failed")
 
 
 def exit_stuck() -> None:
     """End a worker whose model call hangs: the supervisor starts a fresh one, and the jobs
     this one held run again once their leases lapse."""
-    log.error("event=worker_exit reason=model_stuck")
+    log.error("worker_exit", reason="model_stuck")
     os._exit(MODEL_STUCK)
 
 

@@ -4,14 +4,15 @@ each worker it starts is a fresh process that loads the model once."""
 
 from __future__ import annotations
 
-import logging
 import signal
 import subprocess
 import threading
 import time
 from types import FrameType
 
-log = logging.getLogger(__name__)
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 def supervise(
@@ -45,7 +46,7 @@ def supervise(
             return code
         if time.monotonic() - started >= healthy_after_s:
             delay_s = restart_delay_s
-        log.warning("event=worker_died exit_code=%s restarting_in_s=%s", code, delay_s)
+        log.warning("worker_died", exit_code=code, restarting_in_s=delay_s)
         # A stop asked for during the back-off ends it at once, and no worker is started.
         if stopping.wait(delay_s):
             return code

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
-from services.api import auth, errors, limits
+from services.api import auth, errors, limits, observability
 from services.api.batches.routes import bp as batches_bp
 from services.api.chat.routes import bp as chat_bp
 from services.api.files.routes import bp as files_bp
@@ -17,18 +15,21 @@ from services.api.moderations.routes import bp as moderations_bp
 from services.api.playground.routes import bp as playground_bp
 from services.api.webhooks.routes import bp as webhooks_bp
 from services.core.bootstrap import create_runtime
-from services.core.config import LOG_FORMAT, Settings
+from services.core.config import Settings
+from services.core.logs import configure_logging
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API app for `settings` (read from the environment when not given)."""
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    configure_logging(settings)
     app = Flask(__name__)
     # Werkzeug refuses larger bodies with 413 before the JSON is parsed.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_body_bytes
     app.extensions["vlmq"] = create_runtime(settings)
+    # First: every later handler's log lines carry the request id.
+    observability.register(app)
     errors.register(app)
     auth.register(app)
     # After auth: the limit counts per tenant.

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
+import structlog
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from services.core.errors import VlmqError, as_outage, error_payload
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 HTTP_ERROR_TYPES = {
     400: ("invalid_request_error", "invalid_request"),
@@ -49,9 +48,9 @@ def register(app: Flask) -> None:
     def handle_unexpected(error: Exception) -> Response:
         outage = as_outage(error)
         if outage is not None:
-            log.warning("event=dependency_down error=%r", error)
+            log.warning("dependency_down", error=repr(error))
             return error_response(outage.status, outage.to_payload(), outage.headers)
-        log.exception("event=unhandled_error")
+        log.exception("unhandled_error")
         return error_response(
             500, error_payload("server_error", "internal_error", "internal server error")
         )

@@ -12,19 +12,20 @@ closed), as every route that needs Redis does. Health and playground routes are 
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
 import redis
+import structlog
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 
 from services.api.errors import error_response
+from services.core import metrics
 from services.core.config import Settings
 from services.core.errors import error_payload
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 KEY_PREFIX = "vlmq:ratelimit"
 
 
@@ -51,6 +52,7 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
 
     @app.errorhandler(RateLimitExceeded)
     def handle_rate_limited(error: RateLimitExceeded) -> Response:
+        metrics.refused_by_limit("rate")
         message = f"rate limit of {error.limit.limit} exceeded for this API key; retry later"
         retry_after = seconds_until_reset(limiter.current_limit)
         return error_response(
@@ -70,7 +72,7 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
                 response.headers["x-ratelimit-reset-requests"] = reset
         except redis.RedisError:
             # Redis went down after the request was counted: the answer is still good.
-            log.warning("event=rate_limit_headers_skipped reason=redis_down")
+            log.warning("rate_limit_headers_skipped", reason="redis_down")
         return response
 
     return limiter

@@ -76,8 +76,10 @@ def create_celery(settings: Settings) -> Celery:
         },
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        task_send_sent_event=False,
+        # Task events (sent, received, started, succeeded…), so Flower and celery-exporter
+        # see every task without being switched on remotely.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     return app
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -134,6 +134,15 @@ class Settings(BaseSettings):
     }
 
     log_level: str = "INFO"
+    # "text" (one line of key=value pairs per event) or "json" (one JSON object per line).
+    log_format: Literal["text", "json"] = "text"
+
+    # Prometheus: where the processes of one host write their metrics for a scrape to add up
+    # (empty means `<data_dir>/metrics`), and the port a worker serves that folder's metrics on
+    # for a scraper that cannot reach them through the API (0: off; the API's `/metrics`
+    # already shows every process of its host).
+    metrics_dir: str = ""
+    metrics_port: int = 0
 
     @field_validator("webhook_retry_schedule_s")
     @classmethod
@@ -146,6 +155,11 @@ class Settings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         """The database URL, with the embedded SQLite default filled in."""
         return self.database_url or f"sqlite:///{self.data_dir / 'vlmq.db'}"
+
+    @property
+    def metrics_path(self) -> Path:
+        """The metrics folder, with the default under `data_dir` filled in."""
+        return Path(self.metrics_dir) if self.metrics_dir else self.data_dir / "metrics"
 
     @property
     def broker_url(self) -> str:
@@ -175,9 +189,6 @@ class Settings(BaseSettings):
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (used by tests and the CLI)."""
         return self.model_copy(update=changes)
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def parse_delays(schedule: str) -> list[float]:

@@ -9,18 +9,18 @@ failure is logged, and the event's row stays in the outbox for the next maintena
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import redis
+import structlog
 
 from services.core import notify, outbox
 from services.core.batches.finalize import schedule_batch_progress, schedule_progress_check
 from services.core.runtime import Runtime
 from services.core.webhooks.scheduling import schedule_batch_event, schedule_job_event
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 def dispatch(runtime: Runtime, recorded: list[outbox.Recorded]) -> None:
@@ -40,7 +40,7 @@ def dispatch(runtime: Runtime, recorded: list[outbox.Recorded]) -> None:
             outbox.postpone(session, failed)
     except Exception:
         # The rows stay; the maintenance pass carries them out again (harmlessly).
-        log.exception("event=outbox_update_failed done=%d failed=%d", len(done), len(failed))
+        log.exception("outbox_update_failed", done=len(done), failed=len(failed))
 
 
 def carry_out(runtime: Runtime, event: outbox.Event) -> bool:
@@ -64,7 +64,7 @@ def wake_waiters(runtime: Runtime, job_id: str, ending: dict[str, Any] | None = 
     try:
         notify.publish_job_done(runtime.redis, job_id, ending)
     except redis.RedisError:
-        log.warning("event=publish_failed job_id=%s", job_id)
+        log.warning("publish_failed", job_id=job_id)
 
 
 def attempt(consequence: Callable[..., None], runtime: Runtime, *args: str) -> bool:
@@ -72,6 +72,6 @@ def attempt(consequence: Callable[..., None], runtime: Runtime, *args: str) -> b
     try:
         consequence(runtime, *args)
     except Exception:
-        log.exception("event=consequence_failed consequence=%s args=%s", consequence.__name__, args)
+        log.exception("consequence_failed", consequence=consequence.__name__, args=args)
         return False
     return True

@@ -9,11 +9,11 @@ delivery attempt or running a batch task again.
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import timedelta
 
 import sqlalchemy as sa
+import structlog
 
 from services.core import outbox, retention
 from services.core.batches.expand import expanding_key
@@ -25,7 +25,7 @@ from services.core.models import Batch, BatchStatus, Job, JobStatus
 from services.core.runtime import Runtime
 from services.core.webhooks.scheduling import resend_lost_deliveries
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 LOCK_PREFIX = "vlmq:maintenance-lock:"
 # At most this many lost jobs, and outbox events, are handled per pass.
 REQUEUE_BATCH = 500
@@ -108,7 +108,7 @@ def requeue_lost_jobs(runtime: Runtime) -> int:
             one_by_one=True,
         )
     for job_id in requeued:
-        log.info("event=requeued job_id=%s", job_id)
+        log.info("requeued", job_id=job_id)
     return len(requeued)
 
 
@@ -163,7 +163,7 @@ def drain_outbox(runtime: Runtime) -> int:
     with runtime.sessions.begin() as session:
         left = outbox.left_behind(session, OUTBOX_GRACE_S, OUTBOX_BATCH)
     if left:
-        log.info("event=outbox_drain events=%d", len(left))
+        log.info("outbox_drain", events=len(left))
         runtime.on_events(runtime, left)
     return len(left)
 
@@ -183,19 +183,19 @@ def run_pass(runtime: Runtime) -> int:
     try:
         drain_outbox(runtime)
     except Exception:
-        log.exception("event=outbox_drain_failed")
+        log.exception("outbox_drain_failed")
     try:
         resend_lost_deliveries(runtime)
     except Exception:
-        log.exception("event=webhook_resend_failed")
+        log.exception("webhook_resend_failed")
     try:
         resume_stalled_batches(runtime)
     except Exception:
-        log.exception("event=batch_resume_failed")
+        log.exception("batch_resume_failed")
     try:
         prune_if_due(runtime)
     except Exception:
-        log.exception("event=prune_failed")
+        log.exception("prune_failed")
     return requeued
 
 

@@ -157,6 +157,9 @@ class Job(Base):
     custom_id: Mapped[str | None] = mapped_column(sa.String(200))
     # Moderation jobs: the thresholds in force and the kinds of input ("image", "text").
     moderation: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    # The `x-request-id` of the request that made the job (a batch line: its batch's), bound
+    # to the worker's and the webhook's log lines.
+    request_id: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -202,6 +205,8 @@ class WebhookDelivery(Base):
     event: Mapped[str] = mapped_column(sa.String(20))
     url: Mapped[str] = mapped_column(sa.Text)
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    # The request id of the job or batch the event is about (for the delivery's log lines).
+    request_id: Mapped[str | None] = mapped_column(sa.String(128))
     # pending → delivered | failed (retries used up) | gone (the receiver answered 410)
     status: Mapped[str] = mapped_column(sa.String(20), default=DeliveryStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -292,6 +297,8 @@ class Batch(Base):
     completed: Mapped[int] = mapped_column(sa.Integer, default=0)
     failed: Mapped[int] = mapped_column(sa.Integer, default=0)
     errors: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    # The `x-request-id` of the request that created the batch; its lines carry it too.
+    request_id: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

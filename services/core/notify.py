@@ -10,7 +10,6 @@ the database stays the source of truth.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -20,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import structlog
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 DONE_CHANNEL_PREFIX = "vlmq:job-done:"
 STREAM_PREFIX = "vlmq:tokens:"
@@ -145,7 +145,7 @@ class JobEnds:
                     elif message["type"] == "pmessage":
                         self._heard(message["channel"], message["data"])
             except Exception:
-                log.warning("event=job_ends_subscription_lost retry_in_s=%.1f", backoff_s)
+                log.warning("job_ends_subscription_lost", retry_in_s=backoff_s)
                 self._lost()
                 time.sleep(backoff_s)
                 backoff_s = min(5.0, backoff_s * 2)

@@ -11,18 +11,18 @@ died first. Consequences are idempotent, so carrying one out twice is harmless.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.orm import Session
 
 from services.core.db import utcnow
 from services.core.models import OutboxEvent
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 SESSION_KEY = "vlmq.outbox"
 
 
@@ -153,7 +153,7 @@ def left_behind(session: Session, older_than_s: float, limit: int) -> list[Recor
         try:
             found.append(Recorded(KINDS[row.kind](**row.data), row.id))
         except (KeyError, TypeError):
-            log.error("event=outbox_row_unreadable id=%s kind=%s", row.id, row.kind)
+            log.error("outbox_row_unreadable", id=row.id, kind=row.kind)
             unreadable.append(row.id)
     delete_done(session, unreadable)
     return found

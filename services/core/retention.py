@@ -18,12 +18,12 @@ batch still needs is never deleted:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.orm import Session
 
 from services.core.db import rows_changed, utcnow
@@ -46,7 +46,7 @@ from services.core.models import (
 )
 from services.core.runtime import Runtime
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 # At most this many delete transactions per kind and pass.
 MAX_CHUNKS = 20
 # PostgreSQL: how long image pruning waits for the submissions in flight to commit before it
@@ -408,8 +408,8 @@ def prune(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> dict[str, int]:
         try:
             counts[kind] = pruner(runtime, max_chunks)
         except sa.exc.SQLAlchemyError:
-            log.exception("event=prune_failed kind=%s", kind)
+            log.exception("prune_failed", kind=kind)
             counts[kind] = 0
         if counts[kind]:
-            log.info("event=pruned kind=%s rows=%d", kind, counts[kind])
+            log.info("pruned", kind=kind, rows=counts[kind])
     return counts

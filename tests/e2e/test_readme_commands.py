@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,13 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT, shape_png, wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import REPO_ROOT, free_port, shape_png, wait_until
 
 
 @pytest.fixture()

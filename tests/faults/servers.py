@@ -16,14 +16,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from tests.support import wait_until
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support import free_port, wait_until
 
 
 class PrivateRedis:

@@ -5,7 +5,6 @@ at every start."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -13,20 +12,15 @@ import urllib.request
 from pathlib import Path
 
 from services.core.config import Settings
-from tests.support import REPO_ROOT, VlmqProcess, make_settings, settings_env, wait_until
+from tests.support import (
+    REPO_ROOT,
+    ApiProcess,
+    free_port,
+    make_settings,
+    settings_env,
+    wait_until,
+)
 from vlmq.cli import LOCAL_KEY_FILE, create_key, local_key
-
-
-class ApiProcess(VlmqProcess):
-    """A real `vlmq api` (gunicorn with two worker processes)."""
-
-    command = "api"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def status_of(base: str, key: str) -> int:

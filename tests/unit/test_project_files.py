@@ -44,3 +44,26 @@ def test_compose_services_run_real_cli_commands() -> None:
         "pip install" in dockerfile
         and "torch==2.14.1" in (REPO_ROOT / "pyproject.toml").read_text()
     )
+
+
+def test_the_monitoring_profile_scrapes_every_process_and_provisions_the_dashboard() -> None:
+    services = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        for volume in services[name]["volumes"]:
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (REPO_ROOT / source).exists(), volume
+    scrape = yaml.safe_load((REPO_ROOT / "deploy" / "monitoring" / "prometheus.yml").read_text())
+    targets = {
+        config["names"][0]: config["port"]
+        for job in scrape["scrape_configs"]
+        for config in job["dns_sd_configs"]
+    }
+    assert targets["api"] == int(services["api"]["environment"]["VLMQ_PORT"])
+    for name in ("worker", "background"):
+        assert targets[name] == int(services[name]["environment"]["VLMQ_METRICS_PORT"])
+    provisioned = REPO_ROOT / "deploy" / "monitoring" / "grafana" / "provisioning"
+    datasource = yaml.safe_load((provisioned / "datasources" / "prometheus.yml").read_text())
+    dashboard = (REPO_ROOT / "deploy/monitoring/grafana/dashboards/vlmq.json").read_text()
+    assert f'"uid": "{datasource["datasources"][0]["uid"]}"' in dashboard

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 SCRIPT = """
-import logging, sys
+import sys
+from services.core.config import Settings
+from services.core.logs import configure_logging
 from workers.supervisor import supervise
-logging.basicConfig(level=logging.INFO)
+configure_logging(Settings())
 sys.exit(supervise([sys.executable, "-c", "import sys; sys.exit(3)"], restart_delay_s=0.2))
 """
 

@@ -20,6 +20,16 @@ class PredictRequest:
 
 
 @dataclass(frozen=True)
+class GenerationTiming:
+    """When a generation's tokens came, measured by the backend (seconds)."""
+
+    # From the start of the model call to the request's first generated token.
+    first_token_s: float
+    # From the first generated token to the last.
+    decode_s: float
+
+
+@dataclass(frozen=True)
 class Prediction:
     """What the model produced for one request."""
 
@@ -32,6 +42,8 @@ class Prediction:
     finish_reason: str = "stop"
     # Moderation: P("yes") of each category question.
     scores: dict[str, float] | None = None
+    # Token timing, for backends that measure it (it feeds the latency metrics only).
+    timing: GenerationTiming | None = None
 
     def result(self) -> dict[str, Any]:
         """The job's `result` field."""

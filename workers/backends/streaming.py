@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from transformers.generation.streamers import BaseStreamer
 
+from workers.backends.base import GenerationTiming
 from workers.backends.output_parsing import strip_tokens
 
 
@@ -52,3 +54,52 @@ class BatchTextStreamer(BaseStreamer):
 
     def end(self) -> None:
         """Generation finished."""
+
+
+class TokenClock(BaseStreamer):
+    """Times a batched `generate`: when the first token came, and each row's last one.
+
+    Passes every call on to `inner` (the text streamer of streaming requests), since
+    `generate` takes one streamer.
+    """
+
+    def __init__(
+        self, rows: int, end_token_ids: set[int], inner: BaseStreamer | None = None
+    ) -> None:
+        self.inner = inner
+        self.end_token_ids = end_token_ids
+        self.started = time.perf_counter()
+        self.first_at: float | None = None
+        self.last_at: list[float | None] = [None] * rows
+        self.finished = [False] * rows
+        self.saw_prompt = False
+
+    def put(self, value: Any) -> None:
+        """Note the time of each row's new token (the first call brings the prompt)."""
+        if self.inner is not None:
+            self.inner.put(value)
+        if not self.saw_prompt:
+            self.saw_prompt = True
+            return
+        now = time.perf_counter()
+        if self.first_at is None:
+            self.first_at = now
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.finished[row]:
+                continue
+            if token in self.end_token_ids:
+                self.finished[row] = True
+                continue
+            self.last_at[row] = now
+
+    def end(self) -> None:
+        """Generation finished."""
+        if self.inner is not None:
+            self.inner.end()
+
+    def timing(self, row: int) -> GenerationTiming | None:
+        """The row's time to first token and decode time (None if nothing was generated)."""
+        if self.first_at is None:
+            return None
+        last = self.last_at[row] or self.first_at
+        return GenerationTiming(self.first_at - self.started, last - self.first_at)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 from typing import Any
 
+import structlog
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers.utils import logging as transformers_logging
 
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import Prediction, PredictRequest
 from workers.backends.output_parsing import parse_output
-from workers.backends.streaming import BatchTextStreamer
+from workers.backends.streaming import BatchTextStreamer, TokenClock
 
 # Markers parsed out of GLM output; the stream shows the text between them.
 MARKUP_TOKENS = [
@@ -23,7 +25,7 @@ MARKUP_TOKENS = [
     "<|end_of_box|>",
 ]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 def resolve_device(device: str) -> str:
@@ -46,6 +48,10 @@ class TransformersVLM:
 
     def setup(self, device: str) -> None:
         """Load processor and weights: bf16 and SDPA attention on a GPU, float32 on the CPU."""
+        # transformers' own lines go through vlmq's log format; no progress bars in a log.
+        transformers_logging.disable_default_handler()
+        transformers_logging.enable_propagation()
+        transformers_logging.disable_progress_bar()
         self.device = resolve_device(device)
         on_gpu = self.device.startswith("cuda")
         self.processor = AutoProcessor.from_pretrained(self.model_path)
@@ -69,7 +75,7 @@ class TransformersVLM:
             for token in [*tokenizer.all_special_tokens, *tokenizer.added_tokens_encoder]
             if token not in MARKUP_TOKENS
         ]
-        log.info("event=model_loaded path=%s device=%s", self.model_path, self.device)
+        log.info("model_loaded", path=self.model_path, device=self.device)
 
     def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
         """Run the batch, one `generate` call per distinct set of generation parameters."""
@@ -118,18 +124,26 @@ class TransformersVLM:
         if params.seed is not None:
             torch.manual_seed(params.seed)
         callbacks = [request.on_text for request in requests]
-        if any(callbacks):
-            kwargs["streamer"] = BatchTextStreamer(
+        text_streamer = (
+            BatchTextStreamer(
                 self.processor.tokenizer,
                 callbacks,
                 self.eos_token_ids,
                 [*self.special_tokens, *MARKUP_TOKENS],
             )
+            if any(callbacks)
+            else None
+        )
+        clock = TokenClock(len(requests), self.eos_token_ids, inner=text_streamer)
+        kwargs["streamer"] = clock
         prompt_length = inputs["input_ids"].shape[1]
         output_ids = self.model.generate(**inputs, **kwargs)
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         return [
-            self.decode(row[prompt_length:].tolist(), int(prompt_tokens[i]), params)
+            dataclasses.replace(
+                self.decode(row[prompt_length:].tolist(), int(prompt_tokens[i]), params),
+                timing=clock.timing(i),
+            )
             for i, row in enumerate(output_ids)
         ]
 

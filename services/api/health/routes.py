@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from flask import Blueprint, Response, current_app, jsonify
 
 from services.api.context import runtime
+from services.core import metrics as vlmq_metrics
+from services.core.gauges import DeploymentCollector
 from services.core.heartbeats import live_model_workers, load_failure
 
 bp = Blueprint("health", __name__)
@@ -60,5 +61,11 @@ def describe(exc: Exception) -> str:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus metrics of this process."""
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    """Prometheus metrics of this host's vlmq processes and of the deployment's queue."""
+    registry = current_app.extensions.get("vlmq_scrape")
+    if registry is None:
+        rt = runtime()
+        collector = DeploymentCollector(rt.sessions, rt.redis, rt.settings.model_id)
+        registry = vlmq_metrics.scrape_registry([collector])
+        current_app.extensions["vlmq_scrape"] = registry
+    return Response(vlmq_metrics.exposition(registry), mimetype=vlmq_metrics.CONTENT_TYPE)

@@ -20,7 +20,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.core import outbox
+from services.core import logs, outbox
 from services.core.broker import BATCH_PROGRESS_TASK
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
@@ -240,7 +240,9 @@ def expand_batch(runtime: Runtime, batch_id: str) -> None:
     if not runtime.redis.set(expanding_key(batch_id), b"1", nx=True, ex=EXPAND_LEASE_S):
         return  # another expansion of this batch is running
     try:
-        expand_lines(runtime, batch)
+        # The lines' jobs carry the batch's request id (`new_job_values` reads it from here).
+        with logs.bound(request_id=batch.request_id, batch_id=batch_id):
+            expand_lines(runtime, batch)
     except Exception as exc:
         attempts = int(cast(int, runtime.redis.incr(f"vlmq:batch-expand-attempts:{batch_id}")))
         runtime.redis.expire(f"vlmq:batch-expand-attempts:{batch_id}", 24 * 3600)

@@ -14,9 +14,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.core import outbox
+from services.core import metrics, outbox
 from services.core.batches.results import write_result_file
 from services.core.broker import BATCH_PROGRESS_TASK
+from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
 from services.core.files import file_life_s
 from services.core.models import UNFINISHED_STATUSES, Batch, BatchStatus, File, Job, JobStatus
@@ -52,7 +53,7 @@ def job_counts(session: Session, batch_id: str) -> dict[str, int]:
     return {status: int(count) for status, count in rows}
 
 
-def expire_if_overdue(session: Session, batch: Batch) -> bool:
+def expire_if_overdue(session: Session, batch: Batch, model: str) -> bool:
     """Expire a batch whose completion window has passed: it becomes `cancelling` (ending
     `expired`) and its queued lines are canceled. True if it expired now."""
     now = utcnow()
@@ -66,11 +67,13 @@ def expire_if_overdue(session: Session, batch: Batch) -> bool:
         .values(status=BatchStatus.CANCELLING.value, expired_at=now, errors=errors),
     )
     if expired:
-        session.execute(
+        canceled = rows_changed(
+            session,
             sa.update(Job)
             .where(Job.batch_id == batch.id, Job.status == JobStatus.QUEUED.value)
-            .values(status=JobStatus.CANCELED.value, completed_at=now)
+            .values(status=JobStatus.CANCELED.value, completed_at=now),
         )
+        metrics.batch_lines_canceled(model, canceled, expired=True)
     return bool(expired)
 
 
@@ -78,22 +81,22 @@ def advance_batch(runtime: Runtime, batch_id: str) -> None:
     """Expire an overdue batch; update its counts; finalize it once its jobs are all done
     (or finish the finalization of one whose finalizer died)."""
     with runtime.unit_of_work() as session:
-        ready = ready_to_finalize(session, batch_id, runtime.settings.batch_finalize_stale_s)
+        ready = ready_to_finalize(session, batch_id, runtime.settings)
     if ready:
         finalize_batch(runtime, batch_id)
 
 
-def ready_to_finalize(session: Session, batch_id: str, stale_after_s: float) -> bool:
+def ready_to_finalize(session: Session, batch_id: str, settings: Settings) -> bool:
     """Move the batch on as far as its jobs allow; True when it is now this caller's to
-    finalize (it moved to `finalizing` here, or has been `finalizing` for `stale_after_s`:
-    its finalizer died)."""
+    finalize (it moved to `finalizing` here, or has been `finalizing` for
+    `batch_finalize_stale_s`: its finalizer died)."""
     now = utcnow()
     batch = session.get(Batch, batch_id)
     if batch is None or BatchStatus(batch.status).is_terminal():
         return False
     if batch.status == BatchStatus.FINALIZING:
         # Take the finalization over (once: the next check finds it fresh again).
-        stale_before = now - timedelta(seconds=stale_after_s)
+        stale_before = now - timedelta(seconds=settings.batch_finalize_stale_s)
         taken_over = rows_changed(
             session,
             sa.update(Batch)
@@ -105,7 +108,7 @@ def ready_to_finalize(session: Session, batch_id: str, stale_after_s: float) -> 
             .values(finalizing_at=now),
         )
         return bool(taken_over)
-    expire_if_overdue(session, batch)
+    expire_if_overdue(session, batch, settings.model_id)
     counts = job_counts(session, batch_id)
     failed = counts.get(JobStatus.FAILED.value, 0) + counts.get(JobStatus.CANCELED.value, 0)
     session.execute(

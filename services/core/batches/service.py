@@ -6,26 +6,28 @@ each input line then becomes one job, queued behind interactive work.
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.orm import Session
 
+from services.core import metrics
 from services.core.batches.expand import count_lines
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
-from services.core.db import utcnow
+from services.core.db import rows_changed, utcnow
 from services.core.errors import ConflictError, InvalidRequestError
 from services.core.files import get_file
 from services.core.idempotency import IdempotencyClaim
 from services.core.ids import new_id
+from services.core.logs import current_request_id
 from services.core.models import UNFINISHED_STATUSES, Batch, BatchStatus, Job, JobStatus
 from services.core.pagination import newest_first_page
 from services.core.runtime import Runtime
 from services.core.tenancy import get_owned
 from services.core.webhooks.subscriptions import check_webhook_url
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/moderations")
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
@@ -82,6 +84,7 @@ def create_batch(
             metadata_=metadata or {},
             webhook=webhook,
             output_expires_after_s=output_expires_after_s,
+            request_id=current_request_id(),
             created_at=now,
             expires_at=now + COMPLETION_WINDOWS[completion_window],
         )
@@ -122,11 +125,13 @@ def cancel_batch(runtime: Runtime, tenant_id: str, batch_id: str) -> Batch:
         if batch.status != BatchStatus.CANCELLING:
             raise ConflictError(f"batch {batch_id} is already {batch.status}", param="batch_id")
         # Running jobs are canceled too: their answers, when they come, are dropped.
-        session.execute(
+        canceled = rows_changed(
+            session,
             sa.update(Job)
             .where(Job.batch_id == batch_id, Job.status.in_(UNFINISHED_STATUSES))
-            .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None)
+            .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None),
         )
+        metrics.batch_lines_canceled(runtime.settings.model_id, canceled)
     send_after_commit(runtime, BATCH_PROGRESS_TASK, batch_id)
     return batch
 
@@ -137,4 +142,4 @@ def send_after_commit(runtime: Runtime, task: str, batch_id: str) -> None:
     try:
         runtime.broker.send_batch_task(task, batch_id)
     except Exception:
-        log.exception("event=batch_task_send_failed task=%s batch_id=%s", task, batch_id)
+        log.exception("batch_task_send_failed", task=task, batch_id=batch_id)

@@ -14,7 +14,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.core import outbox
+from services.core import metrics, outbox
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
 from services.core.models import UNFINISHED_STATUSES, Image, Job, JobStatus
@@ -30,6 +30,9 @@ class Claim:
 
     job_id: str
     attempt: int
+    model: str = ""
+    tenant_id: str = ""
+    request_id: str | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     has_webhook: bool = True
@@ -100,6 +103,9 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
         .returning(
             Job.id,
             Job.attempts,
+            Job.model,
+            Job.tenant_id,
+            Job.request_id,
             Job.created_at,
             Job.started_at,
             Job.webhook,
@@ -119,6 +125,9 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
         Claim(
             row.id,
             int(row.attempts),
+            model=row.model,
+            tenant_id=row.tenant_id,
+            request_id=row.request_id,
             created_at=row.created_at,
             started_at=row.started_at,
             has_webhook=row.webhook is not None,
@@ -136,8 +145,12 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
     if len(claims) < len(job_ids):
         give_up_exhausted(session, settings, set(job_ids) - {claim.job_id for claim in claims})
     for claim in claims:
-        if claim.attempt == 1 and claim.has_webhook:
-            outbox.emit(session, outbox.JobStarted(claim.job_id))
+        if claim.attempt == 1:
+            metrics.job_claimed(
+                claim.model, claim.created_at, claim.started_at, background=claim.in_batch
+            )
+            if claim.has_webhook:
+                outbox.emit(session, outbox.JobStarted(claim.job_id))
     # In the order asked for: a chunk's lines run in file order.
     order = {job_id: index for index, job_id in enumerate(job_ids)}
     return sorted(claims, key=lambda claim: order[claim.job_id])
@@ -207,7 +220,22 @@ def finish_job(
         }
         event = outbox.JobFinished(claim.job_id, claim.has_webhook, claim.in_batch, ending)
         outbox.emit(session, event)
+        record_success(claim, result, inference_ms, cache_hit)
     return bool(done)
+
+
+def record_success(
+    claim: Claim, result: dict[str, Any], inference_ms: float, cache_hit: bool
+) -> None:
+    """The metrics of an answered attempt (recorded when its UPDATE changed the row)."""
+    metrics.job_ended(
+        claim.model,
+        JobStatus.SUCCEEDED.value,
+        in_batch=claim.in_batch,
+        created_at=claim.created_at,
+    )
+    if not cache_hit:
+        metrics.job_answered(claim.model, claim.tenant_id, result, inference_ms)
 
 
 def finish_batch_lines(session: Session, answers: list[Finished]) -> None:
@@ -269,6 +297,9 @@ def finish_batch_lines(session: Session, answers: list[Finished]) -> None:
     )
     for batch_id in sorted({a.claim.batch_id for a in together if a.claim.batch_id}):
         outbox.emit(session, outbox.BatchLinesFinished(batch_id))
+    # An executemany reports no per-row count: a line canceled meanwhile still counts here.
+    for answer in together:
+        record_success(answer.claim, answer.result, answer.inference_ms, answer.cache_hit)
 
 
 def fail_job(
@@ -287,8 +318,7 @@ def fail_job(
         conditions.append(Job.attempts == claim.attempt)
     if only_if is not None:
         conditions.append(only_if)
-    done = rows_changed(
-        session,
+    failed = session.execute(
         sa.update(Job)
         .where(*conditions)
         .values(
@@ -296,9 +326,18 @@ def fail_job(
             error={"type": error_type, "message": message},
             completed_at=utcnow(),
             lease_expires_at=None,
-        ),
-    )
-    if done:
+        )
+        .returning(Job.model, Job.created_at, Job.batch_id)
+    ).first()
+    done = failed is not None
+    if failed is not None:
+        metrics.job_ended(
+            failed.model,
+            JobStatus.FAILED.value,
+            error_type=error_type,
+            in_batch=failed.batch_id is not None,
+            created_at=failed.created_at,
+        )
         if claim is None:
             outbox.emit(session, outbox.JobFinished(job_id))
         else:

@@ -7,17 +7,17 @@ broker is down, the maintenance pass enqueues the job later).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import redis
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core import cache, notify, outbox
+from services.core import cache, logs, metrics, notify, outbox
 from services.core.auth import live_key_query, note_use
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
@@ -33,6 +33,7 @@ from services.core.idempotency import IdempotencyClaim
 from services.core.ids import new_id
 from services.core.inputs.images import CheckedImage
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams, check_fits_context
+from services.core.logs import current_request_id
 from services.core.model_info import model_revision
 from services.core.models import (
     UNFINISHED_STATUSES,
@@ -46,7 +47,7 @@ from services.core.pagination import newest_first_page
 from services.core.runtime import Runtime
 from services.core.tenancy import get_owned
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 # A tenant at its cap waits for jobs to finish: a second is a fair first guess.
 QUOTA_RETRY_AFTER_S = 1
 
@@ -129,6 +130,7 @@ def new_job_values(
         batch_id=options.batch_id,
         custom_id=options.custom_id,
         moderation=options.moderation,
+        request_id=current_request_id(),
         metrics={},
         attempts=0,
         cache_hit=False,
@@ -215,6 +217,7 @@ def refuse_over_quota(unfinished: int, settings: Settings, adding: int = 1) -> N
     """A 429 when `adding` jobs to the tenant's `unfinished` would pass `tenant_max_queued`."""
     cap = settings.tenant_max_queued
     if cap > 0 and unfinished + adding > cap:
+        metrics.refused_by_limit("queue")
         raise TooManyRequestsError(
             f"this API key has {unfinished} unfinished jobs, the most allowed is {cap}: wait "
             "for some to finish, or send the work as a batch",
@@ -240,13 +243,17 @@ def submit_job(
             cached = cache.get_cached(runtime.redis, key)
         except redis.RedisError as exc:
             raise ServiceUnavailableError("the queue (Redis) is unavailable") from exc
+        metrics.cache_looked_up(runtime.settings.model_id, hit=cached is not None)
     job = new_job(runtime.settings, tenant_id, request, params, options, key)
     if cached is not None:
         mark_cache_hit(job, cached)
     with runtime.unit_of_work() as session:
         add_job(session, job, request.images, options)
+    logs.annotate(job_id=job.id)
     if cached is None:
         enqueue_after_commit(runtime, [job.id], background=options.background)
+    else:
+        metrics.job_ended(job.model, JobStatus.SUCCEEDED.value, created_at=job.created_at)
     return job
 
 
@@ -256,7 +263,7 @@ def enqueue_after_commit(runtime: Runtime, job_ids: list[str], *, background: bo
     try:
         runtime.broker.enqueue_jobs(job_ids, background=background)
     except Exception:
-        log.exception("event=enqueue_failed jobs=%d (the maintenance pass re-sends)", len(job_ids))
+        log.exception("enqueue_failed", jobs=len(job_ids))
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
@@ -288,6 +295,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     )
     if changed:
         outbox.emit(session, outbox.JobFinished(job_id))
+        metrics.job_ended(job.model, JobStatus.CANCELED.value, in_batch=job.batch_id is not None)
     session.refresh(job)
     return job
 

@@ -7,14 +7,15 @@ attempt counter, so a duplicated or re-sent message is a no-op.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.orm import Session
 
+from services.core import logs, metrics
 from services.core.config import Settings
 from services.core.db import rows_changed, session_scope, utcnow
 from services.core.errors import InvalidRequestError, VlmqError
@@ -23,7 +24,7 @@ from services.core.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from services.core.runtime import Runtime
 from services.core.webhooks.signing import payload_body, signed_headers, tenant_secret
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # Only a receiver's status matters; read little of its body.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -56,6 +57,7 @@ class ClaimedAttempt:
     url: str
     body: str
     secret: str
+    request_id: str | None = None
 
 
 def pending_after(delivery_id: str, attempts: int) -> sa.ColumnElement[bool]:
@@ -93,6 +95,7 @@ def claim_attempt(runtime: Runtime, delivery_id: str, attempt: int) -> ClaimedAt
         url=delivery.url,
         body=payload_body(delivery.payload),
         secret=tenant_secret(runtime.sessions, delivery.tenant_id),
+        request_id=delivery.request_id,
     )
 
 
@@ -180,26 +183,43 @@ def deliver(runtime: Runtime, delivery_id: str, attempt: int) -> str | None:
     claim = claim_attempt(runtime, delivery_id, attempt)
     if claim is None:
         return None
+    with logs.bound(request_id=claim.request_id, delivery_id=delivery_id):
+        return attempt_delivery(runtime, claim)
+
+
+def attempt_delivery(runtime: Runtime, claim: ClaimedAttempt) -> str:
+    """POST a claimed attempt, record it, and send the retry if one is due."""
+    settings = runtime.settings
     result = post(claim, settings)
-    status, delay_s = outcome(result, attempt, settings)
+    status, delay_s = outcome(result, claim.attempt, settings)
     with session_scope(runtime.sessions) as session:
         record_attempt(session, claim, result, status, delay_s)
+    metrics.webhook_attempted(outcome_label(result, status))
     log.info(
-        "event=webhook_attempt delivery_id=%s attempt=%d status_code=%s latency_ms=%.1f "
-        "error=%r delivery_status=%s",
-        delivery_id,
-        attempt,
-        result.status_code,
-        result.latency_ms,
-        result.error,
-        status,
+        "webhook_attempt",
+        attempt=claim.attempt,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        error=result.error,
+        delivery_status=status,
     )
     if delay_s is not None:
         try:
-            runtime.broker.enqueue_webhook(delivery_id, attempt + 1, countdown_s=delay_s)
+            runtime.broker.enqueue_webhook(
+                claim.delivery_id, claim.attempt + 1, countdown_s=delay_s
+            )
         except Exception:
-            log.exception("event=webhook_enqueue_failed delivery_id=%s", delivery_id)
+            log.exception("webhook_enqueue_failed")
     return status
+
+
+def outcome_label(result: AttemptResult, status: str) -> str:
+    """The `outcome` label of `vlmq_webhook_deliveries_total` for an attempt."""
+    if status == DeliveryStatus.PENDING:
+        return "retrying"
+    if status == DeliveryStatus.FAILED and result.error and result.error.startswith("refused:"):
+        return "refused"
+    return str(status)
 
 
 def give_up(runtime: Runtime, delivery_id: str, attempt: int) -> str | None:

@@ -7,11 +7,11 @@ The maintenance pass re-sends deliveries whose message was lost (`resend_lost_de
 from __future__ import annotations
 
 import hashlib
-import logging
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 
 from services.core.db import rows_changed, session_scope, utcnow
 from services.core.heartbeats import live_background_workers
@@ -21,7 +21,7 @@ from services.core.runtime import Runtime
 from services.core.serialize import batch_response, job_response
 from services.core.webhooks.subscriptions import EVENTS
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 # At most this many lost deliveries are re-sent per maintenance pass.
 RESEND_BATCH = 500
 
@@ -39,7 +39,7 @@ def schedule_job_event(runtime: Runtime, job_id: str, event: str) -> None:
         if job is None or not job.webhook or event not in (job.webhook_events or EVENTS):
             return
         payload = job_response(job)
-        tenant_id, url = job.tenant_id, job.webhook
+        tenant_id, url, request_id = job.tenant_id, job.webhook, job.request_id
     schedule_delivery(
         runtime,
         tenant_id=tenant_id,
@@ -48,6 +48,7 @@ def schedule_job_event(runtime: Runtime, job_id: str, event: str) -> None:
         payload=payload,
         job_id=job_id,
         delivery_id=event_delivery_id(job_id, event),
+        request_id=request_id,
     )
 
 
@@ -61,6 +62,7 @@ def schedule_delivery(
     job_id: str | None = None,
     batch_id: str | None = None,
     delivery_id: str | None = None,
+    request_id: str | None = None,
 ) -> str:
     """Store a delivery and send its first attempt to the webhook queue; returns its id.
 
@@ -79,21 +81,20 @@ def schedule_delivery(
                     event=event,
                     url=url,
                     payload=payload,
+                    request_id=request_id,
                     status=DeliveryStatus.PENDING,
                     attempts=0,
                     next_attempt_at=utcnow(),
                 )
             )
     except sa.exc.IntegrityError:
-        log.info("event=webhook_already_scheduled delivery_id=%s", delivery_id)
+        log.info("webhook_already_scheduled", delivery_id=delivery_id)
         return delivery_id
     try:
         runtime.broker.enqueue_webhook(delivery_id, 1)
     except Exception:
-        log.exception(
-            "event=webhook_enqueue_failed delivery_id=%s (maintenance re-sends it)", delivery_id
-        )
-    log.info("event=webhook_scheduled delivery_id=%s webhook_event=%s", delivery_id, event)
+        log.exception("webhook_enqueue_failed", delivery_id=delivery_id)
+    log.info("webhook_scheduled", delivery_id=delivery_id, webhook_event=event)
     return delivery_id
 
 
@@ -104,6 +105,7 @@ def schedule_batch_event(runtime: Runtime, batch_id: str) -> None:
         if batch is None or not batch.webhook:
             return
         payload, tenant_id, url = batch_response(batch), batch.tenant_id, batch.webhook
+        request_id = batch.request_id
     schedule_delivery(
         runtime,
         tenant_id=tenant_id,
@@ -112,6 +114,7 @@ def schedule_batch_event(runtime: Runtime, batch_id: str) -> None:
         payload=payload,
         batch_id=batch_id,
         delivery_id=event_delivery_id(batch_id, "completed"),
+        request_id=request_id,
     )
 
 
@@ -148,5 +151,5 @@ def resend_lost_deliveries(runtime: Runtime) -> int:
                 resend.append((delivery_id, attempts))
     for delivery_id, attempts in resend:
         runtime.broker.enqueue_webhook(delivery_id, attempts + 1)
-        log.info("event=webhook_resent delivery_id=%s attempt=%d", delivery_id, attempts + 1)
+        log.info("webhook_resent", delivery_id=delivery_id, attempt=attempts + 1)
     return len(resend)
