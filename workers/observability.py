@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import setup_logging
+import structlog
+from celery.signals import setup_logging, worker_ready
 from prometheus_client import start_http_server
 
 from services.core.config import Settings
 from services.core.logs import configure_logging
 from services.core.metrics import scrape_registry
+
+log = structlog.get_logger(__name__)
 
 
 def use_vlmq_logging(settings: Settings) -> None:
@@ -21,13 +24,27 @@ def use_vlmq_logging(settings: Settings) -> None:
         configure_logging(settings)
 
     setup_logging.connect(configure, weak=False)
+    worker_ready.connect(log_worker_ready, weak=False)
     configure_logging(settings)
 
 
-def celery_banner_args(settings: Settings) -> list[str]:
-    """`celery` options that go before `worker`: no start-up banner when every line must be
-    JSON (the banner is plain text)."""
-    return ["--quiet"] if settings.log_format == "json" else []
+def celery_banner_args(_settings: Settings) -> list[str]:
+    """`celery` options that go before `worker`: no start-up banner (plain text over many
+    lines); `log_worker_ready` writes what it said as one line in vlmq's format."""
+    return ["--quiet"]
+
+
+def log_worker_ready(sender: Any = None, **_: Any) -> None:
+    """One line when a worker starts consuming: its name, queues, threads and task events."""
+    consumer = sender
+    queues = sorted(queue.name for queue in consumer.task_consumer.queues) if consumer else []
+    log.info(
+        "worker_ready",
+        hostname=getattr(consumer, "hostname", None),
+        queues=",".join(queues),
+        concurrency=getattr(getattr(consumer, "pool", None), "limit", None),
+        task_events=bool(consumer and consumer.app.conf.worker_send_task_events),
+    )
 
 
 def serve_metrics(settings: Settings) -> None:

@@ -44,7 +44,7 @@ def renderer(log_format: str) -> Any:
     if log_format == "json":
         return structlog.processors.JSONRenderer()
     return structlog.processors.LogfmtRenderer(
-        key_order=["timestamp", "level", "logger", "event"], drop_missing=True
+        key_order=["timestamp", "level", "logger", "event"], drop_missing=True, bool_as_flag=False
     )
 
 

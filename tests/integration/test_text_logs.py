@@ -1,0 +1,28 @@
+"""The default log format of real worker processes writing to a file: `key=value` lines in
+one format, Celery's own lines included, and no colour codes."""
+
+from __future__ import annotations
+
+import re
+
+from services.core.config import Settings
+from tests.support import WorkerProcess, wait_until
+from tests.webhook_receiver import BackgroundWorkerProcess
+
+LINE = re.compile(r"^timestamp=\S+ level=\w+ logger=\S+ event=")
+
+
+def test_piped_worker_logs_are_key_value_lines_without_colour(
+    settings: Settings, worker: WorkerProcess, background_worker: BackgroundWorkerProcess
+) -> None:
+    assert settings.log_format == "text"
+    for process in (worker, background_worker):
+        # The heartbeat that made the fixture ready can come before Celery's ready line.
+        wait_until(lambda p=process: "event=worker_ready" in p.log_path.read_text(), 30, "ready")
+        lines = [line for line in process.log_path.read_text().splitlines() if line.strip()]
+        assert "\x1b[" not in "\n".join(lines)
+        strays = [line for line in lines if not LINE.match(line)]
+        assert not strays, f"{process.log_path.name}: lines in another format: {strays[:5]}"
+        assert any("logger=celery." in line for line in lines)
+        ready = next(line for line in lines if "event=worker_ready" in line)
+        assert "task_events=true" in ready
