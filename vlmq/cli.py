@@ -9,10 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -281,18 +281,63 @@ def raise_keyboard_interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+url_option = click.option(
+    "--url",
+    envvar="VLMQ_URL",
+    default=None,
+    help="API base URL (or VLMQ_URL; default: http://127.0.0.1:VLMQ_PORT)",
+)
+key_option = click.option(
+    "--key", envvar="VLMQ_API_KEY", default=None, help="API key (or VLMQ_API_KEY)"
+)
+
+
+def api_base(url: str | None) -> str:
+    """The API to call: `--url` / `VLMQ_URL`, else this machine on the configured port."""
+    if url:
+        return url.rstrip("/")
+    settings = Settings()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    return f"http://{host}:{settings.port}"
+
+
+def required_key(key: str | None) -> str:
+    """The API key, or a usage error that says where to put one."""
+    if not key:
+        raise click.UsageError(
+            "no API key: pass --key or set VLMQ_API_KEY (`vlmq up` prints one; "
+            "`vlmq keys create --tenant NAME` makes one)"
+        )
+    return key
+
+
+def reports_api_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Print the API's error message and a hint, never a traceback, when a call fails."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        from vlmq.client import ApiError
+
+        try:
+            command(*args, **kwargs)
+        except ApiError as error:
+            raise click.ClickException(str(error)) from None
+
+    return run
+
+
 @main.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("question")
-@click.option("--url", default=None, help="API base URL (default: http://VLMQ_HOST:VLMQ_PORT)")
-@click.option("--key", envvar="VLMQ_API_KEY", required=True, help="API key (or VLMQ_API_KEY)")
+@url_option
+@key_option
 @click.option("--timeout", default=120.0, show_default=True)
-def ask(image: Path, question: str, url: str | None, key: str, timeout: float) -> None:
+@reports_api_errors
+def ask(image: Path, question: str, url: str | None, key: str | None, timeout: float) -> None:
     """Ask a question about an image and print the answer."""
     from vlmq.client import get_job, submit_upload
 
-    settings = Settings()
-    base = url or f"http://{settings.host}:{settings.port}"
+    base, key = api_base(url), required_key(key)
     job = submit_upload(
         base, key, (image.name, image.read_bytes()), {"question": question}, 30, timeout
     )
@@ -317,10 +362,16 @@ def batch() -> None:
     "--wait/--no-wait", default=True, show_default=True, help="Wait, with a progress bar."
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--url", default=None, help="API base URL (default: http://VLMQ_HOST:VLMQ_PORT)")
-@click.option("--key", envvar="VLMQ_API_KEY", required=True, help="API key (or VLMQ_API_KEY)")
+@url_option
+@key_option
+@reports_api_errors
 def batch_submit(
-    jsonl: Path, endpoint: str | None, wait: bool, output: Path | None, url: str | None, key: str
+    jsonl: Path,
+    endpoint: str | None,
+    wait: bool,
+    output: Path | None,
+    url: str | None,
+    key: str | None,
 ) -> None:
     """Upload FILE.jsonl, start a batch, and (with --wait) save its output file."""
     import json
@@ -329,8 +380,7 @@ def batch_submit(
 
     from vlmq.client import api_request, download_file, upload_batch_file
 
-    settings = Settings()
-    base = url or f"http://{settings.host}:{settings.port}"
+    base, key = api_base(url), required_key(key)
     data = jsonl.read_bytes()
     if endpoint is None:
         first = next((line for line in data.splitlines() if line.strip()), b"{}")
@@ -419,9 +469,19 @@ def batch_flagged(output: Path) -> None:
     """Print the custom_id and flagged categories of each flagged line of an output file."""
     import json
 
-    for raw in output.read_text().splitlines():
-        line = json.loads(raw)
-        for result in line["response"]["body"]["results"]:
+    for number, raw in enumerate(output.read_text().splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+            results = line["response"]["body"]["results"]
+        except (ValueError, KeyError, TypeError):
+            raise click.ClickException(
+                f"{output}:{number} is not a line of a moderation batch's output file (it has "
+                "no response.body.results); pass the output file `vlmq batch submit` saved, "
+                "not the input file"
+            ) from None
+        for result in results:
             flagged = [name for name, flag in result["categories"].items() if flag]
             if flagged:
                 click.echo(f"{line['custom_id']}\t{','.join(flagged)}")

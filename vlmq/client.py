@@ -1,11 +1,73 @@
-"""A minimal HTTP client of the vlmq API, for the CLI and the benchmarks (standard library only)."""
+"""A minimal HTTP client of the vlmq API, for the CLI and the benchmarks (standard library only).
+
+Every call raises `ApiError` (the server's own error message, or what kept the request from
+reaching it, with a hint) instead of urllib's exceptions.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
+from http.client import HTTPResponse
 from typing import Any
+from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
+
+# What to try next, by status code of a refused request.
+HINTS = {
+    401: "check the key: `vlmq keys list` shows yours, `vlmq keys create --tenant NAME` makes one",
+    404: "check the id, and that it was made with this key's tenant",
+    413: "the request is larger than this deployment accepts (VLMQ_MAX_BODY_BYTES)",
+    429: "wait and retry (the answer's Retry-After says how long)",
+    503: "a dependency is down; retry shortly",
+}
+
+
+class ApiError(Exception):
+    """A request the API refused or that never reached it: a message and a hint."""
+
+    def __init__(self, message: str, hint: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+def refusal(error: HTTPError) -> ApiError:
+    """The server's error message of a non-2xx answer (JSON or not)."""
+    raw = error.read().decode(errors="replace")
+    try:
+        detail = json.loads(raw)["error"]
+        message = str(detail.get("message") or detail)
+        code = detail.get("code") or detail.get("type")
+        if code:
+            message = f"{message} ({code})"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        first = next((line.strip() for line in raw.splitlines() if line.strip()), "")
+        message = f"{error.reason}: {first[:200]}" if first else str(error.reason)
+    hint = HINTS.get(error.code, "")
+    return ApiError(f"HTTP {error.code}: {message}", hint, error.code)
+
+
+@contextlib.contextmanager
+def opened(request: Request, timeout_s: float) -> Iterator[HTTPResponse]:
+    """`urlopen`, with every failure turned into an `ApiError`."""
+    try:
+        with urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the caller's API URL)
+            yield response
+    except HTTPError as error:
+        raise refusal(error) from None
+    except (URLError, ConnectionError, TimeoutError) as error:
+        reason = getattr(error, "reason", error)
+        raise ApiError(
+            f"cannot reach the API at {request.full_url.split('/v1/', 1)[0]}: {reason}",
+            "is `vlmq up` (or `vlmq api`) running there? Pass --url or set VLMQ_URL",
+        ) from None
 
 
 def encode_multipart(
@@ -48,7 +110,7 @@ def submit_upload(
             "Content-Type": content_type,
         },
     )
-    with urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+    with opened(request, timeout_s) as response:
         job: dict[str, Any] = json.load(response)
     return job
 
@@ -56,7 +118,7 @@ def submit_upload(
 def get_job(base: str, key: str, job_id: str, timeout_s: float) -> dict[str, Any]:
     """`GET /v1/jobs/{id}`."""
     request = Request(f"{base}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"})  # noqa: S310
-    with urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+    with opened(request, timeout_s) as response:
         job: dict[str, Any] = json.load(response)
     return job
 
@@ -70,7 +132,7 @@ def api_request(
     if data is not None:
         headers["Content-Type"] = "application/json"
     request = Request(f"{base}{path}", data=data, method=method, headers=headers)  # noqa: S310
-    with urlopen(request, timeout=60) as response:  # noqa: S310
+    with opened(request, 60) as response:
         answer: dict[str, Any] = json.load(response)
     return answer
 
@@ -84,7 +146,7 @@ def upload_batch_file(base: str, key: str, filename: str, data: bytes) -> dict[s
         method="POST",
         headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
     )
-    with urlopen(request, timeout=600) as response:  # noqa: S310
+    with opened(request, 600) as response:
         file: dict[str, Any] = json.load(response)
     return file
 
@@ -94,6 +156,6 @@ def download_file(base: str, key: str, file_id: str, destination: str) -> None:
     request = Request(  # noqa: S310
         f"{base}/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {key}"}
     )
-    with urlopen(request, timeout=600) as response, open(destination, "wb") as out:  # noqa: S310
+    with opened(request, 600) as response, open(destination, "wb") as out:
         while piece := response.read(1 << 20):
             out.write(piece)

@@ -16,6 +16,7 @@ import structlog
 from celery import Celery
 from celery.signals import worker_init
 
+from services.core import metrics
 from services.core.bootstrap import create_runtime
 from services.core.broker import BATCHES_QUEUE, DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
 from services.core.config import Settings
@@ -65,6 +66,7 @@ def create_background_app(settings: Settings) -> Celery:
     def start(**_: Any) -> None:
         global _runtime
         _runtime = create_runtime(settings)
+        metrics.start_background_series()
         serve_metrics(settings)
         threading.Thread(
             target=heartbeat, args=(_runtime,), name="vlmq-background-heartbeat", daemon=True

@@ -69,7 +69,7 @@ class WorkerState:
             finally:
                 os._exit(MODEL_LOAD_FAILED)
         self.ready.set()
-        metrics.MODEL_LOADED.labels(self.settings.model_id).set(1)
+        metrics.start_model_series(self.settings.model_id)
         self.leases.start()
         threading.Thread(target=self._heartbeat, name="vlmq-heartbeat", daemon=True).start()
         threading.Thread(target=self._maintain, name="vlmq-maintenance", daemon=True).start()

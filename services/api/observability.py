@@ -19,6 +19,7 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 def register(app: Flask) -> None:
     """Bind the request id before any other handler runs, and answer it with every response."""
+    metrics.start_api_series()
 
     @app.before_request
     def start_request() -> None:

@@ -55,9 +55,10 @@ class Settings(BaseSettings):
     default_max_tokens: int = 256
     max_tokens_limit: int = 4096
 
-    # Fan-out caps: OpenAI messages and content parts per request, inputs of one
-    # `/v1/moderations` call, and lines of one batch input file.
+    # Fan-out caps: OpenAI messages and content parts per request, choices (`n`) of one chat
+    # completion, inputs of one `/v1/moderations` call, and lines of one batch input file.
     max_messages_per_request: int = 64
+    max_choices: int = 8
     max_parts_per_request: int = 128
     max_moderation_inputs: int = 32
     max_batch_lines: int = 50_000

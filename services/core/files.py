@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.config import Settings
 from services.core.db import session_scope, utcnow
-from services.core.errors import InvalidRequestError, NotFoundError
+from services.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from services.core.ids import new_id
-from services.core.models import File, FileChunk
+from services.core.models import Batch, BatchStatus, File, FileChunk
+from services.core.pagination import newest_first_page
 from services.core.tenancy import get_owned
 
 CHUNK_BYTES = 1 << 20
@@ -33,6 +34,43 @@ def get_file(session: Session, tenant_id: str, file_id: str) -> File:
     file = get_owned(session, File, tenant_id, file_id, noun="file", param="file_id")
     if file.expires_at is not None and file.expires_at <= utcnow():
         raise NotFoundError(f"no file {file_id!r}", param="file_id")
+    return file
+
+
+def list_files(
+    session: Session, tenant_id: str, *, purpose: str | None, limit: int, after: str | None
+) -> tuple[list[File], bool]:
+    """A page of the tenant's live files (of one `purpose`, if given), newest first."""
+    if purpose is not None and purpose not in PURPOSES:
+        raise InvalidRequestError(f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
+    now = utcnow()
+    query = sa.select(File).where(
+        File.tenant_id == tenant_id, sa.or_(File.expires_at.is_(None), File.expires_at > now)
+    )
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    cursor = get_file(session, tenant_id, after) if after is not None else None
+    return newest_first_page(session, File, query, cursor, limit)
+
+
+def delete_file(session: Session, tenant_id: str, file_id: str) -> File:
+    """Delete a file: it is gone for the client at once (404), and the pruning pass frees
+    its chunks. A 409 while an unfinished batch reads it as input."""
+    file = get_file(session, tenant_id, file_id)
+    user = session.scalar(
+        sa.select(Batch.id).where(
+            Batch.input_file_id == file_id,
+            Batch.status.not_in([status.value for status in BatchStatus if status.is_terminal()]),
+        )
+    )
+    if user is not None:
+        raise ConflictError(
+            f"file {file_id} is the input of batch {user}, which has not finished; cancel the "
+            "batch or wait for it to end",
+            code="file_in_use",
+            param="file_id",
+        )
+    file.expires_at = utcnow()
     return file
 
 

@@ -174,6 +174,33 @@ GPU_METRICS = frozenset(
 )
 
 
+# Outcomes of a webhook attempt (see WEBHOOK_DELIVERIES).
+WEBHOOK_OUTCOMES = ("delivered", "retrying", "failed", "gone", "refused")
+
+
+def start_model_series(model: str) -> None:
+    """Make the model worker's labelled series exist at zero from its start, so a rate or
+    a dashboard query reads 0 rather than nothing before the first event."""
+    MODEL_LOADED.labels(model).set(1)
+    for result in ("hit", "miss"):
+        CACHE_LOOKUPS.labels(model, result)
+    CACHE_FOLLOWERS.labels(model)
+    for status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        JOBS_FINISHED.labels(model, status.value, "")
+
+
+def start_background_series() -> None:
+    """The background worker's series at zero from its start (see `start_model_series`)."""
+    for outcome in WEBHOOK_OUTCOMES:
+        WEBHOOK_DELIVERIES.labels(outcome)
+
+
+def start_api_series() -> None:
+    """The API's series at zero from its start (see `start_model_series`)."""
+    for reason in ("rate", "queue"):
+        RATE_LIMITED.labels(reason)
+
+
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
     """Seconds from `start` to `end`, if both are known (never negative: clocks differ)."""
     if start is None or end is None:

@@ -66,29 +66,50 @@ def delta_choice(delta: dict[str, Any], finish_reason: str | None = None) -> dic
     return {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
 
 
-def chat_completion_response(job: Job) -> dict[str, Any]:
-    """A finished job as a `chat.completion` object."""
-    result = job.result or {}
-    usage = result.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    message: dict[str, Any] = {"role": "assistant", "content": job.output or ""}
-    if result.get("reasoning"):
-        message["reasoning_content"] = result["reasoning"]
+def chat_completion_response(job: Job, *more: Job) -> dict[str, Any]:
+    """A finished job as a `chat.completion` object; `more` jobs (of a request with `n` > 1)
+    are its further choices, and their completion tokens add to the usage."""
+    jobs = (job, *more)
+    usage = dict(
+        (job.result or {}).get("usage")
+        or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    )
+    if more:
+        completion = sum(
+            ((j.result or {}).get("usage") or {}).get("completion_tokens", 0) for j in jobs
+        )
+        usage["completion_tokens"] = completion
+        usage["total_tokens"] = usage.get("prompt_tokens", 0) + completion
+    extension: dict[str, Any] = {
+        "job_id": job.id,
+        "cache_hit": job.cache_hit,
+        "metrics": job.metrics or {},
+    }
+    if more:
+        extension["job_ids"] = [j.id for j in jobs]
     return {
         "id": completion_id(job),
         "object": "chat.completion",
         "created": int(job.created_at.timestamp()),
         "model": job.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": result.get("finish_reason", "stop"),
-                "logprobs": None,
-            }
-        ],
+        "choices": [chat_choice(index, j) for index, j in enumerate(jobs)],
         "usage": usage,
         "system_fingerprint": None,
-        "vlmq": {"job_id": job.id, "cache_hit": job.cache_hit, "metrics": job.metrics or {}},
+        "vlmq": extension,
+    }
+
+
+def chat_choice(index: int, job: Job) -> dict[str, Any]:
+    """One choice of a `chat.completion`: the job's answer (and its reasoning, if any)."""
+    result = job.result or {}
+    message: dict[str, Any] = {"role": "assistant", "content": job.output or ""}
+    if result.get("reasoning"):
+        message["reasoning_content"] = result["reasoning"]
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": result.get("finish_reason", "stop"),
+        "logprobs": None,
     }
 
 
@@ -124,6 +145,17 @@ def batch_response(batch: Batch) -> dict[str, Any]:
             "failed": batch.failed,
         },
         "metadata": batch.metadata_ or None,
+    }
+
+
+def openai_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """A page of a list in OpenAI's shape: `data`, `first_id`, `last_id`, `has_more`."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
     }
 
 

@@ -118,8 +118,15 @@ CASES: list[tuple[str, Any, int, str | None]] = [
         "invalid_request",
     ),
     (
-        "messages-without-image",
-        {"messages": [{"role": "user", "content": "hi"}]},
+        "messages-without-text",
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": data_url(shape_png())}}],
+                }
+            ]
+        },
         400,
         "invalid_request",
     ),
@@ -275,7 +282,7 @@ def test_chat_rejects_bad_requests_before_enqueueing(
                     ],
                 }
             ],
-            "n": 2,
+            "n": 99,
         },
     ):
         response = client.post("/v1/chat/completions", json=body, headers=auth)

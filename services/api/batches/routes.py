@@ -11,7 +11,7 @@ from services.core import idempotency
 from services.core.batches import service as batches
 from services.core.files import check_expires_after
 from services.core.models import Batch
-from services.core.serialize import batch_response
+from services.core.serialize import batch_response, openai_page
 from services.core.webhooks.status import deliveries_of
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
@@ -83,15 +83,7 @@ def list_batches() -> Response:
             session, tenant_id(), limit=page_limit(), after=request.args.get("after")
         )
         data = [batch_response(batch) for batch in page]
-    return jsonify(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
-    )
+    return jsonify(openai_page(data, has_more))
 
 
 @bp.post("/<batch_id>/cancel")

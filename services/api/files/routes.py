@@ -7,16 +7,19 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request
 
 from services.api.context import runtime, tenant_id
+from services.api.request_parsing import page_limit
 from services.core.errors import InvalidRequestError
 from services.core.files import (
     check_expires_after,
+    delete_file,
     file_chunks,
     file_life_s,
     get_file,
+    list_files,
     read_stream,
     store_file,
 )
-from services.core.serialize import file_response
+from services.core.serialize import file_response, openai_page
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 MAX_FILENAME_CHARS = 255
@@ -72,6 +75,29 @@ def upload_file() -> tuple[Response, int]:
         expires_after_s=file_life_s(rt.settings, requested_life_s()),
     )
     return jsonify(file_response(file)), 200
+
+
+@bp.get("")
+def list_tenant_files() -> Response:
+    """The tenant's files, newest first (`?purpose=&limit=&after=`, as OpenAI pages them)."""
+    with runtime().sessions() as session:
+        page, has_more = list_files(
+            session,
+            tenant_id(),
+            purpose=request.args.get("purpose"),
+            limit=page_limit(),
+            after=request.args.get("after"),
+        )
+        data = [file_response(file) for file in page]
+    return jsonify(openai_page(data, has_more))
+
+
+@bp.delete("/<file_id>")
+def remove_file(file_id: str) -> Response:
+    """Delete the file (a 409 while an unfinished batch reads it)."""
+    with runtime().unit_of_work() as session:
+        file = delete_file(session, tenant_id(), file_id)
+        return jsonify({"id": file.id, "object": "file", "deleted": True})
 
 
 @bp.get("/<file_id>")

@@ -146,7 +146,8 @@ def check_question(question: Any, settings: Settings) -> str:
 
 
 def canonical_from_messages(messages: Any, settings: Settings) -> CanonicalRequest:
-    """OpenAI chat messages (text and `image_url` parts) as canonical messages."""
+    """OpenAI chat messages (text and `image_url` parts) as canonical messages; a text-only
+    conversation is fine (vision models answer text too)."""
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages must be a non-empty list", param="messages")
     if len(messages) > settings.max_messages_per_request:
@@ -182,8 +183,6 @@ def canonical_from_messages(messages: Any, settings: Settings) -> CanonicalReque
         canonical.append({"role": message["role"], "content": canonical_parts})
     if not any(part["type"] == "text" for m in canonical for part in m["content"]):
         raise InvalidRequestError("messages contain no text: ask a question", param="messages")
-    if not images:
-        raise InvalidRequestError("messages contain no image_url part", param="messages")
     if len(images) > settings.max_images_per_request:
         raise InvalidRequestError(
             f"at most {settings.max_images_per_request} images per request", param="messages"
