@@ -12,6 +12,7 @@ from services.api.health.routes import bp as health_bp
 from services.api.jobs.routes import bp as jobs_bp
 from services.api.models.routes import bp as models_bp
 from services.api.moderations.routes import bp as moderations_bp
+from services.api.openapi.routes import bp as openapi_bp
 from services.api.playground.routes import bp as playground_bp
 from services.api.webhooks.routes import bp as webhooks_bp
 from services.core.bootstrap import create_runtime
@@ -35,6 +36,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     # After auth: the limit counts per tenant.
     limits.register(app, settings)
     resources = (jobs_bp, chat_bp, moderations_bp, files_bp, batches_bp, webhooks_bp, models_bp)
-    for blueprint in (*resources, health_bp, playground_bp):
+    for blueprint in (*resources, health_bp, playground_bp, openapi_bp):
         app.register_blueprint(blueprint)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -16,6 +18,23 @@ class VlmqRequest(BaseModel):
 
 
 OPENAI_COMPATIBLE = ConfigDict(extra="ignore")
+
+# A 16×16 PNG of a red circle, for the examples of the OpenAPI document (its docs page and
+# schemathesis send them as they are).
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAATklEQVR4nGP8//8/"
+    "AymAiSTV5GhgwSLGyIhgYzgYwwZk1ZhcdA0Y0piCTLgkcOmhfShRogFPlCNJMeGSwCWI4SQ0PRhGYItpvMmR9qEEA"
+    "G9gEx+a1gc3AAAAAElFTkSuQmCC"
+)
+EXAMPLE_MESSAGES: list[Any] = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": EXAMPLE_IMAGE}},
+            {"type": "text", "text": "What color is the shape?"},
+        ],
+    }
+]
 
 
 class GenerationRequest(VlmqRequest):

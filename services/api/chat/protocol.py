@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from services.api.protocol import OPENAI_COMPATIBLE, GenerationRequest
+from pydantic import ConfigDict
+
+from services.api.protocol import EXAMPLE_MESSAGES, OPENAI_COMPATIBLE, GenerationRequest
 from services.core.errors import InvalidRequestError
 
 
@@ -65,7 +67,10 @@ def refuse_unsupported(raw: dict[str, Any]) -> None:
 class ChatCompletionRequest(GenerationRequest):
     """The fields of OpenAI's chat request that vlmq reads; others are ignored, as in vLLM."""
 
-    model_config = OPENAI_COMPATIBLE
+    model_config = ConfigDict(
+        **OPENAI_COMPATIBLE,
+        json_schema_extra={"examples": [{"messages": EXAMPLE_MESSAGES, "max_tokens": 8}]},
+    )
 
     messages: Any = None
     n: int = 1

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from services.api.protocol import GenerationRequest
+from services.api.protocol import EXAMPLE_IMAGE, GenerationRequest
 
 
 class JobCreateRequest(GenerationRequest):
     """`POST /v1/jobs`: the `{image, question}` shorthand or OpenAI `messages`, plus parameters."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"image": EXAMPLE_IMAGE, "question": "What color is the shape?", "max_tokens": 8}
+            ]
+        }
+    )
 
     image: str | None = None
     question: Any = None

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.api.protocol import OPENAI_COMPATIBLE, VlmqRequest
+from pydantic import ConfigDict
+
+from services.api.protocol import EXAMPLE_IMAGE, OPENAI_COMPATIBLE, VlmqRequest
 
 
 class ModerationRequest(VlmqRequest):
     """OpenAI's moderation request, plus vlmq's own `categories` and `thresholds`."""
 
-    model_config = OPENAI_COMPATIBLE
+    model_config = ConfigDict(
+        **OPENAI_COMPATIBLE,
+        json_schema_extra={
+            "examples": [{"input": [{"type": "image_url", "image_url": {"url": EXAMPLE_IMAGE}}]}]
+        },
+    )
 
     input: Any = None
     model: str | None = None
