@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, abort
 
 bp = Blueprint("playground", __name__)
 STATIC = Path(__file__).with_name("static")
@@ -13,7 +13,7 @@ PAGE = STATIC / "index.html"
 
 @bp.get("/")
 def index() -> Response:
-    """Upload an image, ask, watch the job, see the answer."""
+    """Pick, drop, paste or link an image, ask, and watch the answer stream in."""
     return Response(PAGE.read_text(), mimetype="text/html")
 
 
@@ -22,3 +22,12 @@ def favicon() -> Response:
     """vlmq's icon (an SVG: every current browser takes one under this name)."""
     icon = (STATIC / "favicon.svg").read_bytes()
     return Response(icon, mimetype="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
+@bp.get("/playground/samples/<name>.png")
+def sample(name: str) -> Response:
+    """One of the playground's sample images."""
+    path = STATIC / "samples" / f"{name}.png"
+    if not name.replace("-", "").isalnum() or not path.is_file():
+        abort(404)
+    return Response(path.read_bytes(), mimetype="image/png")

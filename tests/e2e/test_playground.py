@@ -1,0 +1,140 @@
+"""The playground in headless Chromium (Debian's, driven by playwright): pick a sample, ask,
+watch the answer stream in with its timings; cancel; readable errors, a proxy's HTML page
+included; moderation bars; the history.
+
+The model is a fake that says `one two three four`, a word every 0.4 s, streaming each, so
+the test sees the answer arrive in pieces and has time to cancel; what is tested is the page.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from werkzeug.serving import make_server
+
+from services.api import create_app
+from tests.fake_stack import FakeStack
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The flags that keep Chromium off the network here (it would try Google's hosts at start).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "Debian's chromium package is needed (`.ci/run` installs it)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(fake_stack: FakeStack, browser: Browser, api_key: str) -> Iterator[Page]:
+    """The playground of the fake stack on a real port, with the key filled in."""
+    fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="0.4")
+    server = make_server("127.0.0.1", 0, create_app(fake_stack.settings), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    opened = context.new_page()
+    opened.goto(f"http://127.0.0.1:{server.server_port}/")
+    opened.fill("#key", api_key)
+    opened.dispatch_event("#key", "change")
+    yield opened
+    context.close()
+    server.shutdown()
+
+
+def pick_sample(page: Page, name: str = "red-circle") -> None:
+    page.click(f"img[data-sample='{name}']")
+    expect(page.locator("#drop-hint")).to_have_text(f"{name}.png")
+
+
+@pytest.mark.fake_backend("StreamingFakeBackend")
+def test_ask_streams_the_answer_with_its_timings(page: Page) -> None:
+    pick_sample(page)
+    page.fill("#question", "count to four")
+    page.click("#ask-button")
+    expect(page.locator("#ask-button")).to_be_disabled()
+    # Part of the answer is on the page before the whole of it.
+    expect(page.locator("#answer")).to_contain_text("one")
+    partial = page.locator("#answer").inner_text()
+    assert "four" not in partial
+    expect(page.locator("#answer")).to_have_text("one two three four", timeout=20_000)
+    expect(page.locator("#status")).to_have_text("done")
+    expect(page.locator("#ask-button")).to_be_enabled()
+    expect(page.locator("dd[data-fact='status']")).to_have_text("succeeded")
+    expect(page.locator("dd[data-fact='cache hit']")).to_have_text("no")
+    expect(page.locator("dd[data-fact='batch size']")).to_have_text("1")
+    assert page.locator("dd[data-fact='first token']").inner_text().endswith(" ms")
+    expect(page.locator("#history li").first).to_contain_text("count to four → one two three four")
+    page.click("#copy-curl")
+    expect(page.locator("#snippet")).to_contain_text("/v1/chat/completions")
+    page.click("#copy-python")
+    expect(page.locator("#snippet")).to_contain_text("from openai import OpenAI")
+
+
+@pytest.mark.fake_backend("StreamingFakeBackend")
+def test_cancel_stops_the_job(page: Page, fake_stack: FakeStack, auth: dict[str, str]) -> None:
+    pick_sample(page, "blue-rectangle")
+    page.fill("#question", "count slowly")
+    page.click("#ask-button")
+    expect(page.locator("#answer")).to_contain_text("one")
+    page.click("#cancel-button")
+    expect(page.locator("#status")).to_have_text("canceled")
+    expect(page.locator("#ask-button")).to_be_enabled()
+    jobs = fake_stack.client.get("/v1/jobs?limit=1", headers=auth).get_json()["data"]
+    assert jobs[0]["status"] == "canceled"
+
+
+@pytest.mark.fake_backend("StreamingFakeBackend")
+def test_errors_are_readable_whatever_the_answer(page: Page) -> None:
+    page.click("#ask-button")
+    expect(page.locator("#error")).to_contain_text("pick, drop or paste an image")
+    pick_sample(page)
+    page.fill("#key", "not-a-key")
+    page.click("#ask-button")
+    expect(page.locator("#error")).to_contain_text("401")
+    expect(page.locator("#error")).to_contain_text("invalid_api_key")
+    expect(page.locator("#ask-button")).to_be_enabled()
+    # A proxy in front of vlmq answering its own HTML page.
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(
+            status=502,
+            content_type="text/html",
+            body="<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+        ),
+    )
+    page.click("#ask-button")
+    expect(page.locator("#error")).to_contain_text("502")
+    expect(page.locator("#error")).to_contain_text("Bad Gateway")
+    expect(page.locator("#status")).to_have_text("failed")
+    expect(page.locator("#ask-button")).to_be_enabled()
+
+
+@pytest.mark.fake_backend("StreamingFakeBackend")
+def test_the_page_serves_its_samples_and_icon_and_shows_moderation(page: Page) -> None:
+    for path in ("/favicon.ico", "/playground/samples/green-triangle.png"):
+        assert page.request.get(page.url.rstrip("/") + path).status == 200
+    assert page.request.get(page.url.rstrip("/") + "/playground/samples/..%2Fx.png").status == 404
+    page.click("#tab-batches")
+    expect(page.locator("#batches")).to_be_visible()
+    page.click("#tab-moderation")
+    expect(page.locator("#moderation")).to_be_visible()
+    page.click("#moderate-button")
+    expect(page.locator("#mod-error")).to_contain_text("pick an image")
