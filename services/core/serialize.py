@@ -1,13 +1,16 @@
-"""The JSON shapes of domain objects (jobs, chat completions, batches, files, moderation),
-shared by the API responses, webhook payloads and batch result files."""
+"""The JSON of domain objects (jobs, chat completions, batches, files, moderation), shared by
+the API responses, webhook payloads and batch result files, each built through its model in
+`services.core.shapes` (which the OpenAPI document describes the responses with)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from services.core import shapes
 from services.core.models import Batch, File, Job
 from services.core.moderation.policy import DEFAULT_THRESHOLD
+from services.core.shapes import shaped
 
 
 def iso(value: datetime | None) -> str | None:
@@ -17,23 +20,24 @@ def iso(value: datetime | None) -> str | None:
 
 def job_response(job: Job) -> dict[str, Any]:
     """The job object of DESIGN.md."""
-    return {
-        "id": job.id,
-        "object": "job",
-        "status": job.status,
-        "model": job.model,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "completed_at": iso(job.completed_at),
-        "output": job.output,
-        "result": job.result,
-        "error": job.error,
-        "cache_hit": job.cache_hit,
-        "attempts": job.attempts,
-        "metrics": job.metrics or {},
-        "urls": job_urls(job),
-        "metadata": job.metadata_ or {},
-    }
+    return shaped(
+        shapes.JobObject,
+        id=job.id,
+        object="job",
+        status=job.status,
+        model=job.model,
+        created_at=iso(job.created_at),
+        started_at=iso(job.started_at),
+        completed_at=iso(job.completed_at),
+        output=job.output,
+        result=job.result,
+        error=job.error,
+        cache_hit=job.cache_hit,
+        attempts=job.attempts,
+        metrics=job.metrics or {},
+        urls=job_urls(job),
+        metadata=job.metadata_ or {},
+    )
 
 
 def job_urls(job: Job) -> dict[str, str]:
@@ -87,16 +91,17 @@ def chat_completion_response(job: Job, *more: Job) -> dict[str, Any]:
     }
     if more:
         extension["job_ids"] = [j.id for j in jobs]
-    return {
-        "id": completion_id(job),
-        "object": "chat.completion",
-        "created": int(job.created_at.timestamp()),
-        "model": job.model,
-        "choices": [chat_choice(index, j) for index, j in enumerate(jobs)],
-        "usage": usage,
-        "system_fingerprint": None,
-        "vlmq": extension,
-    }
+    return shaped(
+        shapes.ChatCompletion,
+        id=completion_id(job),
+        object="chat.completion",
+        created=int(job.created_at.timestamp()),
+        model=job.model,
+        choices=[chat_choice(index, j) for index, j in enumerate(jobs)],
+        usage=usage,
+        system_fingerprint=None,
+        vlmq=extension,
+    )
 
 
 def chat_choice(index: int, job: Job) -> dict[str, Any]:
@@ -120,32 +125,29 @@ def epoch_seconds(value: datetime | None) -> int | None:
 
 def batch_response(batch: Batch) -> dict[str, Any]:
     """The OpenAI batch object."""
-    return {
-        "id": batch.id,
-        "object": "batch",
-        "endpoint": batch.endpoint,
-        "errors": batch.errors,
-        "input_file_id": batch.input_file_id,
-        "completion_window": batch.completion_window,
-        "status": batch.status,
-        "output_file_id": batch.output_file_id,
-        "error_file_id": batch.error_file_id,
-        "created_at": epoch_seconds(batch.created_at),
-        "in_progress_at": epoch_seconds(batch.in_progress_at),
-        "expires_at": epoch_seconds(batch.expires_at),
-        "finalizing_at": epoch_seconds(batch.finalizing_at),
-        "completed_at": epoch_seconds(batch.completed_at),
-        "failed_at": epoch_seconds(batch.failed_at),
-        "expired_at": epoch_seconds(batch.expired_at),
-        "cancelling_at": epoch_seconds(batch.cancelling_at),
-        "cancelled_at": epoch_seconds(batch.cancelled_at),
-        "request_counts": {
-            "total": batch.total,
-            "completed": batch.completed,
-            "failed": batch.failed,
-        },
-        "metadata": batch.metadata_ or None,
-    }
+    return shaped(
+        shapes.BatchObject,
+        id=batch.id,
+        object="batch",
+        endpoint=batch.endpoint,
+        errors=batch.errors,
+        input_file_id=batch.input_file_id,
+        completion_window=batch.completion_window,
+        status=batch.status,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+        created_at=epoch_seconds(batch.created_at),
+        in_progress_at=epoch_seconds(batch.in_progress_at),
+        expires_at=epoch_seconds(batch.expires_at),
+        finalizing_at=epoch_seconds(batch.finalizing_at),
+        completed_at=epoch_seconds(batch.completed_at),
+        failed_at=epoch_seconds(batch.failed_at),
+        expired_at=epoch_seconds(batch.expired_at),
+        cancelling_at=epoch_seconds(batch.cancelling_at),
+        cancelled_at=epoch_seconds(batch.cancelled_at),
+        request_counts={"total": batch.total, "completed": batch.completed, "failed": batch.failed},
+        metadata=batch.metadata_ or None,
+    )
 
 
 def openai_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
@@ -161,17 +163,18 @@ def openai_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 
 def file_response(file: File) -> dict[str, Any]:
     """The OpenAI file object."""
-    return {
-        "id": file.id,
-        "object": "file",
-        "bytes": file.bytes,
-        "created_at": epoch_seconds(file.created_at),
-        "expires_at": epoch_seconds(file.expires_at),
-        "filename": file.filename,
-        "purpose": file.purpose,
-        "status": "processed",
-        "status_details": None,
-    }
+    return shaped(
+        shapes.FileObject,
+        id=file.id,
+        object="file",
+        bytes=file.bytes,
+        created_at=epoch_seconds(file.created_at),
+        expires_at=epoch_seconds(file.expires_at),
+        filename=file.filename,
+        purpose=file.purpose,
+        status="processed",
+        status_details=None,
+    )
 
 
 def moderation_result(
@@ -196,8 +199,9 @@ def job_moderation_result(job: Job) -> dict[str, Any]:
 
 def moderation_response(finished: list[Job]) -> dict[str, Any]:
     """OpenAI's moderation response for the finished jobs of one request."""
-    return {
-        "id": "modr-" + finished[0].id.removeprefix("job_"),
-        "model": finished[0].model,
-        "results": [job_moderation_result(job) for job in finished],
-    }
+    return shaped(
+        shapes.ModerationResponse,
+        id="modr-" + finished[0].id.removeprefix("job_"),
+        model=finished[0].model,
+        results=[job_moderation_result(job) for job in finished],
+    )

@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document of the API, built from the pydantic models that validate request
-bodies (`services.api.*.protocol`) and describe responses (`services.api.openapi.schemas`).
+bodies (`services.api.*.protocol`) and describe responses (`services.core.shapes`).
 
 Each route is declared once here as an `Operation`: its body, parameters, answers and the
 errors it can give. `check_covers(app)` (run by the tests) fails when a Flask route has no
@@ -20,7 +20,7 @@ from services.api.batches.protocol import BatchCreateRequest
 from services.api.chat.protocol import ChatCompletionRequest
 from services.api.jobs.protocol import JobCreateRequest
 from services.api.moderations.protocol import ModerationRequest, PolicyRequest
-from services.api.openapi import schemas
+from services.core import shapes
 
 REF = "#/components/schemas/{model}"
 # The ids vlmq makes: a prefix and hex digits (an id of another shape is simply a 404).
@@ -181,7 +181,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Submit a job: an image (JSON data URL or URL, or a multipart upload) and a question, "
         "or OpenAI `messages`.",
         "jobs",
-        {202: json_of(schemas.JobObject)},
+        {202: json_of(shapes.JobObject)},
         (*IMAGES, 409),
         body=JobCreateRequest,
         multipart=JOB_FORM,
@@ -195,7 +195,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "listJobs",
         "The tenant's jobs, newest first.",
         "jobs",
-        {200: json_of(schemas.JobList)},
+        {200: json_of(shapes.JobList)},
         (400, 404),
         params=(
             LIMIT,
@@ -216,7 +216,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getJob",
         "Poll one job.",
         "jobs",
-        {200: json_of(schemas.JobObject)},
+        {200: json_of(shapes.JobObject)},
         (404,),
         params=(path_id("job_id"),),
     ),
@@ -226,7 +226,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "cancelJob",
         "Cancel a queued or running job (a finished one is a 409).",
         "jobs",
-        {200: json_of(schemas.JobObject)},
+        {200: json_of(shapes.JobObject)},
         (404, 409),
         params=(path_id("job_id"),),
     ),
@@ -236,7 +236,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "listJobWebhookDeliveries",
         "The job's webhook events: status, attempts, and the last attempt's answer.",
         "jobs",
-        {200: json_of(schemas.WebhookDeliveryList)},
+        {200: json_of(shapes.WebhookDeliveryList)},
         (404,),
         params=(path_id("job_id"),),
     ),
@@ -247,7 +247,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "OpenAI chat completion (images as `image_url` parts), answered when the job ends; "
         "`stream: true` answers server-sent events.",
         "openai",
-        {200: {**json_of(schemas.ChatCompletion), **text("text/event-stream")}},
+        {200: {**json_of(shapes.ChatCompletion), **text("text/event-stream")}},
         (*IMAGES, 404, 409, 500, 504),
         body=ChatCompletionRequest,
         params=(IDEMPOTENCY_KEY,),
@@ -258,7 +258,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "createModeration",
         "OpenAI moderation of images (and text), each category a yes/no question.",
         "openai",
-        {200: json_of(schemas.ModerationResponse)},
+        {200: json_of(shapes.ModerationResponse)},
         (*IMAGES, 404, 500, 504),
         body=ModerationRequest,
     ),
@@ -268,7 +268,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getModerationPolicy",
         "The tenant's moderation categories.",
         "moderation",
-        {200: json_of(schemas.ModerationPolicy)},
+        {200: json_of(shapes.ModerationPolicy)},
     ),
     Operation(
         "put",
@@ -276,7 +276,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "putModerationPolicy",
         "Replace the tenant's moderation categories.",
         "moderation",
-        {200: json_of(schemas.ModerationPolicy)},
+        {200: json_of(shapes.ModerationPolicy)},
         (400, 413),
         body=PolicyRequest,
     ),
@@ -286,7 +286,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "uploadFile",
         "Upload a JSONL batch input file (multipart: `file`, `purpose=batch`).",
         "openai",
-        {200: json_of(schemas.FileObject)},
+        {200: json_of(shapes.FileObject)},
         (400, 413),
         multipart=FILE_FORM,
         links=FILE_LINKS,
@@ -297,7 +297,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "listFiles",
         "The tenant's files, newest first.",
         "openai",
-        {200: json_of(schemas.FileList)},
+        {200: json_of(shapes.FileList)},
         (400, 404),
         params=(
             Param("purpose", "query", {"type": "string", "enum": ["batch", "batch_output"]}),
@@ -311,7 +311,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getFile",
         "A file object.",
         "openai",
-        {200: json_of(schemas.FileObject)},
+        {200: json_of(shapes.FileObject)},
         (404,),
         params=(path_id("file_id"),),
     ),
@@ -321,7 +321,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "deleteFile",
         "Delete a file (a 409 while an unfinished batch reads it).",
         "openai",
-        {200: json_of(schemas.FileDeleted)},
+        {200: json_of(shapes.FileDeleted)},
         (404, 409),
         params=(path_id("file_id"),),
     ),
@@ -341,7 +341,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "createBatch",
         "Start a batch from an uploaded input file.",
         "openai",
-        {200: json_of(schemas.BatchObject)},
+        {200: json_of(shapes.BatchObject)},
         (400, 404, 409, 413),
         body=BatchCreateRequest,
         links=BATCH_LINKS,
@@ -352,7 +352,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "listBatches",
         "The tenant's batches, newest first.",
         "openai",
-        {200: json_of(schemas.BatchList)},
+        {200: json_of(shapes.BatchList)},
         (400, 404),
         params=(LIMIT, after("batch")),
     ),
@@ -362,7 +362,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getBatch",
         "A batch and its counts.",
         "openai",
-        {200: json_of(schemas.BatchObject)},
+        {200: json_of(shapes.BatchObject)},
         (404,),
         params=(path_id("batch_id"),),
     ),
@@ -372,7 +372,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "cancelBatch",
         "Cancel a batch's queued lines; it ends `cancelled`.",
         "openai",
-        {200: json_of(schemas.BatchObject)},
+        {200: json_of(shapes.BatchObject)},
         (404, 409),
         params=(path_id("batch_id"),),
     ),
@@ -382,7 +382,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "listBatchWebhookDeliveries",
         "The batch's webhook events.",
         "openai",
-        {200: json_of(schemas.WebhookDeliveryList)},
+        {200: json_of(shapes.WebhookDeliveryList)},
         (404,),
         params=(path_id("batch_id"),),
     ),
@@ -392,7 +392,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getWebhookSecret",
         "The tenant's Standard Webhooks secret, to verify `webhook-signature`.",
         "webhooks",
-        {200: json_of(schemas.WebhookSecret)},
+        {200: json_of(shapes.WebhookSecret)},
     ),
     Operation(
         "get",
@@ -400,7 +400,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "listModels",
         "The served model.",
         "openai",
-        {200: json_of(schemas.ModelList)},
+        {200: json_of(shapes.ModelList)},
     ),
     Operation(
         "get",
@@ -408,7 +408,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "getModel",
         "One served model by id (a 404 for any other id).",
         "openai",
-        {200: json_of(schemas.ModelCard)},
+        {200: json_of(shapes.ModelCard)},
         (404,),
         params=(Param("model_id", "path", {"type": "string", "minLength": 1}),),
     ),
@@ -418,7 +418,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "healthz",
         "The process is up.",
         "operations",
-        {200: json_of(schemas.Health)},
+        {200: json_of(shapes.Health)},
         authenticated=False,
     ),
     Operation(
@@ -427,7 +427,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "readyz",
         "Ready when the database, Redis and a worker with its model answer.",
         "operations",
-        {200: json_of(schemas.Readiness), 503: json_of(schemas.Readiness)},
+        {200: json_of(shapes.Readiness), 503: json_of(shapes.Readiness)},
         authenticated=False,
     ),
     Operation(
@@ -470,7 +470,7 @@ def operation_object(operation: Operation) -> dict[str, Any]:
     for status in sorted(set(errors)):
         responses[str(status)] = {
             "description": ERROR_MEANINGS[status],
-            "content": json_of(schemas.ErrorResponse),
+            "content": json_of(shapes.ErrorResponse),
         }
     value: dict[str, Any] = {
         "operationId": operation.operation_id,
@@ -496,7 +496,7 @@ def components() -> dict[str, Any]:
     """Every request and response model as a component schema."""
     entries: list[tuple[type[BaseModel], Any]] = [
         *((model, "validation") for model in REQUEST_MODELS),
-        *((model, "serialization") for model in schemas.RESPONSE_MODELS),
+        *((model, "serialization") for model in shapes.RESPONSE_MODELS),
     ]
     _, definitions = models_json_schema(entries, ref_template=REF)
     return dict(definitions.get("$defs", {}))

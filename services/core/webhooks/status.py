@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from services.core.models import WebhookAttempt, WebhookDelivery
 from services.core.serialize import iso
+from services.core.shapes import WebhookDelivery as WebhookDeliveryShape
+from services.core.shapes import shaped
 
 
 def deliveries_of(
@@ -37,17 +39,18 @@ def deliveries_of(
 def delivery_response(delivery: WebhookDelivery, last: WebhookAttempt | None) -> dict[str, Any]:
     """One delivery as the API shows it (never its payload's secrets: it has none, and the
     URL is the tenant's own)."""
-    return {
-        "id": delivery.id,
-        "object": "webhook.delivery",
-        "event": delivery.event,
-        "url": delivery.url,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "created_at": iso(delivery.created_at),
-        "completed_at": iso(delivery.completed_at),
-        "next_attempt_at": iso(delivery.next_attempt_at),
-        "last_attempt": None
+    return shaped(
+        WebhookDeliveryShape,
+        id=delivery.id,
+        object="webhook.delivery",
+        event=delivery.event,
+        url=delivery.url,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        created_at=iso(delivery.created_at),
+        completed_at=iso(delivery.completed_at),
+        next_attempt_at=iso(delivery.next_attempt_at),
+        last_attempt=None
         if last is None
         else {
             "attempt": last.attempt,
@@ -56,4 +59,4 @@ def delivery_response(delivery: WebhookDelivery, last: WebhookAttempt | None) ->
             "latency_ms": round(last.latency_ms, 1),
             "at": iso(last.created_at),
         },
-    }
+    )

@@ -1,14 +1,15 @@
-"""The response shapes of the API as pydantic models, for the OpenAPI document.
+"""The JSON shapes of the API's objects as pydantic models: `services.core.serialize`
+builds every response body (and webhook payload and batch result line) through them with
+`shaped`, and the OpenAPI document describes the responses with them, so the two are one.
 
-`services.core.serialize` builds the bodies; these models describe them, and schemathesis
-checks every live response against them (`response_schema_conformance` in `make test`), so
-the two cannot drift apart unnoticed. Fields a client may not rely on stay open
-(`dict[str, Any]`), and every model allows more fields than it names, as OpenAI's do.
+Fields a client may not rely on stay open (`dict[str, Any]`), and every model allows more
+fields than it names, as OpenAI's objects do. Schemathesis checks live answers against the
+document in `make test`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -17,6 +18,14 @@ class Shape(BaseModel):
     """A response object: the fields it names, and possibly more."""
 
     model_config = ConfigDict(extra="allow")
+
+
+ShapeT = TypeVar("ShapeT", bound=Shape)
+
+
+def shaped(shape: type[ShapeT], **fields: Any) -> dict[str, Any]:
+    """`fields` checked against `shape`, as JSON-ready data (fields left out stay out)."""
+    return shape(**fields).model_dump(mode="json", exclude_unset=True)
 
 
 class ErrorDetail(Shape):
