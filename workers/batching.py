@@ -1,10 +1,13 @@
 """Dynamic batching: task threads submit requests, one thread runs them through the model together.
 
 Celery delivers each interactive job on its own and batch lines in chunks (each task
-thread waits for its own results); the model call is shared. A batch closes when it holds
-`max_batch` requests or when the first request has waited `wait_ms`. Interactive requests
-are served before background ones (batch lines) waiting in the same worker, so a large
-batch never stands between a client and its answer for more than one model call.
+thread waits for its own results); the model calls are shared. Interactive requests are
+served before background ones (batch lines) waiting in the same worker.
+
+Two ways to share them, after the backend: with a continuous-batching engine
+(`continuous_engine()`), requests join the running batch at the next decode step and leave
+it when they finish; without one, a static batch closes when it holds `max_batch` requests
+or when the first has waited `wait_ms`, and runs as one `predict` call.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from workers.backends.base import Prediction, PredictRequest, VLMBackend
+from workers.backends.base import DecodeEngine, Prediction, PredictRequest, VLMBackend
 
 log = structlog.get_logger(__name__)
+
+
+class RequestCanceled(Exception):
+    """The request's job was canceled while it ran: it left the batch unfinished."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,15 @@ class Pending:
     streamed: bool = False
     # Batch work: served after every interactive request waiting.
     background: bool = False
+    # Whether its job was canceled meanwhile (checked at every decode step).
+    canceled: Callable[[], bool] | None = None
+
+    def is_canceled(self) -> bool:
+        """Whether the request's job was canceled (never raises: a check that fails says no)."""
+        try:
+            return self.canceled is not None and self.canceled()
+        except Exception:
+            return False
 
     def start_call(self, at: float) -> None:
         """Mark the start of a model call of this request."""
@@ -108,15 +124,25 @@ class Batcher:
         (0: the batcher's own limit); the future resolves with its prediction."""
         return self._enqueue(request, company).future
 
-    def run(self, request: PredictRequest, *, company: int, time_limit_s: float) -> BatchResult:
+    def run(
+        self,
+        request: PredictRequest,
+        *,
+        company: int,
+        time_limit_s: float,
+        canceled: Callable[[], bool] | None = None,
+    ) -> BatchResult:
         """Submit a request and wait for its prediction.
 
         The time limit counts from the start of the request's own model call, not the time
         spent queued behind other calls; a TimeoutError past it. If the call ahead of it has
         run for twice the limit, the model is stuck: `on_stuck` is called (the worker ends,
         and its jobs run again elsewhere), or, without one, this request times out.
+        `canceled` says whether its job was canceled: RequestCanceled once it left.
         """
-        return self._wait(self._enqueue(request, company), time_limit_s)
+        pending = self._enqueue(request, company)
+        pending.canceled = canceled
+        return self._wait(pending, time_limit_s)
 
     def run_many(
         self,
@@ -182,6 +208,7 @@ class Batcher:
         return pending
 
     def _put(self, pending: Pending, arrival: int | None = None) -> None:
+        """Queue a request in its place: interactive first, then by arrival."""
         order = next(self._arrivals) if arrival is None else arrival
         self.pending.put((int(pending.background), order, pending))
 
@@ -209,27 +236,114 @@ class Batcher:
         return batch
 
     def _run(self) -> None:
+        # The backend is loaded before anything is submitted: its engine is known once the
+        # first request arrives (it goes back in its place).
+        _, arrival, first = self.pending.get()
+        self._put(first, arrival)
+        engine_of = getattr(self.backend, "continuous_engine", None)
+        engine: DecodeEngine | None = engine_of() if engine_of is not None else None
+        if engine is None:
+            while True:
+                self._call(self._collect())
+        rows: dict[object, Pending] = {}
         while True:
-            batch = self._collect()
-            live = [item for item in batch if item.future.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            # Under load (the last call was shared), later requests wait for company even
-            # when none is in sight yet: clients answered together come back together.
-            self._under_load = len(live) > 1
-            self._call_started_at = time.monotonic()
-            for item in live:
-                item.start_call(self._call_started_at)
-            self._report_call(len(live))
-            try:
-                predictions = self.backend.predict([item.request for item in live])
-            except BaseException as exc:  # every waiter must hear about the failure
-                self._call_started_at = None
-                self._after_failed_call(live, exc)
-                continue
+            self._admit(engine, rows)
+            self._step(engine, rows)
+
+    def _call(self, batch: list[Pending]) -> None:
+        """Run a static batch as one `predict` call."""
+        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        # Under load (the last call was shared), later requests wait for company even
+        # when none is in sight yet: clients answered together come back together.
+        self._under_load = len(live) > 1
+        self._call_started_at = time.monotonic()
+        for item in live:
+            item.start_call(self._call_started_at)
+        self._report_call(len(live))
+        try:
+            predictions = self.backend.predict([item.request for item in live])
+        except BaseException as exc:  # every waiter must hear about the failure
             self._call_started_at = None
-            for item, prediction in zip(live, predictions, strict=True):
-                item.future.set_result(BatchResult(prediction, len(live)))
+            self._after_failed_call(live, exc)
+            return
+        self._call_started_at = None
+        for item, prediction in zip(live, predictions, strict=True):
+            item.future.set_result(BatchResult(prediction, len(live)))
+
+    def _admit(self, engine: DecodeEngine, rows: dict[object, Pending]) -> None:
+        """Prefill the requests that may join the batch now (waiting for one while it is
+        empty); those the engine does not take (moderation scoring) run as a static call."""
+        static: list[Pending] = []
+        for item in self._joining(rows):
+            if not engine.accepts(item.request):
+                static.append(item)
+                continue
+            if not item.future.set_running_or_notify_cancel():
+                continue
+            self._call_started_at = time.monotonic()
+            item.start_call(self._call_started_at)
+            try:
+                finished = engine.admit(id(item), item.request)
+            except Exception as exc:  # the prompt ran alone: the failure is its own
+                log.error("prefill_failed", error=repr(exc))
+                item.future.set_exception(exc)
+                continue
+            finally:
+                self._call_started_at = None
+            if finished is None:
+                rows[id(item)] = item
+            else:
+                item.future.set_result(BatchResult(finished.prediction, finished.batch_size))
+        if static:
+            self._call(static)
+
+    def _joining(self, rows: dict[object, Pending]) -> list[Pending]:
+        """The waiting requests that fit the batch: the first ones in priority order that
+        share its company limit, up to that limit. Blocks while the batch is empty."""
+        joining = [] if rows else [self.pending.get()[2]]
+        company = next(iter(rows.values())).company if rows else joining[0].company
+        room = min(self.max_batch, company) - len(rows) - len(joining)
+        while room > 0:
+            try:
+                _, arrival, item = self.pending.get_nowait()
+            except queue.Empty:
+                break
+            if item.company != company:
+                self._put(item, arrival)  # joins when the batch has emptied, in its place
+                break
+            joining.append(item)
+            room -= 1
+        return joining
+
+    def _step(self, engine: DecodeEngine, rows: dict[object, Pending]) -> None:
+        """Drop the rows whose job was canceled or timed out, then decode one token."""
+        for key, item in list(rows.items()):
+            canceled = item.is_canceled()
+            if canceled or item.abandoned:
+                engine.drop(key)
+                del rows[key]
+                item.future.set_exception(
+                    RequestCanceled() if canceled else TimeoutError("past its time limit")
+                )
+        if not rows:
+            return
+        self._call_started_at = time.monotonic()
+        self._report_call(len(rows))
+        try:
+            finished = engine.step()
+        except BaseException as exc:
+            self._call_started_at = None
+            live = list(rows.values())
+            rows.clear()
+            engine.clear()
+            self._after_failed_call(live, exc)
+            return
+        self._call_started_at = None
+        for done in finished:
+            item = rows.pop(done.key)
+            item.future.set_result(BatchResult(done.prediction, done.batch_size))
 
     def _report_call(self, size: int) -> None:
         if self.on_call is not None:

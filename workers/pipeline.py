@@ -20,7 +20,7 @@ from services.core.jobs.service import has_ended
 from services.core.models import Image, image_hashes
 from services.core.runtime import Runtime
 from workers.backends.base import Prediction, PredictRequest
-from workers.batching import Batcher
+from workers.batching import Batcher, RequestCanceled
 from workers.failures import client_message
 from workers.leases import LeaseKeeper
 
@@ -165,14 +165,19 @@ def predict_and_record(
         )
     submitted_at = utcnow()
     started = time.perf_counter()
+    job_ends, job_id = runtime.job_ends, claim.job_id
     try:
         batch_result = batcher.run(
             request,
             company=company_limit(claim.attempt, runtime.settings),
             time_limit_s=runtime.settings.task_soft_time_limit_s,
+            # A canceled job's row leaves the batch at the next decode step.
+            canceled=lambda: job_ends.ended(job_id),
         )
     except Exception as exc:
         release_lead(runtime, claim, leading)
+        if isinstance(exc, RequestCanceled):
+            return "canceled"
         if isinstance(exc, TimeoutError):
             fail_attempt(runtime, claim, "timeout", "the job ran past its time limit")
         else:

@@ -48,3 +48,6 @@ class GenerationRequest(VlmqRequest):
     seed: int | None = None
     stop: str | list[str] | None = None
     enable_thinking: bool | None = None
+    # vLLM's extensions, for answers of a known length (benchmarks, load tests).
+    min_tokens: int | None = None
+    ignore_eos: bool | None = None

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # `batch_wait_ms` after the first for more to arrive.
     max_batch: int = 16
     batch_wait_ms: float = 20.0
+    # `continuous`: requests join and leave the running batch at every decode step (for the
+    # architectures the engine knows; others run `static`); `static`: one `generate` per
+    # batch, every request of it waiting for the longest. `max_batch` caps both.
+    batching: Literal["continuous", "static"] = "continuous"
 
     # Workers: the time limit of one job's own work (its model call; time queued behind
     # other calls does not count), and the attempt cap.

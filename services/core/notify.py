@@ -76,6 +76,13 @@ class JobEnds:
         since = self._heard_since
         return since is not None and since < moment
 
+    def ended(self, job_id: str) -> bool:
+        """Whether this process heard the job end lately (no round trip: a running job's
+        row checks it at every decode step)."""
+        self._start_once()
+        with self._lock:
+            return job_id in self._recent
+
     def wait(
         self,
         job_id: str,

@@ -89,6 +89,37 @@ def test_http_answers_easy_vqa_questions(
     assert right / len(sample) >= 0.95, f"{right}/{len(sample)}"
 
 
+def test_ignore_eos_and_min_tokens_set_the_answer_length(
+    bundled: tuple[Settings, FlaskClient], auth: dict[str, str]
+) -> None:
+    """vLLM's extensions, through a real worker: the bundled model ends its answer after
+    one word, unless told to ignore its end token or to write at least `min_tokens`."""
+    _, client = bundled
+    _, _, path = easy_vqa_sample(1)[0]
+    image = data_url(path.read_bytes())
+    wait = {**auth, "Prefer": "wait=60"}
+    body = {"image": image, "question": "what color is the shape?", "max_tokens": 6}
+    usual = client.post("/v1/jobs", json=body, headers=wait).get_json()["result"]
+    assert usual["usage"]["completion_tokens"] < 3 and usual["finish_reason"] == "stop"
+    full = client.post("/v1/jobs", json={**body, "ignore_eos": True}, headers=wait).get_json()
+    assert full["result"]["usage"]["completion_tokens"] == 6
+    assert full["result"]["finish_reason"] == "length"
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": image}},
+                {"type": "text", "text": "what color is the shape?"},
+            ],
+        }
+    ]
+    chat = {"model": "easyvqa-glm4v", "messages": messages, "max_tokens": 8, "min_tokens": 4}
+    completion = client.post("/v1/chat/completions", json=chat, headers=auth).get_json()
+    assert completion["usage"]["completion_tokens"] >= 4, completion
+    refused = client.post("/v1/chat/completions", json={**chat, "min_tokens": 9}, headers=auth)
+    assert refused.status_code == 400 and refused.get_json()["error"]["param"] == "min_tokens"
+
+
 def ask(backend: TransformersVLM, image: Image.Image, question: str) -> PredictRequest:
     content = [{"type": "image", "image": image}, {"type": "text", "text": question}]
     return PredictRequest([{"role": "user", "content": content}], GenerationParams(max_tokens=8))

@@ -72,3 +72,52 @@ class VLMBackend(Protocol):
     def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
         """Answer every request of the batch, in order."""
         ...
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A request that left the engine's batch with its answer."""
+
+    key: object
+    prediction: Prediction
+    # The most requests that shared a model call with it (itself included).
+    batch_size: int
+
+
+class DecodeEngine(Protocol):
+    """Continuous batching: requests join the running batch (prefill) and leave it as they
+    finish, one decode step for every active request at a time.
+
+    Rows are named by the caller's keys. Not thread-safe: one thread drives it.
+    """
+
+    def accepts(self, request: PredictRequest) -> bool:
+        """Whether this request can run in the engine (others take `predict`)."""
+        ...
+
+    def admit(self, key: object, request: PredictRequest) -> Finished | None:
+        """Run the request's prompt and pick its first token: finished already, or it
+        joins the batch. An error here is the request's own (its input failed)."""
+        ...
+
+    def step(self) -> list[Finished]:
+        """Decode one token for every request in the batch; those that finished left it."""
+        ...
+
+    def drop(self, key: object) -> None:
+        """Take a request out of the batch unfinished (canceled, or past its time limit)."""
+
+    def clear(self) -> None:
+        """Take every request out (after a failed step)."""
+
+    def __len__(self) -> int:
+        """How many requests are in the batch."""
+        ...
+
+
+class ContinuousBackend(VLMBackend, Protocol):
+    """A backend that also offers continuous batching."""
+
+    def continuous_engine(self) -> DecodeEngine | None:
+        """The engine, or None where the model runs static batches only (after `setup`)."""
+        ...

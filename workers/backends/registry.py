@@ -13,7 +13,7 @@ def create_backend(settings: Settings) -> VLMBackend:
     if settings.backend == "transformers":
         from workers.backends.transformers_vlm import TransformersVLM
 
-        return TransformersVLM(settings.model)
+        return TransformersVLM(settings.model, batching=settings.batching)
     module_name, _, class_name = settings.backend.partition(":")
     if not class_name:
         raise ValueError(

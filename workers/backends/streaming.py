@@ -1,4 +1,4 @@
-"""A streamer for batched `generate`: each row's new text goes to its own callback."""
+"""Streamed text and token timing: per answer (`RowText`), and for a batched `generate`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,33 @@ from workers.backends.base import GenerationTiming
 from workers.backends.output_parsing import strip_tokens
 
 
+class RowText:
+    """One answer's streamed text: decodes its tokens as they come and reports only the
+    visible text that is new (markup and special tokens hidden)."""
+
+    def __init__(
+        self, tokenizer: Any, callback: Callable[[str], None], hidden_tokens: Iterable[str]
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.callback = callback
+        self.hidden_tokens = list(hidden_tokens)
+        self.token_ids: list[int] = []
+        self.sent = ""
+
+    def push(self, token: int) -> None:
+        """Add the next generated token; call back with the visible text it completes."""
+        self.token_ids.append(int(token))
+        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=False)
+        visible = strip_tokens(text, self.hidden_tokens).lstrip()
+        # A token that only starts a character (or a marker) shows nothing yet.
+        if len(visible) > len(self.sent) and visible.startswith(self.sent):
+            delta = visible[len(self.sent) :]
+            self.sent = visible
+            self.callback(delta)
+
+
 class BatchTextStreamer(BaseStreamer):
-    """Decodes each row's tokens as they are generated and reports the new visible text."""
+    """For a batched `generate`: each row's new text goes to its own callback."""
 
     def __init__(
         self,
@@ -22,12 +47,12 @@ class BatchTextStreamer(BaseStreamer):
         end_token_ids: set[int],
         hidden_tokens: Iterable[str],
     ) -> None:
-        self.tokenizer = tokenizer
-        self.callbacks = callbacks
+        hidden = list(hidden_tokens)
+        self.rows = [
+            None if callback is None else RowText(tokenizer, callback, hidden)
+            for callback in callbacks
+        ]
         self.end_token_ids = end_token_ids
-        self.hidden_tokens = list(hidden_tokens)
-        self.token_ids: list[list[int]] = [[] for _ in callbacks]
-        self.sent: list[str] = ["" for _ in callbacks]
         self.finished = [callback is None for callback in callbacks]
         self.saw_prompt = False
 
@@ -37,20 +62,13 @@ class BatchTextStreamer(BaseStreamer):
             self.saw_prompt = True
             return
         for row, token in enumerate(value.reshape(-1).tolist()):
-            if self.finished[row]:
+            text = self.rows[row]
+            if self.finished[row] or text is None:
                 continue
             if token in self.end_token_ids:
                 self.finished[row] = True
                 continue
-            self.token_ids[row].append(int(token))
-            text = self.tokenizer.decode(self.token_ids[row], skip_special_tokens=False)
-            visible = strip_tokens(text, self.hidden_tokens).lstrip()
-            if len(visible) > len(self.sent[row]) and visible.startswith(self.sent[row]):
-                delta = visible[len(self.sent[row]) :]
-                self.sent[row] = visible
-                callback = self.callbacks[row]
-                if callback is not None:
-                    callback(delta)
+            text.push(token)
 
     def end(self) -> None:
         """Generation finished."""

@@ -11,7 +11,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
 from services.core.inputs.prompts import GenerationParams
-from workers.backends.base import Prediction, PredictRequest
+from workers.backends.base import DecodeEngine, Prediction, PredictRequest
+from workers.backends.continuous import ContinuousEngine, position_scheme
 from workers.backends.output_parsing import parse_output
 from workers.backends.streaming import BatchTextStreamer, TokenClock
 
@@ -36,10 +37,13 @@ def resolve_device(device: str) -> str:
 
 
 class TransformersVLM:
-    """A VLM served with `transformers` generate; batches are left-padded."""
+    """A VLM served with `transformers`: continuous batching where the engine knows the
+    architecture (`continuous_engine`), else batched `generate` calls, left-padded."""
 
-    def __init__(self, model_path: str) -> None:
+    def __init__(self, model_path: str, batching: str = "continuous") -> None:
         self.model_path = model_path
+        self.batching = batching
+        self.engine: ContinuousEngine | None = None
         self.device = "cpu"
         self.processor: Any = None
         self.model: Any = None
@@ -75,7 +79,27 @@ class TransformersVLM:
             for token in [*tokenizer.all_special_tokens, *tokenizer.added_tokens_encoder]
             if token not in MARKUP_TOKENS
         ]
-        log.info("model_loaded", path=self.model_path, device=self.device)
+        scheme = position_scheme(self.model)
+        if self.batching == "continuous" and scheme is not None:
+            self.engine = ContinuousEngine(self, scheme)
+        log.info(
+            "model_loaded",
+            path=self.model_path,
+            device=self.device,
+            model_type=self.model.config.model_type,
+            # Which path serves: `static` where continuous was asked for an architecture
+            # the engine does not know.
+            batching="continuous" if self.engine is not None else "static",
+        )
+
+    @property
+    def hidden_tokens(self) -> list[str]:
+        """Tokens never shown in streamed text (special tokens and GLM's markup)."""
+        return [*self.special_tokens, *MARKUP_TOKENS]
+
+    def continuous_engine(self) -> DecodeEngine | None:
+        """The continuous-batching engine, or None where this model runs static batches."""
+        return self.engine
 
     def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
         """Run the batch, one `generate` call per distinct set of generation parameters."""
@@ -121,20 +145,22 @@ class TransformersVLM:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.min_tokens:
+            kwargs["min_new_tokens"] = params.min_tokens
+        end_tokens = self.eos_token_ids
+        if params.ignore_eos:
+            # No end token stops the answer: it runs to max_tokens.
+            kwargs["eos_token_id"] = []
+            end_tokens = set()
         if params.seed is not None:
             torch.manual_seed(params.seed)
         callbacks = [request.on_text for request in requests]
         text_streamer = (
-            BatchTextStreamer(
-                self.processor.tokenizer,
-                callbacks,
-                self.eos_token_ids,
-                [*self.special_tokens, *MARKUP_TOKENS],
-            )
+            BatchTextStreamer(self.processor.tokenizer, callbacks, end_tokens, self.hidden_tokens)
             if any(callbacks)
             else None
         )
-        clock = TokenClock(len(requests), self.eos_token_ids, inner=text_streamer)
+        clock = TokenClock(len(requests), end_tokens, inner=text_streamer)
         kwargs["streamer"] = clock
         prompt_length = inputs["input_ids"].shape[1]
         output_ids = self.model.generate(**inputs, **kwargs)
@@ -201,8 +227,9 @@ class TransformersVLM:
     ) -> Prediction:
         """Cut one generated row at its end token or stop string, then parse it."""
         finish_reason = "length"
+        end_tokens = set() if params.ignore_eos else self.eos_token_ids
         for position, token in enumerate(new_ids):
-            if token in self.eos_token_ids:
+            if token in end_tokens:
                 new_ids = new_ids[:position]
                 finish_reason = "stop"
                 completion_tokens = position + 1

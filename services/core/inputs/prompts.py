@@ -31,6 +31,10 @@ class GenerationParams(BaseModel):
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     stop: list[str] = Field(default_factory=list, max_length=4)
     enable_thinking: bool = False
+    # vLLM's extensions: no end token before `min_tokens`, and none ends the answer at all
+    # with `ignore_eos` (it runs to `max_tokens`).
+    min_tokens: int = Field(default=0, ge=0)
+    ignore_eos: bool = False
     # Moderation: instead of generating, score each yes/no question {category: question}
     # with the model's probability of "yes".
     score_questions: dict[str, str] | None = None
@@ -66,11 +70,16 @@ def build_params(raw: dict[str, Any], settings: Settings) -> GenerationParams:
             if raw.get("enable_thinking") is None
             else raw["enable_thinking"]
         ),
+        "min_tokens": raw.get("min_tokens") or 0,
+        "ignore_eos": raw.get("ignore_eos") or False,
     }
     try:
-        return GenerationParams.model_validate(values)
+        params = GenerationParams.model_validate(values)
     except ValueError as exc:
         raise InvalidRequestError(first_error(exc), param=first_param(exc)) from exc
+    if params.min_tokens > params.max_tokens:
+        raise InvalidRequestError("min_tokens must not be over max_tokens", param="min_tokens")
+    return params
 
 
 def first_error(exc: Exception) -> str:

@@ -1,0 +1,281 @@
+"""Continuous batching for the transformers backend: a decode loop of vlmq's own.
+
+`transformers`' own continuous batching takes text `input_ids` only, and nothing there
+knows the 3-D rotary positions (M-RoPE) of GLM-4V and Qwen2-VL. Here each request's prompt
+and images run once on their own (prefill: its first token and its KV cache), then every
+active request decodes one token per batched forward pass, and a request that finishes
+leaves the batch at once.
+
+The batch's KV cache is one `DynamicCache`, left-padded: a request joining pads itself (or
+the batch) to the same length, the attention mask hides the padding, and each row keeps
+its own position ids (its real length plus, for M-RoPE, its own `rope_delta` from
+`get_rope_index`; nothing is read from state on the model object). Leaving is
+`DynamicCache.batch_select_indices`, and the columns that only padded the rows that left
+are cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from workers.backends.base import Finished, GenerationTiming, PredictRequest
+from workers.backends.streaming import RowText
+
+if TYPE_CHECKING:
+    from workers.backends.transformers_vlm import TransformersVLM
+
+# How each architecture the engine knows numbers its positions: `mrope`, three rotary
+# axes (time, height, width) and a per-request offset of text positions after the image;
+# `linear`, one position per token.
+POSITION_SCHEMES = {"glm4v": "mrope", "qwen2_vl": "mrope", "llava": "linear"}
+
+
+def position_scheme(model: Any) -> str | None:
+    """The position scheme of a loaded model, or None if the engine does not know it."""
+    return POSITION_SCHEMES.get(getattr(model.config, "model_type", ""))
+
+
+@dataclass
+class Row:
+    """One request in the batch: what it asked, how far it is, and where its text goes."""
+
+    key: object
+    request: PredictRequest
+    prompt_tokens: int
+    # Text positions run this far ahead of (M-RoPE: an image's grid uses fewer positions
+    # than tokens) or behind the token count.
+    rope_delta: int
+    # Tokens of this row in the cache (prompt and generated), padding not counted.
+    length: int
+    generator: torch.Generator | None
+    text: RowText | None
+    admitted_at: float
+    generated: list[int] = field(default_factory=list)
+    first_at: float | None = None
+    last_at: float | None = None
+    finish_reason: str | None = None
+    batch_size: int = 1
+
+
+class ContinuousEngine:
+    """The decode loop's state: the rows, their shared KV cache and its attention mask."""
+
+    def __init__(self, vlm: TransformersVLM, scheme: str) -> None:
+        self.vlm = vlm
+        self.scheme = scheme
+        self.rows: list[Row] = []
+        self.cache: DynamicCache | None = None
+        # 1 for every real token of a row, 0 for its left padding: [rows, cache length].
+        self.mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        """How many requests are in the batch."""
+        return len(self.rows)
+
+    def accepts(self, request: PredictRequest) -> bool:
+        """Generation requests run here; moderation scoring keeps its one-pass `predict`."""
+        return request.params.score_questions is None
+
+    @torch.inference_mode()
+    def admit(self, key: object, request: PredictRequest) -> Finished | None:
+        """Prefill the request alone, pick its first token, and join it to the batch."""
+        params = request.params
+        inputs = self.vlm.encode([request.messages], params)
+        positions, rope_delta = self._prompt_positions(inputs)
+        output = self.vlm.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        generator = None
+        if params.temperature > 0:
+            generator = torch.Generator(device=self.vlm.device)
+            if params.seed is not None:
+                generator.manual_seed(params.seed)
+            else:
+                generator.seed()
+        row = Row(
+            key=key,
+            request=request,
+            prompt_tokens=prompt_tokens,
+            rope_delta=rope_delta,
+            length=prompt_tokens,
+            generator=generator,
+            text=(
+                RowText(self.vlm.processor.tokenizer, request.on_text, self.vlm.hidden_tokens)
+                if request.on_text is not None
+                else None
+            ),
+            admitted_at=time.perf_counter(),
+        )
+        self._take(row, self._pick(row, output.logits[0, -1]))
+        if row.finish_reason is not None:
+            return self._finished(row)
+        self._join(row, output.cache)
+        return None
+
+    @torch.inference_mode()
+    def step(self) -> list[Finished]:
+        """One batched forward pass: the next token of every row."""
+        if not self.rows or self.cache is None or self.mask is None:
+            return []
+        count = len(self.rows)
+        device = self.vlm.device
+        input_ids = torch.tensor([[row.generated[-1]] for row in self.rows], device=device)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((count, 1))], dim=1)
+        positions = torch.tensor(
+            [[row.length + row.rope_delta] for row in self.rows], device=device
+        )
+        if self.scheme == "mrope":
+            positions = positions.unsqueeze(0).expand(3, count, 1)
+        output = self.vlm.model(
+            input_ids=input_ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = output.logits[:, -1]
+        for index, row in enumerate(self.rows):
+            row.length += 1
+            row.batch_size = max(row.batch_size, count)
+            self._take(row, self._pick(row, logits[index]))
+        done = [row for row in self.rows if row.finish_reason is not None]
+        if done:
+            self._keep([i for i, row in enumerate(self.rows) if row.finish_reason is None])
+        return [self._finished(row) for row in done]
+
+    def drop(self, key: object) -> None:
+        """Take a request out of the batch unfinished."""
+        self._keep([i for i, row in enumerate(self.rows) if row.key != key])
+
+    def clear(self) -> None:
+        """Take every request out."""
+        self.rows, self.cache, self.mask = [], None, None
+
+    def _prompt_positions(self, inputs: Any) -> tuple[torch.Tensor, int]:
+        """The prompt's position ids and the row's rope delta."""
+        input_ids = inputs["input_ids"]
+        length = input_ids.shape[1]
+        linear = torch.arange(length, device=input_ids.device).unsqueeze(0)
+        if self.scheme == "linear":
+            return linear, 0
+        grids = {
+            name: inputs[name]
+            for name in ("image_grid_thw", "video_grid_thw")
+            if inputs.get(name) is not None
+        }
+        if not grids:  # text only: the three axes advance together
+            return linear.unsqueeze(0).expand(3, 1, length), 0
+        positions, deltas = self.vlm.model.model.get_rope_index(
+            input_ids,
+            mm_token_type_ids=inputs.get("mm_token_type_ids"),
+            attention_mask=inputs.get("attention_mask"),
+            **grids,
+        )
+        return positions, int(deltas.reshape(-1)[0])
+
+    def _pick(self, row: Row, logits: torch.Tensor) -> int:
+        """The row's next token: greedy, or sampled with its temperature, top_p and seed."""
+        params = row.request.params
+        logits = logits.float()
+        if len(row.generated) < params.min_tokens and self.vlm.eos_token_ids:
+            logits = logits.clone()
+            logits[list(self.vlm.eos_token_ids)] = float("-inf")
+        if row.generator is None:
+            return int(torch.argmax(logits))
+        probabilities = torch.softmax(logits / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            ordered, order = torch.sort(probabilities, descending=True)
+            # Keep the smallest set of tokens whose probability reaches top_p.
+            outside = ordered.cumsum(dim=-1) - ordered > params.top_p
+            ordered = ordered.masked_fill(outside, 0.0)
+            probabilities = torch.zeros_like(probabilities).scatter(0, order, ordered)
+        return int(torch.multinomial(probabilities, 1, generator=row.generator))
+
+    def _take(self, row: Row, token: int) -> None:
+        """Record the row's new token; decide whether it finished the answer."""
+        params = row.request.params
+        now = time.perf_counter()
+        row.first_at = row.first_at or now
+        row.last_at = now
+        row.generated.append(token)
+        if token in self.vlm.eos_token_ids and not params.ignore_eos:
+            row.finish_reason = "stop"
+            return
+        if row.text is not None:
+            row.text.push(token)
+        if params.stop:
+            text = self.vlm.processor.tokenizer.decode(row.generated, skip_special_tokens=False)
+            if any(stop in text for stop in params.stop):
+                row.finish_reason = "stop"
+                return
+        if len(row.generated) >= params.max_tokens:
+            row.finish_reason = "length"
+
+    def _finished(self, row: Row) -> Finished:
+        """The row's prediction, cut and parsed like a `generate` answer."""
+        prediction = self.vlm.decode(row.generated, row.prompt_tokens, row.request.params)
+        timing = None
+        if row.first_at is not None and row.last_at is not None:
+            timing = GenerationTiming(row.first_at - row.admitted_at, row.last_at - row.first_at)
+        return Finished(row.key, dataclasses.replace(prediction, timing=timing), row.batch_size)
+
+    def _join(self, row: Row, cache: DynamicCache) -> None:
+        """Add a prefilled row to the batch, left-padding it or the batch to one length."""
+        check_layers(cache)
+        row_mask = torch.ones((1, row.length), dtype=torch.long, device=self.vlm.device)
+        if self.cache is None or self.mask is None:
+            self.rows, self.cache, self.mask = [row], cache, row_mask
+            return
+        width = max(self.mask.shape[1], row.length)
+        batch_pad, row_pad = width - self.mask.shape[1], width - row.length
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([left_pad(mine.keys, batch_pad), left_pad(theirs.keys, row_pad)])
+            mine.values = torch.cat(
+                [left_pad(mine.values, batch_pad), left_pad(theirs.values, row_pad)]
+            )
+        self.mask = torch.cat(
+            [left_pad(self.mask, batch_pad, dim=1), left_pad(row_mask, row_pad, dim=1)]
+        )
+        self.rows.append(row)
+
+    def _keep(self, indexes: list[int]) -> None:
+        """Keep only these rows, and cut the padding columns no remaining row needs."""
+        if not indexes:
+            self.clear()
+            return
+        if len(indexes) == len(self.rows):
+            return
+        assert self.cache is not None and self.mask is not None
+        self.rows = [self.rows[i] for i in indexes]
+        selected = torch.tensor(indexes, device=self.mask.device)
+        self.cache.batch_select_indices(selected)
+        self.mask = self.mask[selected]
+        unused = int((self.mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())
+        if unused:
+            self.mask = self.mask[:, unused:]
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, unused:, :]
+                layer.values = layer.values[:, :, unused:, :]
+
+
+def left_pad(tensor: torch.Tensor, count: int, dim: int = 2) -> torch.Tensor:
+    """`count` zeros before the tensor along `dim` (a cache's sequence axis by default)."""
+    if count == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = count
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def check_layers(cache: DynamicCache) -> None:
+    """The engine pads and cuts full-attention layers only (no sliding window, no
+    quantized or offloaded layers)."""
+    for layer in cache.layers:
+        if type(layer) is not DynamicLayer:
+            raise NotImplementedError(f"continuous batching cannot pad a {type(layer).__name__}")
