@@ -56,16 +56,23 @@ class TransformersVLM:
         transformers_logging.disable_default_handler()
         transformers_logging.enable_propagation()
         transformers_logging.disable_progress_bar()
-        self.device = resolve_device(device)
-        on_gpu = self.device.startswith("cuda")
-        self.processor = AutoProcessor.from_pretrained(self.model_path)
-        self.processor.tokenizer.padding_side = "left"
-        self.model = AutoModelForImageTextToText.from_pretrained(
+        device = resolve_device(device)
+        on_gpu = device.startswith("cuda")
+        processor = AutoProcessor.from_pretrained(self.model_path)
+        model = AutoModelForImageTextToText.from_pretrained(
             self.model_path,
             dtype=torch.bfloat16 if on_gpu else torch.float32,
             attn_implementation="sdpa" if on_gpu else None,
-        ).to(self.device)
-        self.model.eval()
+        ).to(device)
+        self.adopt(processor, model, device)
+
+    def adopt(self, processor: Any, model: Any, device: str) -> None:
+        """Serve this processor and model, already on `device` (`setup` loads them; a
+        benchmark may build a model in memory instead)."""
+        self.device = device
+        self.processor = processor
+        self.processor.tokenizer.padding_side = "left"
+        self.model = model.eval()
         eos = self.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_token_ids = {int(token) for token in eos_ids if token is not None}

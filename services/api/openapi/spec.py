@@ -36,7 +36,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 ERROR_MEANINGS = {
     400: "The request is malformed or asks for something vlmq does not do.",
     401: "Missing or unknown API key.",
-    404: "No such object for this tenant (another tenant's id is a 404 too).",
+    404: "No such object for this tenant (another tenant's id is a 404 too), or no such model.",
     409: "The request conflicts with the object's state (or an `Idempotency-Key` in use).",
     413: "The body, an image or its pixel count is over the limit.",
     415: "An image in a format vlmq does not decode.",
@@ -182,7 +182,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "or OpenAI `messages`.",
         "jobs",
         {202: json_of(shapes.JobObject)},
-        (*IMAGES, 409),
+        (*IMAGES, 404, 409),
         body=JobCreateRequest,
         multipart=JOB_FORM,
         params=(PREFER, IDEMPOTENCY_KEY),
