@@ -19,16 +19,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from workers.backends.base import Finished, GenerationTiming, PredictRequest
+from services.core.inputs.prompts import GenerationParams
+from workers.backends.base import Finished, GenerationTiming, Prediction, PredictRequest
 from workers.backends.streaming import RowText
-
-if TYPE_CHECKING:
-    from workers.backends.transformers_vlm import TransformersVLM
 
 # How each architecture the engine knows numbers its positions: `mrope`, three rotary
 # axes (time, height, width) and a per-request offset of text positions after the image;
@@ -39,6 +37,29 @@ POSITION_SCHEMES = {"glm4v": "mrope", "qwen2_vl": "mrope", "llava": "linear"}
 def position_scheme(model: Any) -> str | None:
     """The position scheme of a loaded model, or None if the engine does not know it."""
     return POSITION_SCHEMES.get(getattr(model.config, "model_type", ""))
+
+
+class LoadedModel(Protocol):
+    """What the engine uses of the backend that owns it (`TransformersVLM`)."""
+
+    model: Any
+    processor: Any
+    device: str
+    eos_token_ids: set[int]
+
+    @property
+    def hidden_tokens(self) -> list[str]:
+        """Tokens never shown in streamed text."""
+        ...
+
+    def encode(self, conversations: list[list[dict[str, Any]]], params: GenerationParams) -> Any:
+        """Tokenize conversations with the chat template (images become pixel values)."""
+
+    def decode(
+        self, new_ids: list[int], prompt_tokens: int, params: GenerationParams
+    ) -> Prediction:
+        """Cut a generated answer at its end token or stop string, then parse it."""
+        ...
 
 
 @dataclass
@@ -66,7 +87,7 @@ class Row:
 class ContinuousEngine:
     """The decode loop's state: the rows, their shared KV cache and its attention mask."""
 
-    def __init__(self, vlm: TransformersVLM, scheme: str) -> None:
+    def __init__(self, vlm: LoadedModel, scheme: str) -> None:
         self.vlm = vlm
         self.scheme = scheme
         self.rows: list[Row] = []
