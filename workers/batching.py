@@ -276,28 +276,42 @@ class Batcher:
         """Prefill the requests that may join the batch now (waiting for one while it is
         empty); those the engine does not take (moderation scoring) run as a static call."""
         static: list[Pending] = []
+        joining: list[Pending] = []
         for item in self._joining(rows):
             if not engine.accepts(item.request):
                 static.append(item)
-                continue
-            if not item.future.set_running_or_notify_cancel():
-                continue
-            self._call_started_at = time.monotonic()
-            item.start_call(self._call_started_at)
+            elif item.future.set_running_or_notify_cancel():
+                joining.append(item)
+        if joining:
             try:
-                finished = engine.admit(id(item), item.request)
-            except Exception as exc:  # the prompt ran alone: the failure is its own
-                log.error("prefill_failed", error=repr(exc))
-                item.future.set_exception(exc)
-                continue
-            finally:
-                self._call_started_at = None
-            if finished is None:
-                rows[id(item)] = item
-            else:
-                item.future.set_result(BatchResult(finished.prediction, finished.batch_size))
+                self._prefill(engine, rows, joining)
+            except Exception:
+                # One input can fail the shared prefill: each runs alone, so only the
+                # request that causes the failure fails.
+                log.warning("prefill_failed", size=len(joining), retrying=len(joining) > 1)
+                for item in joining:
+                    try:
+                        self._prefill(engine, rows, [item])
+                    except Exception as exc:
+                        item.future.set_exception(exc)
         if static:
             self._call(static)
+
+    def _prefill(
+        self, engine: DecodeEngine, rows: dict[object, Pending], joining: list[Pending]
+    ) -> None:
+        """Admit requests to the engine: finished ones are answered, the others are rows."""
+        self._call_started_at = time.monotonic()
+        for item in joining:
+            item.start_call(self._call_started_at)
+        try:
+            finished = engine.admit([(id(item), item.request) for item in joining])
+        finally:
+            self._call_started_at = None
+        by_key: dict[object, Pending] = {id(item): item for item in joining}
+        for done in finished:
+            by_key.pop(done.key).future.set_result(BatchResult(done.prediction, done.batch_size))
+        rows.update(by_key)
 
     def _joining(self, rows: dict[object, Pending]) -> list[Pending]:
         """The waiting requests that fit the batch: the first ones in priority order that

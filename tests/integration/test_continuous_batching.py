@@ -71,31 +71,30 @@ MIXED = [
 
 
 def run_staggered(
-    engine: ContinuousEngine, requests: list[PredictRequest], every: int = 1
+    engine: ContinuousEngine, requests: list[PredictRequest], together: int = 1
 ) -> tuple[dict[object, Finished], list[int]]:
-    """Admit one request every `every` steps; the finished requests and the batch size at
-    each step."""
+    """Admit `together` requests (prefilled in one pass) before each step; the finished
+    requests and the batch size at each step."""
     finished: dict[object, Finished] = {}
     sizes: list[int] = []
-    waiting = list(enumerate(requests))
-    step = 0
+    waiting: list[tuple[object, PredictRequest]] = list(enumerate(requests))
     while waiting or len(engine):
-        if waiting and step % every == 0:
-            key, request = waiting.pop(0)
-            done = engine.admit(key, request)
-            if done is not None:
+        arriving, waiting = waiting[:together], waiting[together:]
+        if arriving:
+            for done in engine.admit(arriving):
                 finished[done.key] = done
         sizes.append(len(engine))
         for done in engine.step():
             finished[done.key] = done
-        step += 1
     return finished, sizes
 
 
+@pytest.mark.parametrize("together", [1, 2])
 @pytest.mark.parametrize("name", MODELS)
 def test_greedy_answers_equal_one_at_a_time_generate(
-    name: str, backends: dict[str, TransformersVLM]
+    name: str, together: int, backends: dict[str, TransformersVLM]
 ) -> None:
+    """Requests arrive one per step, or two at a time (prefilled together, left-padded)."""
     backend = backends[name]
     engine = backend.continuous_engine()
     assert isinstance(engine, ContinuousEngine)
@@ -105,7 +104,7 @@ def test_greedy_answers_equal_one_at_a_time_generate(
     ]
     # The bundled model ends its answers itself; the random ones run to their lengths.
     alone = [backend.predict([request])[0] for request in requests]
-    finished, sizes = run_staggered(engine, requests)
+    finished, sizes = run_staggered(engine, requests, together)
     assert len(engine) == 0
     for index, expected in enumerate(alone):
         got = finished[index].prediction
@@ -163,7 +162,7 @@ def test_streamed_text_comes_step_by_step(backends: dict[str, TransformersVLM]) 
 
     streaming = ask("red", (64, 64), "what color?", max_tokens=6, ignore_eos=True)
     streaming = PredictRequest(streaming.messages, streaming.params, on_text=on_text)
-    assert engine.admit("streaming", streaming) is None
+    assert engine.admit([("streaming", streaming)]) == []
     done: list[Finished] = []
     while len(engine):
         step += 1

@@ -24,6 +24,7 @@ class CountingFakeEngine:
         self.step_s = step_s
         self.rows: dict[object, tuple[PredictRequest, int, int]] = {}
         self.steps: list[int] = []
+        self.admitted: list[int] = []
         self.at = at
         self.gate = threading.Event()
         self.gate.set()
@@ -31,11 +32,13 @@ class CountingFakeEngine:
     def accepts(self, request: PredictRequest) -> bool:
         return request.params.score_questions is None
 
-    def admit(self, key: object, request: PredictRequest) -> Finished | None:
-        if self.at == "prefill" and poisoned(request):
+    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Finished]:
+        self.admitted.append(len(requests))
+        if self.at == "prefill" and any(poisoned(request) for _, request in requests):
             raise ValueError("the image cannot be read")
-        self.rows[key] = (request, 0, 1)
-        return None
+        for key, request in requests:
+            self.rows[key] = (request, 0, 1)
+        return []
 
     def step(self) -> list[Finished]:
         self.gate.wait()
@@ -106,12 +109,16 @@ def test_a_short_request_joins_a_running_one_and_leaves_first() -> None:
 
 def test_a_failed_prefill_fails_only_its_own_request() -> None:
     engine = CountingFakeEngine(at="prefill")
+    engine.gate.clear()
     batcher = Batcher(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
+    batcher.submit(ask(1))  # holds the loop in a step while the next two queue up
     good = batcher.submit(ask(4))
     bad = batcher.submit(ask(4, "poison"))
+    engine.gate.set()
     with pytest.raises(ValueError, match="cannot be read"):
         bad.result(timeout=5)
     assert good.result(timeout=5).prediction.answer == "4"
+    assert engine.admitted[-2:] == [1, 1]  # each alone after a shared prefill failed
 
 
 def test_a_failed_step_retries_each_request_alone() -> None:

@@ -95,9 +95,10 @@ class DecodeEngine(Protocol):
         """Whether this request can run in the engine (others take `predict`)."""
         ...
 
-    def admit(self, key: object, request: PredictRequest) -> Finished | None:
-        """Run the request's prompt and pick its first token: finished already, or it
-        joins the batch. An error here is the request's own (its input failed)."""
+    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Finished]:
+        """Run the requests' prompts (together) and pick each one's first token: those it
+        finished already are returned, the others joined the batch. After an error, none
+        of them joined."""
         ...
 
     def step(self) -> list[Finished]:

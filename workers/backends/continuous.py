@@ -2,11 +2,12 @@
 
 `transformers`' own continuous batching takes text `input_ids` only, and nothing there
 knows the 3-D rotary positions (M-RoPE) of GLM-4V and Qwen2-VL. Here each request's prompt
-and images run once on their own (prefill: its first token and its KV cache), then every
-active request decodes one token per batched forward pass, and a request that finishes
-leaves the batch at once.
+and images run once (prefill: its first token and its KV cache), then every active request
+decodes one token per batched forward pass, and a request that finishes leaves the batch
+at once. The requests that arrived while a step ran are prefilled together before the next
+(left-padded, one forward pass).
 
-The batch's KV cache is one `DynamicCache`, left-padded: a request joining pads itself (or
+The batch's KV cache is one `DynamicCache`, left-padded: rows joining pad themselves (or
 the batch) to the same length, the attention mask hides the padding, and each row keeps
 its own position ids (its real length plus, for M-RoPE, its own `rope_delta` from
 `get_rope_index`; nothing is read from state on the model object). Leaving is
@@ -104,39 +105,65 @@ class ContinuousEngine:
         return request.params.score_questions is None
 
     @torch.inference_mode()
-    def admit(self, key: object, request: PredictRequest) -> Finished | None:
-        """Prefill the request alone, pick its first token, and join it to the batch."""
-        params = request.params
-        inputs = self.vlm.encode([request.messages], params)
-        positions, rope_delta = self._prompt_positions(inputs)
+    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Finished]:
+        """Prefill the requests together (left-padded, in one forward pass per chat-template
+        switch), pick each one's first token, and join the unfinished ones to the batch."""
+        groups: dict[bool, list[tuple[object, PredictRequest]]] = {}
+        for key, request in requests:
+            groups.setdefault(request.params.enable_thinking, []).append((key, request))
+        finished: list[Finished] = []
+        for group in groups.values():
+            finished += self._prefill(group)
+        return finished
+
+    def _prefill(self, requests: list[tuple[object, PredictRequest]]) -> list[Finished]:
+        """One forward pass over the prompts of requests that share a chat template."""
+        inputs = self.vlm.encode(
+            [request.messages for _, request in requests], requests[0][1].params
+        )
+        mask = inputs["attention_mask"]
+        positions, deltas = self._prompt_positions(inputs)
         output = self.vlm.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
+        admitted_at = time.perf_counter()
+        rows = [
+            self._new_row(key, request, int(mask[index].sum()), deltas[index], admitted_at)
+            for index, (key, request) in enumerate(requests)
+        ]
+        for index, row in enumerate(rows):
+            self._take(row, self._pick(row, output.logits[index, -1]))
+        joining = [index for index, row in enumerate(rows) if row.finish_reason is None]
+        if joining:
+            cache: DynamicCache = output.cache
+            if len(joining) < len(rows):
+                cache.batch_select_indices(torch.tensor(joining, device=mask.device))
+            self._join([rows[i] for i in joining], cache, mask[joining])
+        return [self._finished(row) for row in rows if row.finish_reason is not None]
+
+    def _new_row(
+        self, key: object, request: PredictRequest, length: int, rope_delta: int, at: float
+    ) -> Row:
+        params = request.params
         generator = None
         if params.temperature > 0:
+            # Each request its own generator: a seed repeats whatever shares its steps.
             generator = torch.Generator(device=self.vlm.device)
             if params.seed is not None:
                 generator.manual_seed(params.seed)
             else:
                 generator.seed()
-        row = Row(
+        text = None
+        if request.on_text is not None:
+            text = RowText(self.vlm.processor.tokenizer, request.on_text, self.vlm.hidden_tokens)
+        return Row(
             key=key,
             request=request,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=length,
             rope_delta=rope_delta,
-            length=prompt_tokens,
+            length=length,
             generator=generator,
-            text=(
-                RowText(self.vlm.processor.tokenizer, request.on_text, self.vlm.hidden_tokens)
-                if request.on_text is not None
-                else None
-            ),
-            admitted_at=time.perf_counter(),
+            text=text,
+            admitted_at=at,
         )
-        self._take(row, self._pick(row, output.logits[0, -1]))
-        if row.finish_reason is not None:
-            return self._finished(row)
-        self._join(row, output.cache)
-        return None
 
     @torch.inference_mode()
     def step(self) -> list[Finished]:
@@ -178,27 +205,27 @@ class ContinuousEngine:
         """Take every request out."""
         self.rows, self.cache, self.mask = [], None, None
 
-    def _prompt_positions(self, inputs: Any) -> tuple[torch.Tensor, int]:
-        """The prompt's position ids and the row's rope delta."""
-        input_ids = inputs["input_ids"]
-        length = input_ids.shape[1]
-        linear = torch.arange(length, device=input_ids.device).unsqueeze(0)
+    def _prompt_positions(self, inputs: Any) -> tuple[torch.Tensor, list[int]]:
+        """The prompts' position ids (left padding skipped) and each row's rope delta."""
+        input_ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        count = input_ids.shape[0]
+        linear = (mask.long().cumsum(dim=-1) - 1).clamp_min(0)
         if self.scheme == "linear":
-            return linear, 0
+            return linear, [0] * count
         grids = {
             name: inputs[name]
             for name in ("image_grid_thw", "video_grid_thw")
             if inputs.get(name) is not None
         }
         if not grids:  # text only: the three axes advance together
-            return linear.unsqueeze(0).expand(3, 1, length), 0
+            return linear.unsqueeze(0).expand(3, count, -1), [0] * count
         positions, deltas = self.vlm.model.model.get_rope_index(
             input_ids,
             mm_token_type_ids=inputs.get("mm_token_type_ids"),
-            attention_mask=inputs.get("attention_mask"),
+            attention_mask=mask,
             **grids,
         )
-        return positions, int(deltas.reshape(-1)[0])
+        return positions, [int(delta) for delta in deltas.reshape(-1).tolist()]
 
     def _pick(self, row: Row, logits: torch.Tensor) -> int:
         """The row's next token: greedy, or sampled with its temperature, top_p and seed."""
@@ -246,24 +273,25 @@ class ContinuousEngine:
             timing = GenerationTiming(row.first_at - row.admitted_at, row.last_at - row.first_at)
         return Finished(row.key, dataclasses.replace(prediction, timing=timing), row.batch_size)
 
-    def _join(self, row: Row, cache: DynamicCache) -> None:
-        """Add a prefilled row to the batch, left-padding it or the batch to one length."""
+    def _join(self, rows: list[Row], cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Add prefilled rows (their cache and mask) to the batch, left-padding them or the
+        batch to one length."""
         check_layers(cache)
-        row_mask = torch.ones((1, row.length), dtype=torch.long, device=self.vlm.device)
+        mask = mask.long()
         if self.cache is None or self.mask is None:
-            self.rows, self.cache, self.mask = [row], cache, row_mask
+            self.rows, self.cache, self.mask = rows, cache, mask
             return
-        width = max(self.mask.shape[1], row.length)
-        batch_pad, row_pad = width - self.mask.shape[1], width - row.length
+        width = max(self.mask.shape[1], mask.shape[1])
+        batch_pad, rows_pad = width - self.mask.shape[1], width - mask.shape[1]
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([left_pad(mine.keys, batch_pad), left_pad(theirs.keys, row_pad)])
+            mine.keys = torch.cat([left_pad(mine.keys, batch_pad), left_pad(theirs.keys, rows_pad)])
             mine.values = torch.cat(
-                [left_pad(mine.values, batch_pad), left_pad(theirs.values, row_pad)]
+                [left_pad(mine.values, batch_pad), left_pad(theirs.values, rows_pad)]
             )
         self.mask = torch.cat(
-            [left_pad(self.mask, batch_pad, dim=1), left_pad(row_mask, row_pad, dim=1)]
+            [left_pad(self.mask, batch_pad, dim=1), left_pad(mask, rows_pad, dim=1)]
         )
-        self.rows.append(row)
+        self.rows += rows
 
     def _keep(self, indexes: list[int]) -> None:
         """Keep only these rows, and cut the padding columns no remaining row needs."""
