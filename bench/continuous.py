@@ -48,6 +48,23 @@ class RoundResult:
     requests_per_s: float
     short_p50_s: float
     long_p50_s: float
+    # The worker's model calls (decode steps, with continuous batching; prefills are not
+    # counted) and the mean number of requests in each, from `vlmq_batch_size`.
+    model_calls: int
+    requests_per_call: float
+
+
+def batch_size_totals(base: str) -> tuple[float, float]:
+    """(calls, requests) of the `vlmq_batch_size` histogram in the service's /metrics."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    calls = requests = 0.0
+    for line in text.splitlines():
+        if line.startswith("vlmq_batch_size_count"):
+            calls += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("vlmq_batch_size_sum"):
+            requests += float(line.rsplit(" ", 1)[1])
+    return calls, requests
 
 
 def submit(base: str, key: str, image: bytes, question: str, max_tokens: int) -> dict[str, Any]:
@@ -100,17 +117,22 @@ def run_round(
             with lock:
                 outcomes.append(Outcome(max_tokens, tokens, latency))
 
+    calls_before, requests_before = batch_size_totals(service.base)
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         for future in [pool.submit(client, i) for i in range(concurrency)]:
             future.result()
     wall = time.perf_counter() - started
+    calls_after, requests_after = batch_size_totals(service.base)
+    calls = int(calls_after - calls_before)
     assert all(o.completion_tokens == o.max_tokens for o in outcomes), "ignore_eos not honoured"
     return RoundResult(
         tokens_per_s=sum(o.completion_tokens for o in outcomes) / wall,
         requests_per_s=len(outcomes) / wall,
         short_p50_s=statistics.median(o.latency_s for o in outcomes if o.max_tokens == 4),
         long_p50_s=statistics.median(o.latency_s for o in outcomes if o.max_tokens == 48),
+        model_calls=calls,
+        requests_per_call=(requests_after - requests_before) / max(1, calls),
     )
 
 
@@ -167,6 +189,8 @@ def report(args: argparse.Namespace, results: dict[str, list[RoundResult]]) -> N
         ("requests_per_s", "requests/s"),
         ("short_p50_s", "p50 4-token (s)"),
         ("long_p50_s", "p50 48-token (s)"),
+        ("model_calls", "model calls"),
+        ("requests_per_call", "requests per call"),
     ):
         static, continuous = med("static", field), med("continuous", field)
         print(f"{label:24}{static:12.2f}{continuous:12.2f}{continuous / static:8.2f}")

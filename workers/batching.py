@@ -29,6 +29,10 @@ from workers.backends.base import DecodeEngine, Prediction, PredictRequest, VLMB
 log = structlog.get_logger(__name__)
 
 
+# Arrivals prefilled together without waiting for more (see `Batcher._joining`).
+PREFILL_COMPANY = 4
+
+
 class RequestCanceled(Exception):
     """The request's job was canceled while it ran: it left the batch unfinished."""
 
@@ -50,6 +54,8 @@ class Pending:
     # only with requests of the same limit.
     company: int = 0
     future: Future[BatchResult] = field(default_factory=Future)
+    # When it was submitted (monotonic).
+    queued_at: float = field(default_factory=time.monotonic)
     # When the request's current model call started (monotonic): its time limit counts from
     # here. None while it waits for a call, first or a retry on its own.
     call_started_at: float | None = None
@@ -87,8 +93,10 @@ class Batcher:
         wait_ms: float,
         on_stuck: Callable[[], None] | None = None,
         on_call: Callable[[int], None] | None = None,
+        prefill_wait_ms: float = 0.0,
     ) -> None:
         self.backend = backend
+        self.prefill_wait_s = max(0.0, prefill_wait_ms / 1000)
         # Told the size of every model call (the batch-size metric).
         self.on_call = on_call
         # Called when a model call has run for twice a request's time limit: the process
@@ -315,10 +323,16 @@ class Batcher:
 
     def _joining(self, rows: dict[object, Pending]) -> list[Pending]:
         """The waiting requests that fit the batch: the first ones in priority order that
-        share its company limit, up to that limit. Blocks while the batch is empty."""
+        share its company limit, up to that limit. Blocks while the batch is empty.
+
+        While the batch decodes, a few arrivals wait up to `prefill_wait_ms` for company:
+        prompts prefilled together cost much less each than one by one, and the batch
+        goes on decoding meanwhile.
+        """
         joining = [] if rows else [self.pending.get()[2]]
         company = next(iter(rows.values())).company if rows else joining[0].company
         room = min(self.max_batch, company) - len(rows) - len(joining)
+        taken: list[tuple[Pending, int]] = []
         while room > 0:
             try:
                 _, arrival, item = self.pending.get_nowait()
@@ -327,9 +341,15 @@ class Batcher:
             if item.company != company:
                 self._put(item, arrival)  # joins when the batch has emptied, in its place
                 break
-            joining.append(item)
+            taken.append((item, arrival))
             room -= 1
-        return joining
+        if rows and taken and room > 0 and len(taken) < PREFILL_COMPANY:
+            oldest = min(item.queued_at for item, _ in taken)
+            if time.monotonic() - oldest < self.prefill_wait_s:
+                for item, arrival in taken:
+                    self._put(item, arrival)
+                return []
+        return joining + [item for item, _ in taken]
 
     def _step(self, engine: DecodeEngine, rows: dict[object, Pending]) -> None:
         """Drop the rows whose job was canceled or timed out, then decode one token."""

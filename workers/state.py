@@ -45,6 +45,7 @@ class WorkerState:
             settings.batch_wait_ms,
             on_stuck=exit_stuck,
             on_call=lambda size: metrics.model_call(model, size),
+            prefill_wait_ms=settings.prefill_wait_ms,
         )
         self.leases = LeaseKeeper(self.runtime)
         self.chunk_loading = threading.BoundedSemaphore(CHUNKS_LOADED)

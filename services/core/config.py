@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # architectures the engine knows; others run `static`); `static`: one `generate` per
     # batch, every request of it waiting for the longest. `max_batch` caps both.
     batching: Literal["continuous", "static"] = "continuous"
+    # Continuous batching: while the batch decodes, up to this long for a few arrivals to
+    # be prefilled together (a lone request on an idle worker never waits).
+    prefill_wait_ms: float = 150.0
 
     # Workers: the time limit of one job's own work (its model call; time queued behind
     # other calls does not count), and the attempt cap.
