@@ -1,7 +1,7 @@
 """On a GPU: continuous against static batching with the GLM-4.6V-Flash shapes in bf16.
 
 The model is GLM-4.6V-Flash's architecture (`Glm4vForConditionalGeneration`; text 4096
-hidden × 40 layers, 32 query and 2 key-value heads, 13,696 MLP; vision 24 × 1536) with
+hidden × 40 layers, 32 query and 2 key-value heads, 13,696 MLP; vision about 24 × 1536) with
 random weights, built on the GPU in memory (no download, no 18 GB checkpoint on disk). The
 vocabulary is the word-level one of vlmq's builder, so the embedding and output matrices
 are small: the weights read per decode step are those of the layers. In-process, through
@@ -55,7 +55,8 @@ FLASH_VISION = VisionSize(
     min_pixels=112 * 112,
     max_pixels=1024 * 1024,
 )
-TINY_TEXT = TextSize(hidden_size=128, intermediate_size=256, num_hidden_layers=2)
+# The smoke run's text model differs from its checkpoint's, as the full one does.
+TINY_TEXT = TextSize(hidden_size=256, intermediate_size=512, num_hidden_layers=2)
 TINY_VISION = VisionSize(max_pixels=224 * 224)
 LENGTHS = (32, 256)
 
@@ -79,11 +80,18 @@ def build_backend(text: TextSize, vision: VisionSize, device: str) -> Transforme
     built in memory on `device` (random weights)."""
     from transformers import AutoConfig, AutoProcessor, Glm4vForConditionalGeneration
 
-    small = Glm4vRecipe(words=WORDS, text=TINY_TEXT, vision=vision)
+    small = Glm4vRecipe(words=WORDS, vision=vision)
     folder = build_glm4v(small, Path(tempfile.mkdtemp(prefix="vlmq-gpu-bench-")))
     config = AutoConfig.from_pretrained(folder)
     for name, value in vars(text).items():
         setattr(config.text_config, name, value)
+    # GLM-4V rotates half of each head; M-RoPE splits those dimensions in three.
+    rotary = text.hidden_size // text.num_attention_heads // 2
+    config.text_config.rope_parameters["mrope_section"] = [
+        rotary // 2 - 2 * (rotary // 8),
+        rotary // 8,
+        rotary // 8,
+    ]
     config.vision_config.out_hidden_size = text.hidden_size
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     config.text_config.dtype = config.vision_config.dtype = dtype
@@ -153,7 +161,7 @@ def main() -> None:
     backend = build_backend(text, vision, device)
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     params = sum(p.numel() for p in backend.model.parameters())
-    print(f"{gpu}: random GLM-4V with {params / 1e9:.2f} B parameters", flush=True)
+    print(f"{gpu}: random GLM-4V with {params / 1e9:.3f} B parameters", flush=True)
     engine = backend.continuous_engine()
     assert engine is not None
     batchers = {
