@@ -266,17 +266,13 @@ class Batcher:
         # Under load (the last call was shared), later requests wait for company even
         # when none is in sight yet: clients answered together come back together.
         self._under_load = len(live) > 1
-        self._call_started_at = time.monotonic()
-        for item in live:
-            item.start_call(self._call_started_at)
         self._report_call(len(live))
         try:
-            predictions = self.backend.predict([item.request for item in live])
+            with self._model_call(live):
+                predictions = self.backend.predict([item.request for item in live])
         except BaseException as exc:  # every waiter must hear about the failure
-            self._call_started_at = None
             self._after_failed_call(live, exc)
             return
-        self._call_started_at = None
         for item, prediction in zip(live, predictions, strict=True):
             item.future.set_result(BatchResult(prediction, len(live)))
 
@@ -309,13 +305,8 @@ class Batcher:
         self, engine: DecodeEngine, rows: dict[object, Pending], joining: list[Pending]
     ) -> None:
         """Admit requests to the engine: finished ones are answered, the others are rows."""
-        self._call_started_at = time.monotonic()
-        for item in joining:
-            item.start_call(self._call_started_at)
-        try:
+        with self._model_call(joining):
             finished = engine.admit([(id(item), item.request) for item in joining])
-        finally:
-            self._call_started_at = None
         by_key: dict[object, Pending] = {id(item): item for item in joining}
         for done in finished:
             by_key.pop(done.key).future.set_result(BatchResult(done.prediction, done.batch_size))
@@ -363,21 +354,31 @@ class Batcher:
                 )
         if not rows:
             return
-        self._call_started_at = time.monotonic()
         self._report_call(len(rows))
         try:
-            finished = engine.step()
+            with self._model_call([]):
+                finished = engine.step()
         except BaseException as exc:
-            self._call_started_at = None
             live = list(rows.values())
             rows.clear()
             engine.clear()
             self._after_failed_call(live, exc)
             return
-        self._call_started_at = None
         for done in finished:
             item = rows.pop(done.key)
             item.future.set_result(BatchResult(done.prediction, done.batch_size))
+
+    @contextmanager
+    def _model_call(self, starting: list[Pending]) -> Iterator[None]:
+        """Time a model call (the stuck check reads it); `starting` requests' time limits
+        count from its start."""
+        self._call_started_at = time.monotonic()
+        for item in starting:
+            item.start_call(self._call_started_at)
+        try:
+            yield
+        finally:
+            self._call_started_at = None
 
     def _report_call(self, size: int) -> None:
         if self.on_call is not None:
