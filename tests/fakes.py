@@ -67,7 +67,7 @@ class StreamingFakeBackend(SlowFakeBackend):
             time.sleep(delay)
             for request in batch:
                 if request.on_text is not None:
-                    request.on_text(word)
+                    request.on_text(word, [])
         record_call("done")
         text = "".join(words)
         return [Prediction(answer=text, raw=text, completion_tokens=4) for _ in batch]

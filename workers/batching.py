@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from workers.backends.base import DecodeEngine, Prediction, PredictRequest, VLMBackend
+from workers.backends.base import (
+    DecodeEngine,
+    Prediction,
+    PredictRequest,
+    TokenLogprob,
+    VLMBackend,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -159,13 +165,17 @@ class Batcher:
         company: int,
         time_limit_s: float,
         background: bool = True,
+        canceled: Callable[[], bool] | None = None,
     ) -> list[BatchResult | Exception]:
         """Submit requests together (the lines of a chunk) and wait for every prediction.
 
         Each request's outcome is its result or the exception it failed with (its own
-        TimeoutError past its time limit), in order; one failure fails only that request.
+        TimeoutError past its time limit, RequestCanceled once `canceled` says so), in
+        order; one failure fails only that request.
         """
         pendings = [self._enqueue(r, company, background=background) for r in requests]
+        for pending in pendings:
+            pending.canceled = canceled
         outcomes: list[BatchResult | Exception] = []
         for pending in pendings:
             try:
@@ -207,9 +217,9 @@ class Batcher:
         on_text = request.on_text
         if on_text is not None:
 
-            def streaming(text: str) -> None:
+            def streaming(text: str, logprobs: list[TokenLogprob]) -> None:
                 pending.streamed = True
-                on_text(text)
+                on_text(text, logprobs)
 
             pending.request = dataclasses.replace(request, on_text=streaming)
         self._put(pending)

@@ -19,7 +19,7 @@ import structlog
 from services.core import cache, logs, metrics
 from services.core.jobs.lifecycle import Claim, Finished, claim_jobs, fail_job, finish_batch_lines
 from services.core.runtime import Runtime
-from workers.batching import Batcher, BatchResult
+from workers.batching import Batcher, BatchResult, RequestCanceled
 from workers.failures import client_message
 from workers.leases import LeaseKeeper
 from workers.pipeline import company_limit, load_images, predict_request
@@ -115,17 +115,20 @@ def answer_chunk(
     requests, runnable = [], []
     for claim in runs:
         try:
-            requests.append(predict_request(claim, images))
+            requests.append(predict_request(claim, images, runtime.settings))
             runnable.append(claim)
         except Exception as exc:
             message = f"could not load the job's input: {exc}"
             for line in [claim, *repeats.get(claim.cache_key or "", [])]:
                 failures.append(LineFailure(line, "invalid_input", message))
     started = time.perf_counter()
+    job_ends, batch_id = runtime.job_ends, claims[0].batch_id or ""
     outcomes = batcher.run_many(
         requests,
         company=min((company_limit(c.attempt, runtime.settings) for c in runnable), default=1),
         time_limit_s=runtime.settings.task_soft_time_limit_s,
+        # A canceled batch's lines leave the model's batch at the next decode step.
+        canceled=lambda: job_ends.ended(batch_id),
     )
     inference_ms = (time.perf_counter() - started) * 1000
     to_cache: dict[str, dict[str, Any]] = {}
@@ -155,6 +158,8 @@ def line_failure(claim: Claim, error: Exception) -> LineFailure:
     """The error a line records for the exception its prediction failed with."""
     if isinstance(error, TimeoutError):
         return LineFailure(claim, "timeout", "the job ran past its time limit")
+    if isinstance(error, RequestCanceled):  # the line is canceled already: this records nothing
+        return LineFailure(claim, "canceled", "the batch was canceled")
     log.error("inference_failed", job_id=claim.job_id, error=repr(error))
     return LineFailure(claim, "inference_error", client_message(error))
 

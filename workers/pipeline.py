@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from datetime import datetime
 from typing import Any
@@ -43,8 +44,9 @@ def load_images(runtime: Runtime, claims: list[Claim]) -> dict[str, bytes]:
     return images
 
 
-def predict_request(claim: Claim, images: dict[str, bytes]) -> PredictRequest:
-    """The model request of a claimed job: its messages with each image decoded."""
+def predict_request(claim: Claim, images: dict[str, bytes], settings: Settings) -> PredictRequest:
+    """The model request of a claimed job: its messages with each image decoded, and the
+    LoRA adapter its `model` names (None: the base model)."""
     messages: list[dict[str, Any]] = []
     for message in claim.messages:
         parts = []
@@ -54,7 +56,8 @@ def predict_request(claim: Claim, images: dict[str, bytes]) -> PredictRequest:
             else:
                 parts.append(part)
         messages.append({"role": message["role"], "content": parts})
-    return PredictRequest(messages, GenerationParams.model_validate(claim.params))
+    adapter = claim.model if claim.model in settings.adapters else None
+    return PredictRequest(messages, GenerationParams.model_validate(claim.params), adapter=adapter)
 
 
 def run_job(runtime: Runtime, batcher: Batcher, leases: LeaseKeeper, job_id: str) -> str:
@@ -115,7 +118,7 @@ def run_claimed(runtime: Runtime, batcher: Batcher, claim: Claim) -> str:
         leading = leader is None
     with batcher.incoming():
         try:
-            request = predict_request(claim, load_images(runtime, [claim]))
+            request = predict_request(claim, load_images(runtime, [claim]), runtime.settings)
         except Exception as exc:
             release_lead(runtime, claim, leading)
             fail_attempt(runtime, claim, "invalid_input", f"could not load the job's input: {exc}")
@@ -158,10 +161,11 @@ def predict_and_record(
     """
     if claim.stream:
         redis_client, job_id = runtime.redis, claim.job_id
-        request = PredictRequest(
-            request.messages,
-            request.params,
-            on_text=lambda delta: notify.publish_delta(redis_client, job_id, delta),
+        request = dataclasses.replace(
+            request,
+            on_text=lambda delta, logprobs: notify.publish_delta(
+                redis_client, job_id, delta, logprobs
+            ),
         )
     submitted_at = utcnow()
     started = time.perf_counter()

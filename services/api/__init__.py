@@ -14,6 +14,7 @@ from services.api.models.routes import bp as models_bp
 from services.api.moderations.routes import bp as moderations_bp
 from services.api.openapi.routes import bp as openapi_bp
 from services.api.playground.routes import bp as playground_bp
+from services.api.presets.routes import bp as presets_bp
 from services.api.webhooks.routes import bp as webhooks_bp
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
@@ -35,7 +36,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.register(app)
     # After auth: the limit counts per tenant.
     limits.register(app, settings)
-    resources = (jobs_bp, chat_bp, moderations_bp, files_bp, batches_bp, webhooks_bp, models_bp)
+    resources = (
+        jobs_bp,
+        chat_bp,
+        moderations_bp,
+        files_bp,
+        batches_bp,
+        webhooks_bp,
+        models_bp,
+        presets_bp,
+    )
     for blueprint in (*resources, health_bp, playground_bp, openapi_bp):
         app.register_blueprint(blueprint)
     return app

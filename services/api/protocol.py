@@ -40,7 +40,10 @@ EXAMPLE_MESSAGES: list[Any] = [
 class GenerationRequest(VlmqRequest):
     """The model and generation parameters that job and chat requests share."""
 
+    # The base model's id or a LoRA adapter's (`GET /v1/models`); absent: the base model.
     model: str | None = None
+    # A prompt preset's name (`/v1/presets`): its text becomes the first system message.
+    preset: str | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     temperature: float | None = None
@@ -51,3 +54,6 @@ class GenerationRequest(VlmqRequest):
     # vLLM's extensions, for answers of a known length (benchmarks, load tests).
     min_tokens: int | None = None
     ignore_eos: bool | None = None
+    # OpenAI's token log-probabilities (`top_logprobs`: 0-20 alternatives per token).
+    logprobs: bool | None = None
+    top_logprobs: int | None = None

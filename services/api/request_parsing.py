@@ -1,4 +1,4 @@
-"""Reading requests: JSON bodies, pydantic validation, the model name, `?limit=`, `Prefer`."""
+"""Reading requests: JSON bodies, pydantic validation, `?limit=`, `Prefer`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel, ValidationError
 
-from services.core.errors import InvalidRequestError, NotFoundError
+from services.core.errors import InvalidRequestError
 from services.core.inputs.prompts import first_error, first_param
 
 Schema = TypeVar("Schema", bound=BaseModel)
@@ -45,14 +45,6 @@ def validate(schema: type[Schema], body: dict[str, Any]) -> Schema:
         return schema.model_validate(body)
     except ValidationError as exc:
         raise InvalidRequestError(first_error(exc), param=first_param(exc)) from exc
-
-
-def check_model(requested: str | None, served: str) -> None:
-    """A request naming another model than the served one is a 404 (as in the OpenAI API)."""
-    if requested and requested != served:
-        raise NotFoundError(
-            f"the model {requested!r} does not exist", code="model_not_found", param="model"
-        )
 
 
 def prefer_wait_s(limit_s: float) -> float:

@@ -13,6 +13,7 @@ from services.core import idempotency
 from services.core.idempotency import IdempotencyClaim
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams
 from services.core.jobs import service as jobs
+from services.core.presets import with_preset
 from services.core.webhooks.subscriptions import parse_subscription
 
 T = TypeVar("T")
@@ -70,3 +71,13 @@ def idempotency_claim(
         idempotency.submission_fingerprint(endpoint, canonical, params, **extra),
         runtime().settings,
     )
+
+
+def with_requested_preset(canonical: CanonicalRequest, preset: str | None) -> CanonicalRequest:
+    """The request with the tenant's (or the deployment's) preset applied; a 404 for a
+    preset it does not have."""
+    if preset is None:
+        return canonical
+    rt = runtime()
+    with rt.sessions() as session:
+        return with_preset(session, tenant_id(), canonical, preset, rt.settings)

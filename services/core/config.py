@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_MODEL_DIR = REPO_ROOT / "workers" / "models" / "easyvqa-glm4v"
+# The LoRA adapter shipped with the bundled model (it answers in French).
+BUNDLED_ADAPTER_NAME = "easyvqa-glm4v-fr"
+BUNDLED_ADAPTER_DIR = REPO_ROOT / "workers" / "models" / BUNDLED_ADAPTER_NAME
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 
 class Settings(BaseSettings):
@@ -41,6 +45,26 @@ class Settings(BaseSettings):
     device: str = "auto"
     # Default of GLM's chat-template switch for reasoning; requests may override it.
     enable_thinking: bool = False
+    # LoRA adapters served beside the base model, as vLLM's `--lora-modules`:
+    # "name=path,name2=path2" (PEFT adapter folders). A request picks one as its `model`.
+    # "auto": the bundled adapter when the bundled model is served (else none); "": none.
+    lora_modules: str = "auto"
+
+    # Prompt presets every tenant may use ({name: system prompt}); a tenant's own preset
+    # of the same name wins. A request picks one with `"preset": name`.
+    presets: dict[str, str] = {
+        "customer-service": (
+            "You are the customer-service assistant of an online shop. Answer the "
+            "customer's question from the product photo, briefly and politely. If the "
+            "photo is too unclear to answer, say so and ask for a clearer one."
+        )
+    }
+
+    # Images larger than this on their longer side are downscaled (aspect ratio kept)
+    # before the model sees them, so large photos cannot exhaust GPU memory (0: never);
+    # an `image_url` part with `detail: "low"` is downscaled to `low_detail_side`.
+    max_image_side: int = 1024
+    low_detail_side: int = 448
 
     # The API listens here (`vlmq up`, `vlmq api`).
     host: str = "127.0.0.1"
@@ -185,6 +209,26 @@ class Settings(BaseSettings):
         return "vlmq.infer." + re.sub(r"[^A-Za-z0-9_.-]", "-", self.model_id)
 
     @property
+    def adapters(self) -> dict[str, str]:
+        """The LoRA adapters served beside the base model: {name: adapter folder}."""
+        if self.lora_modules == "auto":
+            bundled = Path(self.model).resolve() == BUNDLED_MODEL_DIR
+            return {BUNDLED_ADAPTER_NAME: str(BUNDLED_ADAPTER_DIR)} if bundled else {}
+        return parse_lora_modules(self.lora_modules)
+
+    @property
+    def served_models(self) -> list[str]:
+        """Every id a request may name as its `model`: the base, then its adapters."""
+        return [self.model_id, *self.adapters]
+
+    @field_validator("lora_modules")
+    @classmethod
+    def _check_lora_modules(cls, value: str) -> str:
+        if value != "auto":
+            parse_lora_modules(value)
+        return value
+
+    @property
     def outbound_allowed(self) -> list[str]:
         """The operator's allow-list of hosts and CIDRs for outbound requests."""
         return [item.strip() for item in self.outbound_allowlist.split(",") if item.strip()]
@@ -205,3 +249,18 @@ def parse_delays(schedule: str) -> list[float]:
     if any(delay < 0 for delay in delays):
         raise ValueError(f"retry delays must not be negative: {schedule!r}")
     return delays
+
+
+def parse_lora_modules(value: str) -> dict[str, str]:
+    """`"fr=/adapters/fr,de=/adapters/de"` as {name: path}; a bad item is a ValueError."""
+    adapters: dict[str, str] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        name, separator, path = (part.strip() for part in item.partition("="))
+        if not separator or not path or not ADAPTER_NAME.match(name):
+            raise ValueError(f"VLMQ_LORA_MODULES items are name=path, got {item.strip()!r}")
+        if name in adapters:
+            raise ValueError(f"VLMQ_LORA_MODULES names {name!r} twice")
+        adapters[name] = path
+    return adapters

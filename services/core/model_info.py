@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from services.core.config import Settings
+from services.core.errors import NotFoundError
 
 SAMPLE_BYTES = 1 << 20
 
@@ -35,16 +36,44 @@ def model_revision(model: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_card(settings: Settings) -> dict[str, object]:
-    """The served model as `GET /v1/models` lists it (`root` is the checkpoint path, as in vLLM)."""
-    path = Path(settings.model)
-    created = int(path.stat().st_mtime) if path.exists() else 0
+def served_model(requested: str | None, settings: Settings) -> str:
+    """The model a request's `model` names: the base model when it names none, or one of
+    the LoRA adapters served beside it; any other name is a 404 (as in the OpenAI API)."""
+    if not requested:
+        return settings.model_id
+    if requested not in settings.served_models:
+        raise NotFoundError(
+            f"the model {requested!r} does not exist", code="model_not_found", param="model"
+        )
+    return requested
+
+
+def served_revision(settings: Settings, model_id: str) -> str:
+    """The fingerprint of what answers for `model_id`: the base model's, and the adapter's
+    for an adapter (so adapter and base answers never share a cache entry)."""
+    base = model_revision(settings.model)
+    adapter = settings.adapters.get(model_id)
+    return base if adapter is None else f"{base}+{model_revision(adapter)}"
+
+
+def model_cards(settings: Settings) -> list[dict[str, object]]:
+    """The served models as `GET /v1/models` lists them: the base, then each LoRA adapter
+    with its `parent` (`root` is the checkpoint or adapter path, as in vLLM)."""
+    cards = [card(settings.model_id, settings.model, None, model_revision(settings.model))]
+    for name, path in settings.adapters.items():
+        cards.append(card(name, path, settings.model_id, served_revision(settings, name)))
+    return cards
+
+
+def card(model_id: str, root: str, parent: str | None, revision: str) -> dict[str, object]:
+    """One model object of `GET /v1/models`."""
+    path = Path(root)
     return {
-        "id": settings.model_id,
+        "id": model_id,
         "object": "model",
-        "created": created,
+        "created": int(path.stat().st_mtime) if path.exists() else 0,
         "owned_by": "vlmq",
-        "root": settings.model,
-        "parent": None,
-        "revision": model_revision(settings.model),
+        "root": root,
+        "parent": parent,
+        "revision": revision,
     }

@@ -247,6 +247,20 @@ class IdempotencyKey(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class Preset(Base):
+    """A tenant's named system prompt: a request picks it with `"preset": name`."""
+
+    __tablename__ = "presets"
+
+    tenant_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    system_prompt: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class File(Base):
     """An uploaded or generated file (OpenAI Files shape); its bytes live in `file_chunks`."""
 

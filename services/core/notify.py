@@ -47,6 +47,12 @@ def publish_job_done(
     client.publish(DONE_CHANNEL_PREFIX + job_id, data if len(data) <= MAX_ENDING_BYTES else b"")
 
 
+def publish_batch_canceled(client: redis.Redis, batch_id: str) -> None:
+    """Tell the workers running the batch's lines that it was canceled. Batch ids share
+    the job-end channel: a line's row checks `JobEnds.ended(batch_id)` at every decode step."""
+    client.publish(DONE_CHANNEL_PREFIX + batch_id, b"")
+
+
 @dataclass
 class _Waiter:
     woken: threading.Event = field(default_factory=threading.Event)
@@ -196,10 +202,12 @@ class JobEnds:
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """A piece of text, or the end of the stream."""
+    """A piece of text (with its tokens' log-probabilities, when asked for), or the end of
+    the stream."""
 
     delta: str = ""
     done: bool = False
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def stream_key(job_id: str) -> str:
@@ -207,9 +215,14 @@ def stream_key(job_id: str) -> str:
     return STREAM_PREFIX + job_id
 
 
-def publish_delta(client: redis.Redis, job_id: str, delta: str) -> None:
-    """Append generated text to the job's stream."""
-    append_to_stream(client, job_id, {"delta": delta.encode()})
+def publish_delta(
+    client: redis.Redis, job_id: str, delta: str, logprobs: list[dict[str, Any]] | None = None
+) -> None:
+    """Append generated text (and the log-probabilities of its tokens) to the job's stream."""
+    fields = {"delta": delta.encode()}
+    if logprobs:
+        fields["logprobs"] = json.dumps(logprobs).encode()
+    append_to_stream(client, job_id, fields)
 
 
 def publish_end(client: redis.Redis, job_id: str) -> None:
@@ -240,4 +253,5 @@ def read_stream(client: redis.Redis, job_id: str, block_ms: int) -> Iterator[Str
             if fields.get(b"done"):
                 yield StreamEvent(done=True)
                 return
-            yield StreamEvent(delta=fields.get(b"delta", b"").decode())
+            logprobs = json.loads(fields[b"logprobs"]) if fields.get(b"logprobs") else []
+            yield StreamEvent(delta=fields.get(b"delta", b"").decode(), logprobs=logprobs)

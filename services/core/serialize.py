@@ -65,9 +65,18 @@ def chunk(job: Job, choices: list[dict[str, Any]], **extra: Any) -> dict[str, An
     }
 
 
-def delta_choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    """The only choice of a chunk."""
-    return {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+def delta_choice(
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The only choice of a chunk (with its tokens' log-probabilities, when asked for)."""
+    return {
+        "index": 0,
+        "delta": delta,
+        "finish_reason": finish_reason,
+        "logprobs": {"content": logprobs} if logprobs is not None else None,
+    }
 
 
 def chat_completion_response(job: Job, *more: Job) -> dict[str, Any]:
@@ -114,7 +123,8 @@ def chat_choice(index: int, job: Job) -> dict[str, Any]:
         "index": index,
         "message": message,
         "finish_reason": result.get("finish_reason", "stop"),
-        "logprobs": None,
+        # {"content": [...]} when the request asked for `logprobs`.
+        "logprobs": result.get("logprobs"),
     }
 
 

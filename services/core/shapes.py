@@ -88,13 +88,33 @@ class ChatMessage(Shape):
     reasoning_content: str | None = None
 
 
+class TopLogprob(Shape):
+    """One of the most likely tokens at a step."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    """A generated token's log-probability, and the most likely tokens at its step."""
+
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(Shape):
+    """OpenAI's `choices[].logprobs` (`logprobs: true`)."""
+
+    content: list[TokenLogprob] | None
+
+
 class ChatChoice(Shape):
     """One choice of a chat completion."""
 
     index: int
     message: ChatMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class Usage(Shape):
@@ -127,6 +147,32 @@ class ModelCard(Shape):
     owned_by: str
     root: str | None = None
     parent: str | None = None
+
+
+class Preset(Shape):
+    """A named system prompt: the tenant's own, or the deployment's."""
+
+    object: Literal["preset"]
+    name: str
+    system_prompt: str
+    owned_by: Literal["tenant", "deployment"]
+    created_at: int | None
+    updated_at: int | None
+
+
+class PresetList(Shape):
+    """Every preset the tenant can use, by name."""
+
+    object: Literal["list"]
+    data: list[Preset]
+
+
+class PresetDeleted(Shape):
+    """A deleted preset."""
+
+    object: Literal["preset.deleted"]
+    name: str
+    deleted: bool
 
 
 class ModelList(Shape):
@@ -294,6 +340,9 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ChatCompletion,
     ModelCard,
     ModelList,
+    Preset,
+    PresetList,
+    PresetDeleted,
     FileObject,
     FileList,
     FileDeleted,

@@ -130,8 +130,6 @@ def test_n_choices_come_from_one_request(
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("logprobs", True),
-        ("top_logprobs", 2),
         ("response_format", {"type": "json_object"}),
         ("response_format", {"type": "json_schema", "json_schema": {"name": "a", "schema": {}}}),
         ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),

@@ -180,6 +180,11 @@ generation_fields: dict[str, st.SearchStrategy[Any]] = {
     "seed": seeds,
     "stop": stops,
     "enable_thinking": st.booleans(),
+    "preset": st.one_of(st.sampled_from(["customer-service", "no-such-preset", ""]), strings),
+    "logprobs": st.booleans(),
+    "top_logprobs": st.one_of(st.sampled_from([0, 3, 20, 21, -1]), integers),
+    "min_tokens": st.one_of(st.sampled_from([0, 1, 5000]), integers),
+    "ignore_eos": st.booleans(),
 }
 
 

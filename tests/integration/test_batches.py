@@ -279,3 +279,33 @@ def test_batch_idempotency_key_and_completion_webhook(
         assert payload["id"] == batch["id"] and payload["status"] == "completed"
     finally:
         receiver.close()
+
+
+def test_batch_lines_pick_presets_and_an_unknown_one_fails_alone(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    put = client.put(
+        "/v1/presets/terse", json={"system_prompt": "answer with one word"}, headers=auth
+    )
+    assert put.status_code == 200, put.get_json()
+    with_preset = chat_line("terse", "red")
+    with_preset["body"]["preset"] = "terse"
+    plain = chat_line("plain", "red")
+    unknown = chat_line("unknown", "red")
+    unknown["body"]["preset"] = "no-such-preset"
+    file = upload(client, auth, [with_preset, plain, unknown])
+    created = client.post(
+        "/v1/batches",
+        json={"input_file_id": file["id"], "endpoint": "/v1/chat/completions"},
+        headers=auth,
+    ).get_json()
+    batch = finished_batch(client, auth, created["id"])
+    assert batch["request_counts"] == {"total": 3, "completed": 2, "failed": 1}, batch
+    outputs = {
+        line["custom_id"]: line["response"]["body"]
+        for line in content_lines(client, auth, batch["output_file_id"])
+    }
+    # The preset's words are part of the prompt the model read.
+    assert outputs["terse"]["usage"]["prompt_tokens"] > outputs["plain"]["usage"]["prompt_tokens"]
+    [error] = content_lines(client, auth, batch["error_file_id"])
+    assert error["custom_id"] == "unknown" and error["error"]["code"] == "preset_not_found"

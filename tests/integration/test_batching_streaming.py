@@ -111,4 +111,3 @@ def test_stream_sends_the_first_chunk_before_the_job_completes(
     completed_at = datetime.fromisoformat(completed.replace("Z", "+00:00")).timestamp()
     # The words come 0.5 s apart: the first arrives well before the job completes.
     assert first_content_at < completed_at - 1.0
-

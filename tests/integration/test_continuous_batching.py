@@ -156,7 +156,7 @@ def test_streamed_text_comes_step_by_step(backends: dict[str, TransformersVLM]) 
     pieces: list[tuple[int, str]] = []
     step = 0
 
-    def on_text(delta: str) -> None:
+    def on_text(delta: str, _logprobs: list[dict[str, object]]) -> None:
         pieces.append((step, delta))
 
     streaming = ask("red", (64, 64), "what color?", max_tokens=6, ignore_eos=True)
@@ -194,6 +194,13 @@ def test_unknown_architectures_and_the_static_setting_run_static(
     assert position_scheme(unknown) is None
 
 
+def wait_for_steps(steps: list[int], count: int) -> None:
+    """Wait (at most 30 s) until the batcher has made `count` model calls."""
+    deadline = time.monotonic() + 30
+    while len(steps) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_a_canceled_row_leaves_at_the_next_step(backends: dict[str, TransformersVLM]) -> None:
     backend = backends["glm"]
     steps: list[int] = []
@@ -212,9 +219,7 @@ def test_a_canceled_row_leaves_at_the_next_step(backends: dict[str, Transformers
 
     thread = threading.Thread(target=run_long)
     thread.start()
-    deadline = time.monotonic() + 30
-    while len(steps) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_steps(steps, 5)
     result = batcher.run(short, company=8, time_limit_s=60)
     assert result.prediction.completion_tokens == 3 and result.batch_size == 2
     canceled.set()
@@ -223,6 +228,35 @@ def test_a_canceled_row_leaves_at_the_next_step(backends: dict[str, Transformers
     assert isinstance(outcome.get("long"), RequestCanceled)
     assert int(outcome["steps"]) - at_cancel <= 2  # type: ignore[call-overload]
     assert len(steps) < 400
+
+
+def test_a_canceled_batchs_lines_leave_at_the_next_step(
+    backends: dict[str, TransformersVLM],
+) -> None:
+    """The lines of a chunk share one cancel check (their batch's): all leave together."""
+    backend = backends["glm"]
+    steps: list[int] = []
+    batcher = Batcher(backend, max_batch=8, wait_ms=0, on_call=steps.append)
+    canceled = threading.Event()
+    lines = [ask("red", (64, 64), "what color?", max_tokens=400, ignore_eos=True)] * 3
+    outcome: dict[str, object] = {}
+
+    def run_lines() -> None:
+        outcome["lines"] = batcher.run_many(
+            lines, company=8, time_limit_s=60, canceled=canceled.is_set
+        )
+        outcome["steps"] = len(steps)
+
+    thread = threading.Thread(target=run_lines)
+    thread.start()
+    wait_for_steps(steps, 5)
+    canceled.set()
+    at_cancel = len(steps)
+    thread.join(timeout=30)
+    results = outcome["lines"]
+    assert isinstance(results, list) and len(results) == 3
+    assert all(isinstance(result, RequestCanceled) for result in results)
+    assert int(outcome["steps"]) - at_cancel <= 2  # type: ignore[call-overload]
 
 
 def language_model_positions(backend: TransformersVLM) -> tuple[list[object], object]:

@@ -213,7 +213,7 @@ class StreamThenFailFakeBackend(RecordingFakeBackend):
         if len(batch) > 1:
             for item in batch:
                 if item.on_text is not None:
-                    item.on_text("partial")
+                    item.on_text("partial", [])
             raise RuntimeError("probability tensor contains inf")
         return [Prediction(answer="ok", raw="") for _ in batch]
 
@@ -223,7 +223,9 @@ def test_a_member_that_streamed_text_is_not_retried() -> None:
     batcher = Batcher(backend, max_batch=8, wait_ms=100)
     streamed: list[str] = []
     streaming = PredictRequest(
-        [{"role": "user", "content": "hi"}], GenerationParams(), on_text=streamed.append
+        [{"role": "user", "content": "hi"}],
+        GenerationParams(),
+        on_text=lambda text, _logprobs: streamed.append(text),
     )
     quiet = batcher.submit(request())
     loud = batcher.submit(streaming)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.core.inputs.prompts import GenerationParams
+
+# A generated token's log-probability in OpenAI's shape (see `workers.backends.logprobs`).
+TokenLogprob = dict[str, Any]
+# Called with each new piece of visible text, and the log-probabilities of the tokens that
+# made it (empty unless the request asked for them).
+TextCallback = Callable[[str, list[TokenLogprob]], None]
 
 
 @dataclass(frozen=True)
@@ -15,8 +22,10 @@ class PredictRequest:
 
     messages: list[dict[str, Any]]
     params: GenerationParams
-    # Called with each new piece of visible text while generating (streaming requests).
-    on_text: Callable[[str], None] | None = None
+    # Streaming requests: called as the answer's text is generated.
+    on_text: TextCallback | None = None
+    # The LoRA adapter to answer with (its `VLMQ_LORA_MODULES` name); None: the base model.
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,12 +53,14 @@ class Prediction:
     scores: dict[str, float] | None = None
     # Token timing, for backends that measure it (it feeds the latency metrics only).
     timing: GenerationTiming | None = None
+    # The answer's tokens with their log-probabilities, when the request asked for them.
+    logprobs: list[TokenLogprob] | None = None
 
     def result(self) -> dict[str, Any]:
         """The job's `result` field."""
         if self.scores is not None:
             return {"scores": self.scores, "usage": {"prompt_tokens": self.prompt_tokens}}
-        return {
+        result: dict[str, Any] = {
             "answer": self.answer,
             "reasoning": self.reasoning,
             "boxes": self.boxes,
@@ -61,6 +72,18 @@ class Prediction:
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
             },
         }
+        if self.logprobs is not None:
+            result["logprobs"] = {"content": self.logprobs}
+            # The mean probability of the answer's tokens.
+            result["confidence"] = mean_probability(self.logprobs)
+        return result
+
+
+def mean_probability(entries: list[TokenLogprob]) -> float | None:
+    """The mean probability of the tokens (None for no tokens)."""
+    if not entries:
+        return None
+    return sum(math.exp(entry["logprob"]) for entry in entries) / len(entries)
 
 
 class VLMBackend(Protocol):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +27,14 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from services.core.inputs.prompts import GenerationParams
-from workers.backends.base import Finished, GenerationTiming, Prediction, PredictRequest
+from workers.backends.base import (
+    Finished,
+    GenerationTiming,
+    Prediction,
+    PredictRequest,
+    TokenLogprob,
+)
+from workers.backends.logprobs import LogprobReader
 from workers.backends.streaming import RowText
 
 # How each architecture the engine knows numbers its positions: `mrope`, three rotary
@@ -47,6 +55,7 @@ class LoadedModel(Protocol):
     processor: Any
     device: str
     eos_token_ids: set[int]
+    logprob_reader: LogprobReader
 
     @property
     def hidden_tokens(self) -> list[str]:
@@ -60,6 +69,10 @@ class LoadedModel(Protocol):
         self, new_ids: list[int], prompt_tokens: int, params: GenerationParams
     ) -> Prediction:
         """Cut a generated answer at its end token or stop string, then parse it."""
+        ...
+
+    def rows_with(self, adapters: list[str | None]) -> AbstractContextManager[None]:
+        """Model calls inside run each row with its LoRA adapter (None: the base model)."""
         ...
 
 
@@ -79,6 +92,8 @@ class Row:
     text: RowText | None
     admitted_at: float
     generated: list[int] = field(default_factory=list)
+    # The answer's token log-probabilities; None unless the request asked for them.
+    logprobs: list[TokenLogprob] | None = None
     first_at: float | None = None
     last_at: float | None = None
     finish_reason: str | None = None
@@ -123,14 +138,17 @@ class ContinuousEngine:
         )
         mask = inputs["attention_mask"]
         positions, deltas = self._prompt_positions(inputs)
-        output = self.vlm.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+        with self.vlm.rows_with([request.adapter for _, request in requests]):
+            output = self.vlm.model(
+                **inputs, position_ids=positions, use_cache=True, logits_to_keep=1
+            )
         admitted_at = time.perf_counter()
         rows = [
             self._new_row(key, request, int(mask[index].sum()), deltas[index], admitted_at)
             for index, (key, request) in enumerate(requests)
         ]
         for index, row in enumerate(rows):
-            self._take(row, self._pick(row, output.logits[index, -1]))
+            self._take(row, output.logits[index, -1])
         joining = [index for index, row in enumerate(rows) if row.finish_reason is None]
         if joining:
             cache: DynamicCache = output.cache
@@ -163,6 +181,7 @@ class ContinuousEngine:
             generator=generator,
             text=text,
             admitted_at=at,
+            logprobs=[] if params.logprobs else None,
         )
 
     @torch.inference_mode()
@@ -179,19 +198,20 @@ class ContinuousEngine:
         )
         if self.scheme == "mrope":
             positions = positions.unsqueeze(0).expand(3, count, 1)
-        output = self.vlm.model(
-            input_ids=input_ids,
-            attention_mask=self.mask,
-            position_ids=positions,
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        with self.vlm.rows_with([row.request.adapter for row in self.rows]):
+            output = self.vlm.model(
+                input_ids=input_ids,
+                attention_mask=self.mask,
+                position_ids=positions,
+                cache=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         logits = output.logits[:, -1]
         for index, row in enumerate(self.rows):
             row.length += 1
             row.batch_size = max(row.batch_size, count)
-            self._take(row, self._pick(row, logits[index]))
+            self._take(row, logits[index])
         done = [row for row in self.rows if row.finish_reason is not None]
         if done:
             self._keep([i for i, row in enumerate(self.rows) if row.finish_reason is None])
@@ -245,8 +265,9 @@ class ContinuousEngine:
             probabilities = torch.zeros_like(probabilities).scatter(0, order, ordered)
         return int(torch.multinomial(probabilities, 1, generator=row.generator))
 
-    def _take(self, row: Row, token: int) -> None:
-        """Record the row's new token; decide whether it finished the answer."""
+    def _take(self, row: Row, logits: torch.Tensor) -> None:
+        """Pick and record the row's next token; decide whether it finished the answer."""
+        token = self._pick(row, logits)
         params = row.request.params
         now = time.perf_counter()
         row.first_at = row.first_at or now
@@ -255,8 +276,13 @@ class ContinuousEngine:
         if token in self.vlm.eos_token_ids and not params.ignore_eos:
             row.finish_reason = "stop"
             return
+        entry = None
+        reader = self.vlm.logprob_reader
+        if row.logprobs is not None and not reader.is_hidden(token):
+            entry = reader.entry(logits, token, params.top_logprobs)
+            row.logprobs.append(entry)
         if row.text is not None:
-            row.text.push(token)
+            row.text.push(token, entry)
         if params.stop:
             text = self.vlm.processor.tokenizer.decode(row.generated, skip_special_tokens=False)
             if any(stop in text for stop in params.stop):
@@ -271,7 +297,8 @@ class ContinuousEngine:
         timing = None
         if row.first_at is not None and row.last_at is not None:
             timing = GenerationTiming(row.first_at - row.admitted_at, row.last_at - row.first_at)
-        return Finished(row.key, dataclasses.replace(prediction, timing=timing), row.batch_size)
+        prediction = dataclasses.replace(prediction, timing=timing, logprobs=row.logprobs)
+        return Finished(row.key, prediction, row.batch_size)
 
     def _join(self, rows: list[Row], cache: DynamicCache, mask: torch.Tensor) -> None:
         """Add prefilled rows (their cache and mask) to the batch, left-padding them or the

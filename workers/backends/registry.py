@@ -13,7 +13,9 @@ def create_backend(settings: Settings) -> VLMBackend:
     if settings.backend == "transformers":
         from workers.backends.transformers_vlm import TransformersVLM
 
-        return TransformersVLM(settings.model, batching=settings.batching)
+        return TransformersVLM(
+            settings.model, batching=settings.batching, adapters=settings.adapters
+        )
     module_name, _, class_name = settings.backend.partition(":")
     if not class_name:
         raise ValueError(

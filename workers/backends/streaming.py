@@ -3,47 +3,54 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from transformers.generation.streamers import BaseStreamer
 
-from workers.backends.base import GenerationTiming
+from workers.backends.base import GenerationTiming, TextCallback, TokenLogprob
 from workers.backends.output_parsing import strip_tokens
 
 
 class RowText:
     """One answer's streamed text: decodes its tokens as they come and reports only the
-    visible text that is new (markup and special tokens hidden)."""
+    visible text that is new (markup and special tokens hidden), with the log-probabilities
+    of the tokens that made it."""
 
     def __init__(
-        self, tokenizer: Any, callback: Callable[[str], None], hidden_tokens: Iterable[str]
+        self, tokenizer: Any, callback: TextCallback, hidden_tokens: Iterable[str]
     ) -> None:
         self.tokenizer = tokenizer
         self.callback = callback
         self.hidden_tokens = list(hidden_tokens)
         self.token_ids: list[int] = []
         self.sent = ""
+        self.unsent_logprobs: list[TokenLogprob] = []
 
-    def push(self, token: int) -> None:
-        """Add the next generated token; call back with the visible text it completes."""
+    def push(self, token: int, logprob: TokenLogprob | None = None) -> None:
+        """Add the next generated token (and its entry, if logprobs were asked for); call
+        back with the visible text it completes."""
         self.token_ids.append(int(token))
+        if logprob is not None:
+            self.unsent_logprobs.append(logprob)
         text = self.tokenizer.decode(self.token_ids, skip_special_tokens=False)
         visible = strip_tokens(text, self.hidden_tokens).lstrip()
         # A token that only starts a character (or a marker) shows nothing yet.
         if len(visible) > len(self.sent) and visible.startswith(self.sent):
             delta = visible[len(self.sent) :]
             self.sent = visible
-            self.callback(delta)
+            logprobs, self.unsent_logprobs = self.unsent_logprobs, []
+            self.callback(delta, logprobs)
 
 
 class BatchTextStreamer(BaseStreamer):
-    """For a batched `generate`: each row's new text goes to its own callback."""
+    """For a batched `generate`: each row's new text goes to its own callback (without
+    log-probabilities: a streamer sees token ids only; they come with the result)."""
 
     def __init__(
         self,
         tokenizer: Any,
-        callbacks: list[Callable[[str], None] | None],
+        callbacks: list[TextCallback | None],
         end_token_ids: set[int],
         hidden_tokens: Iterable[str],
     ) -> None:

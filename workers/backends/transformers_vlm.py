@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -13,6 +15,7 @@ from transformers.utils import logging as transformers_logging
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import DecodeEngine, Prediction, PredictRequest
 from workers.backends.continuous import ContinuousEngine, position_scheme
+from workers.backends.logprobs import LogprobReader
 from workers.backends.output_parsing import parse_output
 from workers.backends.streaming import BatchTextStreamer, TokenClock
 
@@ -27,6 +30,8 @@ MARKUP_TOKENS = [
 ]
 
 log = structlog.get_logger(__name__)
+# PEFT's name for "no adapter" in a mixed-adapter batch.
+BASE_ADAPTER = "__base__"
 
 
 def resolve_device(device: str) -> str:
@@ -38,17 +43,31 @@ def resolve_device(device: str) -> str:
 
 class TransformersVLM:
     """A VLM served with `transformers`: continuous batching where the engine knows the
-    architecture (`continuous_engine`), else batched `generate` calls, left-padded."""
+    architecture (`continuous_engine`), else batched `generate` calls, left-padded.
 
-    def __init__(self, model_path: str, batching: str = "continuous") -> None:
+    LoRA adapters (`adapters`, name -> PEFT adapter folder) load on top of the base model;
+    every model call names each row's adapter, so one call mixes adapters and the base.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        batching: str = "continuous",
+        adapters: dict[str, str] | None = None,
+    ) -> None:
         self.model_path = model_path
         self.batching = batching
+        self.adapter_paths = dict(adapters or {})
+        # The PEFT model wrapping `model` once adapters are loaded (their layers are
+        # injected into `model` itself).
+        self.peft: Any = None
         self.engine: ContinuousEngine | None = None
         self.device = "cpu"
         self.processor: Any = None
         self.model: Any = None
         self.eos_token_ids: set[int] = set()
         self.special_tokens: list[str] = []
+        self.logprob_reader: LogprobReader
 
     def setup(self, device: str) -> None:
         """Load processor and weights: bf16 and SDPA attention on a GPU, float32 on the CPU."""
@@ -65,6 +84,37 @@ class TransformersVLM:
             attn_implementation="sdpa" if on_gpu else None,
         ).to(device)
         self.adopt(processor, model, device)
+        self.load_adapters()
+
+    def load_adapters(self) -> None:
+        """Load the LoRA adapters onto the base model (once per worker)."""
+        if not self.adapter_paths:
+            return
+        from peft import PeftModel
+
+        (first, first_path), *others = self.adapter_paths.items()
+        peft = PeftModel.from_pretrained(self.model, first_path, adapter_name=first)
+        for name, path in others:
+            peft.load_adapter(path, adapter_name=name)
+        self.peft = peft.eval()
+        log.info("adapters_loaded", adapters=self.adapter_paths)
+
+    @contextmanager
+    def rows_with(self, adapters: list[str | None]) -> Iterator[None]:
+        """The model calls inside run row i with adapter `adapters[i]` (None: the base).
+
+        Without this, a model with adapters loaded would answer every row with its first
+        adapter, so every call goes through here.
+        """
+        if self.peft is None:
+            unknown = sorted({name for name in adapters if name is not None})
+            if unknown:
+                raise ValueError(f"no adapters are loaded, asked for {unknown}")
+            yield
+            return
+        names = [name or BASE_ADAPTER for name in adapters]
+        with self.peft._enable_peft_forward_hooks(adapter_names=names):
+            yield
 
     def adopt(self, processor: Any, model: Any, device: str) -> None:
         """Serve this processor and model, already on `device` (`setup` loads them; a
@@ -86,6 +136,7 @@ class TransformersVLM:
             for token in [*tokenizer.all_special_tokens, *tokenizer.added_tokens_encoder]
             if token not in MARKUP_TOKENS
         ]
+        self.logprob_reader = LogprobReader(tokenizer, self.hidden_tokens)
         scheme = position_scheme(self.model)
         if self.batching == "continuous" and scheme is not None:
             self.engine = ContinuousEngine(self, scheme)
@@ -169,21 +220,45 @@ class TransformersVLM:
         )
         clock = TokenClock(len(requests), end_tokens, inner=text_streamer)
         kwargs["streamer"] = clock
+        if params.logprobs:
+            # The raw logits of every step (not the processed scores: see `logprobs`).
+            kwargs.update(return_dict_in_generate=True, output_logits=True)
         prompt_length = inputs["input_ids"].shape[1]
-        output_ids = self.model.generate(**inputs, **kwargs)
+        with self.rows_with([request.adapter for request in requests]):
+            output = self.model.generate(**inputs, **kwargs)
+        output_ids = output.sequences if params.logprobs else output
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        return [
-            dataclasses.replace(
-                self.decode(row[prompt_length:].tolist(), int(prompt_tokens[i]), params),
-                timing=clock.timing(i),
+        predictions = []
+        for i, row in enumerate(output_ids):
+            prediction = self.decode(row[prompt_length:].tolist(), int(prompt_tokens[i]), params)
+            logprobs = None
+            if params.logprobs:
+                steps = [step_logits[i] for step_logits in output.logits]
+                logprobs = self.answer_logprobs(row[prompt_length:].tolist(), steps, params)
+            predictions.append(
+                dataclasses.replace(prediction, timing=clock.timing(i), logprobs=logprobs)
             )
-            for i, row in enumerate(output_ids)
-        ]
+        return predictions
+
+    def answer_logprobs(
+        self, new_ids: list[int], step_logits: list[torch.Tensor], params: GenerationParams
+    ) -> list[dict[str, Any]]:
+        """The entries of an answer's tokens: up to its end token, markup left out."""
+        end_tokens = set() if params.ignore_eos else self.eos_token_ids
+        entries = []
+        for token, logits in zip(new_ids, step_logits, strict=False):
+            if token in end_tokens:
+                break
+            if not self.logprob_reader.is_hidden(token):
+                entries.append(self.logprob_reader.entry(logits, token, params.top_logprobs))
+        return entries
 
     def score(self, requests: list[PredictRequest], questions: dict[str, str]) -> list[Prediction]:
         """Moderation: P("yes") of every category question about every request."""
         asked = [
-            PredictRequest(with_question(request.messages, question), request.params)
+            PredictRequest(
+                with_question(request.messages, question), request.params, adapter=request.adapter
+            )
             for request in requests
             for question in questions.values()
         ]
@@ -210,7 +285,8 @@ class TransformersVLM:
         """
         yes_ids, no_ids = self.answer_token_ids("yes"), self.answer_token_ids("no")
         inputs = self.encode([request.messages for request in requests], requests[0].params)
-        logits = self.model(**inputs).logits[:, -1, :].float()
+        with self.rows_with([request.adapter for request in requests]):
+            logits = self.model(**inputs).logits[:, -1, :].float()
         probabilities = torch.softmax(logits, dim=-1)
         p_yes = probabilities[:, yes_ids].sum(dim=-1)
         p_no = probabilities[:, no_ids].sum(dim=-1)

@@ -22,8 +22,24 @@ from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import PredictRequest
 from workers.backends.transformers_vlm import TransformersVLM
 
-SHAPE_ANSWERS = frozenset({"circle", "rectangle", "triangle"})
-YES_NO_ANSWERS = frozenset({"yes", "no"})
+# Each answer word in French, as the `easyvqa-glm4v-fr` adapter answers.
+FRENCH_ANSWERS = {
+    "circle": "cercle",
+    "rectangle": "rectangle",
+    "triangle": "triangle",
+    "black": "noir",
+    "blue": "bleu",
+    "brown": "marron",
+    "gray": "gris",
+    "green": "vert",
+    "red": "rouge",
+    "teal": "sarcelle",
+    "yellow": "jaune",
+    "yes": "oui",
+    "no": "non",
+}
+SHAPE_ANSWERS = frozenset({"circle", "rectangle", "triangle", "cercle"})
+YES_NO_ANSWERS = frozenset({"yes", "no", "oui", "non"})
 # Every easy-VQA answer is one word; a few tokens leave room to see what else came out.
 EVAL_PARAMS = GenerationParams(max_tokens=8)
 
@@ -98,17 +114,23 @@ def evaluate(
     batch_size: int = 256,
     device: str = "cpu",
     backend: TransformersVLM | None = None,
+    adapter: str | None = None,
+    french: bool = False,
 ) -> EvalResult:
     """Exact-match accuracy on an easy-VQA split of the checkpoint in `model_dir`.
 
-    `backend` may be passed already set up (then `model_dir` is only a label). The result
-    holds overall and per-answer-type counts and up to 20 (question, expected, got) misses.
+    `backend` may be passed already set up (then `model_dir` is only a label); `adapter`
+    names one of its LoRA adapters to answer with, and `french` expects the answers in
+    French. The result holds overall and per-answer-type counts and up to 20 (question,
+    expected, got) misses.
     """
     start = time.time()
     if backend is None:
         backend = TransformersVLM(str(model_dir))
         backend.setup(device)
     questions, answers, paths = load_split(split, limit)
+    if french:
+        answers = [FRENCH_ANSWERS[answer] for answer in answers]
     images: dict[str, Image] = {}
     for path in paths:
         if path not in images:
@@ -120,7 +142,7 @@ def evaluate(
     for lo in range(0, len(questions), batch_size):
         hi = min(lo + batch_size, len(questions))
         batch = [
-            PredictRequest(conversation(images[path], question), EVAL_PARAMS)
+            PredictRequest(conversation(images[path], question), EVAL_PARAMS, adapter=adapter)
             for path, question in zip(paths[lo:hi], questions[lo:hi], strict=True)
         ]
         predictions = backend.predict(batch)

@@ -13,21 +13,28 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+# The text of a system or assistant message, whether a string or a list of parts.
+MESSAGE_TEXT = (
+    "{%- if msg.content is string %}{{ msg.content }}"
+    "{%- else %}{%- for item in msg.content %}"
+    "{%- if item.type == 'text' %}{{ item.text }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+)
 # GLM's chat format, reduced to what a single-turn VLM needs. The `enable_thinking`
 # switch mirrors GLM-4.6V: off appends "/nothink" and opens an empty think block.
 GLM_CHAT_TEMPLATE = (
     "[gMASK]<sop>"
     "{%- for msg in messages %}"
-    "{%- if msg.role == 'system' %}<|system|>\n{{ msg.content }}"
-    "{%- elif msg.role == 'user' %}<|user|>\n"
+    "{%- if msg.role == 'system' %}<|system|>\n"
+    + MESSAGE_TEXT
+    + "{%- elif msg.role == 'user' %}<|user|>\n"
     "{%- if msg.content is string %}{{ msg.content }}"
     "{%- else %}{%- for item in msg.content %}"
     "{%- if item.type == 'image' or 'image' in item %}<|begin_of_image|><|image|><|end_of_image|>"
     "{%- elif item.type == 'text' %}{{ item.text }}{%- endif %}"
     "{%- endfor %}{%- endif %}"
     "{%- if enable_thinking is defined and not enable_thinking %}/nothink{%- endif %}"
-    "{%- elif msg.role == 'assistant' %}<|assistant|>\n{{ msg.content }}"
-    "{%- endif %}"
+    "{%- elif msg.role == 'assistant' %}<|assistant|>\n" + MESSAGE_TEXT + "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}<|assistant|>\n"
     "{%- if enable_thinking is defined and not enable_thinking %}<think></think>\n{%- endif %}"

@@ -20,8 +20,6 @@ def is_absent(value: Any) -> bool:
 # nothing (what clients send by default), which are accepted. Any other value is refused
 # with `400 unsupported_parameter`: an option silently ignored is a wrong answer.
 UNSUPPORTED_FIELDS: dict[str, Callable[[Any], bool]] = {
-    "logprobs": is_absent,
-    "top_logprobs": is_absent,
     "response_format": lambda value: (
         is_absent(value) or (isinstance(value, dict) and value.get("type") == "text")
     ),
@@ -48,7 +46,6 @@ WHY_UNSUPPORTED = {
     "response_format": "vlmq does not constrain decoding to JSON; ask for JSON in the prompt "
     "and parse the answer",
     "tools": "vlmq's models answer in text; tool calls are not implemented",
-    "logprobs": "token log-probabilities are not returned yet",
 }
 
 

@@ -11,12 +11,13 @@ from flask import Blueprint, Response, jsonify, request
 from services.api.chat.protocol import ChatCompletionRequest, refuse_unsupported
 from services.api.chat.streaming import stream_chat
 from services.api.context import runtime, tenant_id
-from services.api.request_parsing import check_model, json_object, validate
+from services.api.request_parsing import json_object, validate
 from services.api.submissions import (
     check_quota,
     idempotency_claim,
     quota_checked,
     webhook_fields,
+    with_requested_preset,
 )
 from services.core import idempotency
 from services.core.errors import InvalidRequestError
@@ -27,6 +28,7 @@ from services.core.inputs.prompts import (
     canonical_from_messages,
 )
 from services.core.jobs import service as jobs
+from services.core.model_info import served_model
 from services.core.models import Job
 from services.core.serialize import chat_completion_response
 
@@ -42,9 +44,10 @@ def create_chat_completion() -> Response:
     raw = json_object()
     body = validate(ChatCompletionRequest, raw)
     refuse_unsupported(raw)
-    check_model(body.model, rt.settings.model_id)
+    served_model(body.model, rt.settings)
     check_choices(body, rt.settings.max_choices)
     canonical = canonical_from_messages(body.messages, rt.settings)
+    canonical = with_requested_preset(canonical, body.preset)
     params = build_params(body.model_dump(), rt.settings)
     hook = webhook_fields(raw)
     if body.n > 1:
@@ -60,7 +63,9 @@ def create_chat_completion() -> Response:
             for job in choices
         ]
         return jsonify(chat_completion_response(*finished))
-    claim = idempotency_claim("/v1/chat/completions", canonical, params, stream=body.stream, **hook)
+    claim = idempotency_claim(
+        "/v1/chat/completions", canonical, params, stream=body.stream, model=body.model, **hook
+    )
     job, _ = idempotency.submit_once(
         rt.sessions,
         claim,
@@ -91,7 +96,10 @@ def chat_options(
     body: ChatCompletionRequest, hook: dict[str, Any], claim: Any = None
 ) -> jobs.SubmitOptions:
     """How a chat request's jobs are submitted."""
-    return jobs.SubmitOptions(kind="chat", stream=body.stream, idempotency=claim, **hook)
+    model = served_model(body.model, runtime().settings)
+    return jobs.SubmitOptions(
+        kind="chat", model=model, stream=body.stream, idempotency=claim, **hook
+    )
 
 
 def check_choices(body: ChatCompletionRequest, cap: int) -> None:

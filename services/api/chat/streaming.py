@@ -24,7 +24,10 @@ def sse(payload: dict[str, Any] | str) -> str:
 def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str]:
     """Chunks of the job's answer as they are generated, then the finish, usage and [DONE]."""
     yield sse(chunk(job, [delta_choice({"role": "assistant", "content": ""})]))
+    asked_logprobs = bool((job.params or {}).get("logprobs"))
     sent = ""
+    # Log-probability entries sent so far; those the stream did not carry come at the end.
+    sent_logprobs = 0
     deadline = time.monotonic() + runtime.settings.sync_timeout_s
     if not JobStatus(job.status).is_terminal():
         for event in read_stream(runtime.redis, job.id, block_ms=1000):
@@ -37,7 +40,9 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
             if event.done:
                 break
             sent += event.delta
-            yield sse(chunk(job, [delta_choice({"content": event.delta})]))
+            sent_logprobs += len(event.logprobs)
+            logprobs = event.logprobs if asked_logprobs else None
+            yield sse(chunk(job, [delta_choice({"content": event.delta}, logprobs=logprobs)]))
     # The stream ends just before the job row is final: wait for the row.
     remaining_s = max(0.0, deadline - time.monotonic())
     job, _ = jobs.wait_until_terminal(runtime.sessions, runtime.job_ends, job, remaining_s)
@@ -46,9 +51,12 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
         yield sse("[DONE]")
         return
     output = job.output or ""
-    if output.startswith(sent) and len(output) > len(sent):
-        yield sse(chunk(job, [delta_choice({"content": output[len(sent) :]})]))
     result = job.result or {}
+    rest = output[len(sent) :] if output.startswith(sent) else ""
+    unsent = ((result.get("logprobs") or {}).get("content") or [])[sent_logprobs:]
+    if rest or unsent:
+        logprobs = unsent if asked_logprobs else None
+        yield sse(chunk(job, [delta_choice({"content": rest}, logprobs=logprobs)]))
     yield sse(chunk(job, [delta_choice({}, result.get("finish_reason", "stop"))]))
     if include_usage:
         yield sse(chunk(job, [], usage=result.get("usage")))

@@ -9,7 +9,6 @@ from flask import Blueprint, Response, jsonify, request
 from services.api.context import runtime, tenant_id
 from services.api.jobs.protocol import JobCreateRequest
 from services.api.request_parsing import (
-    check_model,
     json_object,
     page_limit,
     prefer_wait_s,
@@ -20,6 +19,7 @@ from services.api.submissions import (
     idempotency_claim,
     quota_checked,
     webhook_fields,
+    with_requested_preset,
 )
 from services.core import idempotency
 from services.core.errors import InvalidRequestError
@@ -31,6 +31,7 @@ from services.core.inputs.prompts import (
     canonical_from_question,
 )
 from services.core.jobs import service as jobs
+from services.core.model_info import served_model
 from services.core.models import Job
 from services.core.serialize import job_response
 from services.core.webhooks.status import deliveries_of
@@ -65,7 +66,6 @@ def parse_submission() -> tuple[CanonicalRequest, dict[str, Any], dict[str, str]
         canonical = canonical_from_question(check_image(data, settings), body.question, settings)
         return canonical, body.model_dump(), body.metadata
     body = validate(JobCreateRequest, json_object())
-    check_model(body.model, settings.model_id)
     if body.messages is not None:
         if body.image is not None or body.question is not None:
             raise InvalidRequestError("send either messages or image + question, not both")
@@ -95,10 +95,12 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     rt = runtime()
     check_quota()
     canonical, raw, metadata = parse_submission()
+    model = served_model(raw.get("model"), rt.settings)
+    canonical = with_requested_preset(canonical, raw.get("preset"))
     params = build_params(raw, rt.settings)
     hook = webhook_fields(raw)
-    claim = idempotency_claim("/v1/jobs", canonical, params, metadata=metadata, **hook)
-    options = jobs.SubmitOptions(metadata=metadata, idempotency=claim, **hook)
+    claim = idempotency_claim("/v1/jobs", canonical, params, metadata=metadata, model=model, **hook)
+    options = jobs.SubmitOptions(model=model, metadata=metadata, idempotency=claim, **hook)
     job, replayed = idempotency.submit_once(
         rt.sessions,
         claim,

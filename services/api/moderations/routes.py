@@ -6,9 +6,11 @@ from flask import Blueprint, Response, jsonify
 
 from services.api.context import runtime, tenant_id
 from services.api.moderations.protocol import ModerationRequest, PolicyRequest
-from services.api.request_parsing import check_model, json_object, validate
+from services.api.request_parsing import json_object, validate
 from services.api.submissions import check_quota
+from services.core.errors import InvalidRequestError
 from services.core.jobs.service import wait_for_success
+from services.core.model_info import served_model
 from services.core.moderation.service import set_tenant_policy, submit_moderation, tenant_policy
 from services.core.serialize import moderation_response
 
@@ -21,7 +23,10 @@ def create_moderation() -> Response:
     rt = runtime()
     check_quota()
     body = validate(ModerationRequest, json_object())
-    check_model(body.model, rt.settings.model_id)
+    if served_model(body.model, rt.settings) != rt.settings.model_id:
+        raise InvalidRequestError(
+            "moderation scores with the base model only, not a LoRA adapter", param="model"
+        )
     submitted = submit_moderation(rt, tenant_id(), body.input, body.categories, body.thresholds)
     timeout_s = rt.settings.sync_timeout_s
     finished = [wait_for_success(rt.sessions, rt.job_ends, job, timeout_s) for job in submitted]

@@ -20,6 +20,7 @@ from services.api.batches.protocol import BatchCreateRequest
 from services.api.chat.protocol import ChatCompletionRequest
 from services.api.jobs.protocol import JobCreateRequest
 from services.api.moderations.protocol import ModerationRequest, PolicyRequest
+from services.api.presets.protocol import PresetRequest
 from services.core import shapes
 
 REF = "#/components/schemas/{model}"
@@ -30,6 +31,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     ChatCompletionRequest,
     ModerationRequest,
     PolicyRequest,
+    PresetRequest,
     BatchCreateRequest,
 )
 # What each error status means, for every operation that can answer it.
@@ -87,6 +89,9 @@ def after(noun: str) -> Param:
     )
 
 
+PRESET_NAME = Param(
+    "name", "path", {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
+)
 PREFER = Param(
     "Prefer",
     "header",
@@ -143,6 +148,8 @@ JOB_FORM = {
         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
         "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "seed": {"type": "integer"},
+        "model": {"type": "string"},
+        "preset": {"type": "string"},
         "webhook": {"type": "string"},
     },
 }
@@ -396,9 +403,48 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        "/v1/presets",
+        "listPresets",
+        "Every prompt preset the tenant can use: its own and the deployment's.",
+        "presets",
+        {200: json_of(shapes.PresetList)},
+    ),
+    Operation(
+        "get",
+        "/v1/presets/{name}",
+        "getPreset",
+        "One preset by name (the tenant's own, else the deployment's).",
+        "presets",
+        {200: json_of(shapes.Preset)},
+        (404,),
+        params=(PRESET_NAME,),
+    ),
+    Operation(
+        "put",
+        "/v1/presets/{name}",
+        "putPreset",
+        "Create or replace one of the tenant's presets.",
+        "presets",
+        {200: json_of(shapes.Preset)},
+        (400, 409),
+        body=PresetRequest,
+        params=(PRESET_NAME,),
+    ),
+    Operation(
+        "delete",
+        "/v1/presets/{name}",
+        "deletePreset",
+        "Delete one of the tenant's presets.",
+        "presets",
+        {200: json_of(shapes.PresetDeleted)},
+        (404,),
+        params=(PRESET_NAME,),
+    ),
+    Operation(
+        "get",
         "/v1/models",
         "listModels",
-        "The served model.",
+        "The served model and its LoRA adapters.",
         "openai",
         {200: json_of(shapes.ModelList)},
     ),

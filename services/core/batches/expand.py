@@ -26,7 +26,6 @@ from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
 from services.core.errors import (
     InvalidRequestError,
-    NotFoundError,
     ServiceUnavailableError,
     VlmqError,
 )
@@ -46,8 +45,10 @@ from services.core.jobs.service import (
     request_cache_key,
     store_images,
 )
+from services.core.model_info import served_model
 from services.core.models import Batch, BatchStatus, Job, JobStatus
 from services.core.moderation.service import moderation_jobs_spec, tenant_policy
+from services.core.presets import with_preset
 from services.core.runtime import Runtime
 
 PAGE = 100
@@ -100,10 +101,12 @@ def parse_line(
     body = line.get("body")
     if not isinstance(body, dict):
         raise InvalidRequestError("line needs a body object", param="body")
-    model = body.get("model")
-    if model and model != settings.model_id:
-        raise NotFoundError(f"the model {model!r} does not exist", code="model_not_found")
+    model = served_model(body.get("model"), settings)
     if batch.endpoint == MODERATIONS:
+        if model != settings.model_id:
+            raise InvalidRequestError(
+                "moderation scores with the base model only, not a LoRA adapter", param="model"
+            )
         specs = moderation_jobs_spec(
             session,
             settings,
@@ -121,9 +124,12 @@ def parse_line(
         )
         return request, params, options
     request = canonical_from_messages(body.get("messages"), settings)
+    request = with_preset(session, batch.tenant_id, request, body.get("preset"), settings)
     params = build_params(body, settings)
     check_fits_context(request, params, settings)
-    options = SubmitOptions(kind="chat", batch_id=batch.id, custom_id=custom_id, background=True)
+    options = SubmitOptions(
+        kind="chat", model=model, batch_id=batch.id, custom_id=custom_id, background=True
+    )
     return request, params, options
 
 
@@ -161,7 +167,7 @@ def line_job(
             completed_at=now,
         )
         return job, []
-    key = request_cache_key(settings, batch.tenant_id, request, params)
+    key = request_cache_key(settings, batch.tenant_id, request, params, options.model)
     job = new_job_values(settings, batch.tenant_id, request, params, options, key)
     job["id"] = job_id
     return job, request.images

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import redis
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
-from services.core import metrics
+from services.core import metrics, notify
 from services.core.batches.expand import count_lines
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
 from services.core.db import rows_changed, utcnow
@@ -132,6 +133,11 @@ def cancel_batch(runtime: Runtime, tenant_id: str, batch_id: str) -> Batch:
             .values(status=JobStatus.CANCELED.value, completed_at=now, lease_expires_at=None),
         )
         metrics.batch_lines_canceled(runtime.settings.model_id, canceled)
+    try:
+        # Lines decoding right now leave their batch at the next step.
+        notify.publish_batch_canceled(runtime.redis, batch_id)
+    except redis.RedisError:
+        log.warning("publish_failed", batch_id=batch_id)
     send_after_commit(runtime, BATCH_PROGRESS_TASK, batch_id)
     return batch
 

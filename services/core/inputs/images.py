@@ -235,11 +235,44 @@ def png_raw_size(data: bytes) -> int:
     return total
 
 
-def to_rgb(data: bytes) -> PILImage.Image:
+def fit_image(image: CheckedImage, side: int) -> CheckedImage:
+    """The image downscaled, aspect ratio kept, so that its longer side is at most `side`
+    pixels (unchanged when it fits, or when `side` is 0).
+
+    Done once, when the request is accepted: the smaller image is what is stored, what the
+    worker decodes, and (by its hash) what the cache key names. A JPEG stays a JPEG
+    (quality 95); anything else becomes a PNG.
+    """
+    if side <= 0 or max(image.width, image.height) <= side:
+        return image
+    decoded = to_rgb(image.data, at_least=side)
+    decoded.thumbnail((side, side), PILImage.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    if image.media_type == "image/jpeg":
+        decoded.save(buffer, "JPEG", quality=95)
+    else:
+        decoded.save(buffer, "PNG")
+    data = buffer.getvalue()
+    return CheckedImage(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        media_type="image/jpeg" if image.media_type == "image/jpeg" else "image/png",
+        width=decoded.width,
+        height=decoded.height,
+    )
+
+
+def to_rgb(data: bytes, at_least: int | None = None) -> PILImage.Image:
     """Decode checked bytes to upright RGB (EXIF orientation applied; the first frame of an
-    animation or MPO; transparency on white; 16-bit and CMYK converted)."""
+    animation or MPO; transparency on white; 16-bit and CMYK converted).
+
+    `at_least`: a JPEG may be decoded at a reduced scale that keeps both sides at least this
+    many pixels (much faster, for an image about to be downscaled anyway).
+    """
     image = PILImage.open(io.BytesIO(data))
     image.seek(0)
+    if at_least is not None and image.format in ("JPEG", "MPO"):
+        image.draft("RGB", (at_least, at_least))
     upright = ImageOps.exif_transpose(image) or image
     if upright.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grey: scale to 8 bits (a plain convert would clip everything above 255).

@@ -13,10 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
-from services.core.inputs.images import CheckedImage, check_image, image_bytes_from_reference
+from services.core.inputs.images import (
+    CheckedImage,
+    check_image,
+    fit_image,
+    image_bytes_from_reference,
+)
 from services.core.inputs.model_limits import model_limits
 
 ROLES = ("system", "user", "assistant")
+# OpenAI's `image_url.detail`: "low" asks for a smaller image (`VLMQ_LOW_DETAIL_SIDE`).
+DETAILS = ("auto", "low", "high")
 
 
 class GenerationParams(BaseModel):
@@ -35,6 +42,10 @@ class GenerationParams(BaseModel):
     # with `ignore_eos` (it runs to `max_tokens`).
     min_tokens: int = Field(default=0, ge=0)
     ignore_eos: bool = False
+    # OpenAI's `logprobs`: each answer token's log-probability, and the `top_logprobs` most
+    # likely tokens at each step.
+    logprobs: bool = False
+    top_logprobs: int = Field(default=0, ge=0, le=20)
     # Moderation: instead of generating, score each yes/no question {category: question}
     # with the model's probability of "yes".
     score_questions: dict[str, str] | None = None
@@ -72,6 +83,8 @@ def build_params(raw: dict[str, Any], settings: Settings) -> GenerationParams:
         ),
         "min_tokens": raw.get("min_tokens") or 0,
         "ignore_eos": raw.get("ignore_eos") or False,
+        "logprobs": raw.get("logprobs") or False,
+        "top_logprobs": raw.get("top_logprobs") or 0,
     }
     try:
         params = GenerationParams.model_validate(values)
@@ -79,6 +92,8 @@ def build_params(raw: dict[str, Any], settings: Settings) -> GenerationParams:
         raise InvalidRequestError(first_error(exc), param=first_param(exc)) from exc
     if params.min_tokens > params.max_tokens:
         raise InvalidRequestError("min_tokens must not be over max_tokens", param="min_tokens")
+    if params.top_logprobs and not params.logprobs:
+        raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
     return params
 
 
@@ -134,6 +149,7 @@ def canonical_from_question(
 ) -> CanonicalRequest:
     """The shorthand `{image, question}` (or a multipart upload) as canonical messages."""
     question = check_question(question, settings)
+    image = fit_image(image, settings.max_image_side)
     message = {
         "role": "user",
         "content": [{"type": "image", "sha256": image.sha256}, {"type": "text", "text": question}],
@@ -199,6 +215,15 @@ def canonical_from_messages(messages: Any, settings: Settings) -> CanonicalReque
     return CanonicalRequest(messages=canonical, images=images)
 
 
+def image_side(detail: str | None, settings: Settings) -> int:
+    """The longest side an image may keep: `low_detail_side` for `detail: "low"`, else
+    `max_image_side` (0: no limit)."""
+    if detail != "low":
+        return settings.max_image_side
+    sides = [side for side in (settings.low_detail_side, settings.max_image_side) if side > 0]
+    return min(sides, default=0)
+
+
 def canonical_part(
     part: Any, index: int, images: list[CheckedImage], settings: Settings
 ) -> dict[str, Any]:
@@ -212,11 +237,19 @@ def canonical_part(
     if part.get("type") == "image_url":
         image_url = part.get("image_url")
         url = str(image_url.get("url") if isinstance(image_url, dict) else image_url)
+        detail = image_url.get("detail") if isinstance(image_url, dict) else None
+        if detail is not None and detail not in DETAILS:
+            raise InvalidRequestError(
+                f"messages[{index}] has an image_url detail of {detail!r}: use one of "
+                f"{', '.join(DETAILS)}",
+                param="messages",
+            )
         if len(images) >= settings.max_images_per_request:
             raise InvalidRequestError(
                 f"at most {settings.max_images_per_request} images per request", param="messages"
             )
         image = check_image(image_bytes_from_reference(url, settings), settings)
+        image = fit_image(image, image_side(detail, settings))
         images.append(image)
         return {"type": "image", "sha256": image.sha256}
     raise InvalidRequestError(

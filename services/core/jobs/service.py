@@ -34,7 +34,7 @@ from services.core.ids import new_id
 from services.core.inputs.images import CheckedImage
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams, check_fits_context
 from services.core.logs import current_request_id
-from services.core.model_info import model_revision
+from services.core.model_info import served_revision
 from services.core.models import (
     UNFINISHED_STATUSES,
     ApiKey,
@@ -57,6 +57,8 @@ class SubmitOptions:
     """Everything about a submission besides the request and its generation parameters."""
 
     kind: str = "job"
+    # The model that answers: the base model's id (empty: the same) or a LoRA adapter's.
+    model: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     webhook: str | None = None
@@ -117,7 +119,7 @@ def new_job_values(
         id=new_id("job"),
         tenant_id=tenant_id,
         kind=options.kind,
-        model=settings.model_id,
+        model=options.model or settings.model_id,
         messages=request.messages,
         params=params.model_dump(mode="json"),
         status=JobStatus.QUEUED.value,
@@ -140,13 +142,18 @@ def new_job_values(
 
 
 def request_cache_key(
-    settings: Settings, tenant_id: str, request: CanonicalRequest, params: GenerationParams
+    settings: Settings,
+    tenant_id: str,
+    request: CanonicalRequest,
+    params: GenerationParams,
+    model: str = "",
 ) -> str | None:
-    """The cache key of a deterministic request; None for one that samples freely."""
+    """The cache key of a deterministic request to `model` (empty: the base model); None
+    for one that samples freely."""
     if not cache.is_cacheable(params):
         return None
     return cache.cache_key(
-        model_revision=model_revision(settings.model),
+        model_revision=served_revision(settings, model or settings.model_id),
         messages=request.messages,
         params=params,
         tenant_id=None if settings.cache_shared else tenant_id,
@@ -236,14 +243,14 @@ def submit_job(
     """Create a job: answer it from the cache, or commit the row and then enqueue it."""
     options = options or SubmitOptions()
     check_fits_context(request, params, runtime.settings)
-    key = request_cache_key(runtime.settings, tenant_id, request, params)
+    key = request_cache_key(runtime.settings, tenant_id, request, params, options.model)
     cached = None
     if key is not None:
         try:
             cached = cache.get_cached(runtime.redis, key)
         except redis.RedisError as exc:
             raise ServiceUnavailableError("the queue (Redis) is unavailable") from exc
-        metrics.cache_looked_up(runtime.settings.model_id, hit=cached is not None)
+        metrics.cache_looked_up(options.model or runtime.settings.model_id, hit=cached is not None)
     job = new_job(runtime.settings, tenant_id, request, params, options, key)
     if cached is not None:
         mark_cache_hit(job, cached)

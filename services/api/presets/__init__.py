@@ -1,0 +1,1 @@
+"""`/v1/presets`: a tenant's named system prompts."""
