@@ -61,6 +61,8 @@ class TransformersVLM:
         # The PEFT model wrapping `model` once adapters are loaded (their layers are
         # injected into `model` itself).
         self.peft: Any = None
+        # The adapter of each row of the model call under way (see `rows_with`).
+        self.row_adapters: list[str] = []
         self.engine: ContinuousEngine | None = None
         self.device = "cpu"
         self.processor: Any = None
@@ -87,34 +89,51 @@ class TransformersVLM:
         self.load_adapters()
 
     def load_adapters(self) -> None:
-        """Load the LoRA adapters onto the base model (once per worker)."""
+        """Load the LoRA adapters onto the base model (once per worker).
+
+        Each LoRA layer (and each trained copy of a whole module) gets one pre-forward hook
+        for good, which hands it the adapter names of the rows of the call under way: PEFT's
+        own `adapter_names` argument, without PEFT registering hooks on every module at every
+        call (which costs more than a decode step of a small model).
+        """
         if not self.adapter_paths:
             return
         from peft import PeftModel
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
 
         (first, first_path), *others = self.adapter_paths.items()
         peft = PeftModel.from_pretrained(self.model, first_path, adapter_name=first)
         for name, path in others:
             peft.load_adapter(path, adapter_name=name)
         self.peft = peft.eval()
+        for module in self.model.modules():
+            if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper)):
+                module.register_forward_pre_hook(self._pass_adapter_names, with_kwargs=True)
         log.info("adapters_loaded", adapters=self.adapter_paths)
+
+    def _pass_adapter_names(
+        self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        kwargs["adapter_names"] = self.row_adapters
+        return args, kwargs
 
     @contextmanager
     def rows_with(self, adapters: list[str | None]) -> Iterator[None]:
         """The model calls inside run row i with adapter `adapters[i]` (None: the base).
 
-        Without this, a model with adapters loaded would answer every row with its first
-        adapter, so every call goes through here.
+        With adapters loaded every model call must come through here: a LoRA layer told
+        nothing would answer every row with the first adapter.
         """
-        if self.peft is None:
-            unknown = sorted({name for name in adapters if name is not None})
-            if unknown:
-                raise ValueError(f"no adapters are loaded, asked for {unknown}")
+        unknown = sorted({name for name in adapters if name and name not in self.adapter_paths})
+        if unknown:
+            raise ValueError(f"no such adapters are loaded: {unknown}")
+        previous = self.row_adapters
+        self.row_adapters = [name or BASE_ADAPTER for name in adapters]
+        try:
             yield
-            return
-        names = [name or BASE_ADAPTER for name in adapters]
-        with self.peft._enable_peft_forward_hooks(adapter_names=names):
-            yield
+        finally:
+            self.row_adapters = previous
 
     def adopt(self, processor: Any, model: Any, device: str) -> None:
         """Serve this processor and model, already on `device` (`setup` loads them; a
