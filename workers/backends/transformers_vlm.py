@@ -107,6 +107,7 @@ class TransformersVLM:
         for name, path in others:
             peft.load_adapter(path, adapter_name=name)
         self.peft = peft.eval()
+        module: torch.nn.Module
         for module in self.model.modules():
             if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper)):
                 module.register_forward_pre_hook(self._pass_adapter_names, with_kwargs=True)
