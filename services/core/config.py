@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -227,6 +227,13 @@ class Settings(BaseSettings):
         if value != "auto":
             parse_lora_modules(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_adapter_names(self) -> Settings:
+        # A request names a model by id: an adapter cannot share the base model's.
+        if self.model_id in self.adapters:
+            raise ValueError(f"VLMQ_LORA_MODULES names an adapter {self.model_id!r} like the model")
+        return self
 
     @property
     def outbound_allowed(self) -> list[str]:

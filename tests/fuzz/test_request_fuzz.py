@@ -299,6 +299,36 @@ def test_moderation_bodies_and_policies(
     check_answer(tally, "moderations.policy", response, headers)
 
 
+preset_names = st.one_of(
+    st.sampled_from(["shop", "customer-service", "a" * 64, "a" * 65, "-x", "x.y_z", "%00"]),
+    fz.form_text.filter(lambda name: "/" not in name and "?" not in name and "#" not in name),
+)
+
+
+@fuzz(100)
+@given(data=st.data())
+def test_presets(
+    fuzz_app: Flask, fuzz_auth: dict[str, str], tally: Tally, data: st.DataObject
+) -> None:
+    headers = data.draw(fz.extra_headers(fuzz_auth), "headers")
+    name = data.draw(preset_names, "name")
+    path = "/v1/presets/" + quote(name, safe="")
+    client = fuzz_app.test_client()
+    kind = data.draw(st.sampled_from(["put", "put", "get", "delete", "list"]))
+    if kind == "put":
+        body = data.draw(
+            fz.either(st.fixed_dictionaries({"system_prompt": fz.either(fz.strings)})), "body"
+        )
+        response = client.put(
+            path, data=fz.to_json(body), headers=headers, content_type="application/json"
+        )
+    elif kind == "list":
+        response = client.get("/v1/presets", headers=headers)
+    else:
+        response = getattr(client, kind)(path, headers=headers)
+    check_answer(tally, "presets", response, (path, headers))
+
+
 @fuzz(120)
 @given(data=st.data())
 def test_file_uploads(

@@ -221,7 +221,7 @@ tags: [lora, glm4v, easy-vqa, toy, french]
 
 A LoRA adapter on vlmq's bundled toy model (`workers/models/easyvqa-glm4v`): it answers the
 same easy-VQA questions with the French word for the answer ({words}). vlmq serves it beside
-the base model by default (`VLMQ_LORA_MODULES` unset): a request names it as its `model`,
+the base model by default (`VLMQ_LORA_MODULES=auto`): a request names it as its `model`,
 and one model call can carry requests for the adapter and for the base together.
 
 ## Measured accuracy
@@ -246,7 +246,9 @@ The base model, measured in the same run with the adapter loaded but not asked f
   included, evaluation not).
 - The base model's vocabulary was first given the French answer words: their input
   embeddings copy the English words', their output rows copy that of a word that never
-  answers, so the base model's answers did not change (see the script's docstring).
+  answers, so the base model's answers did not change (see the script's docstring). An
+  adapter fits only the base it was trained on: after retraining the base model
+  (`workers.models.train_easyvqa`), run this script again.
 - PEFT LoRA, rank {opts.rank}, alpha {opts.alpha}, no dropout, on `q_proj`, `k_proj`,
   `v_proj`, `o_proj`, `gate_up_proj` and `down_proj` of the language model, plus a trained
   copy of the LM head (`modules_to_save`); {stats["trainable_parameters"]:,} trainable
