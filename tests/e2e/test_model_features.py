@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,21 @@ BASE = "easyvqa-glm4v"
 
 
 class Stack:
-    """The bundled model's stack: settings, runtime, a test client and a live URL."""
+    """The bundled model's stack: settings, runtime, a test client, a live URL, the worker."""
 
-    def __init__(self, settings: Settings, runtime: Runtime, client: FlaskClient, url: str):
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        client: FlaskClient,
+        url: str,
+        worker: WorkerProcess,
+    ):
         self.settings = settings
         self.runtime = runtime
         self.client = client
         self.url = url
+        self.worker = worker
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +67,8 @@ def stack(
     thread.start()
     try:
         worker.wait_ready(runtime.redis)
-        yield Stack(settings, runtime, app.test_client(), f"http://127.0.0.1:{server.server_port}")
+        url = f"http://127.0.0.1:{server.server_port}"
+        yield Stack(settings, runtime, app.test_client(), url, worker)
     finally:
         server.shutdown()
         worker.stop()
@@ -149,6 +159,44 @@ def test_base_and_adapter_requests_share_model_calls(stack: Stack, auth: dict[st
     assert max(shared) > 1, shared
     for index, item in enumerate(jobs):
         assert item["model"] == (FR if index % 2 else BASE)
+
+
+def test_a_canceled_streaming_job_leaves_the_batch_at_once(
+    stack: Stack, auth: dict[str, str]
+) -> None:
+    """Through the worker: a job canceled while it streams stops decoding within steps,
+    not after its 4000 tokens; a job beside it finishes."""
+    question, _, image = easy_vqa(60)
+    body = {
+        "messages": messages(question, image),
+        "max_tokens": 4000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with stack.client.post("/v1/chat/completions", json=body, headers=auth, buffered=False) as (
+        response
+    ):
+        chunks = response.iter_encoded()
+        first = next(chunks).decode()
+        job_id = "job_" + first.split('"id":"chatcmpl-')[1].split('"')[0]
+        wait_until(lambda: b'"content":"' in next(chunks), 30, "streamed text")
+        canceled_at = time.monotonic()
+        canceled = stack.client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).get_json()
+        assert canceled["status"] == "canceled"
+        beside = job(stack, auth, image=data_url(image), question=question, max_tokens=4)
+        assert beside["status"] == "succeeded"
+
+        def worker_says_canceled() -> bool:
+            log = stack.worker.log_path.read_text(errors="replace")
+            return any(job_id in line and "outcome=canceled" in line for line in log.splitlines())
+
+        wait_until(worker_says_canceled, 30, "the worker to drop the canceled row")
+        assert time.monotonic() - canceled_at < 30
+    with stack.runtime.sessions() as session:
+        row = session.get(Job, job_id)
+        assert row is not None and row.status == "canceled"
+        # It stopped long before its length: no answer was recorded for it.
+        assert row.output is None
 
 
 # --- logprobs and confidence ---------------------------------------------------------------
