@@ -332,15 +332,25 @@ def reports_api_errors(command: Callable[..., None]) -> Callable[..., None]:
 @url_option
 @key_option
 @click.option("--timeout", default=120.0, show_default=True)
+@click.option("--model", default=None, help="The base model or a LoRA adapter (`/v1/models`).")
+@click.option("--preset", default=None, help="A prompt preset's name (`/v1/presets`).")
 @reports_api_errors
-def ask(image: Path, question: str, url: str | None, key: str | None, timeout: float) -> None:
+def ask(
+    image: Path,
+    question: str,
+    url: str | None,
+    key: str | None,
+    timeout: float,
+    model: str | None,
+    preset: str | None,
+) -> None:
     """Ask a question about an image and print the answer."""
     from vlmq.client import get_job, submit_upload
 
     base, key = api_base(url), required_key(key)
-    job = submit_upload(
-        base, key, (image.name, image.read_bytes()), {"question": question}, 30, timeout
-    )
+    fields = {"question": question}
+    fields.update({name: value for name, value in (("model", model), ("preset", preset)) if value})
+    job = submit_upload(base, key, (image.name, image.read_bytes()), fields, 30, timeout)
     deadline = time.monotonic() + timeout
     while job["status"] in ("queued", "running") and time.monotonic() < deadline:
         time.sleep(0.2)
