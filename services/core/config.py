@@ -7,6 +7,7 @@ in `.env.example`. Nothing reads the environment at import time; call `Settings(
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,10 +212,7 @@ class Settings(BaseSettings):
     @property
     def adapters(self) -> dict[str, str]:
         """The LoRA adapters served beside the base model: {name: adapter folder}."""
-        if self.lora_modules == "auto":
-            bundled = Path(self.model).resolve() == BUNDLED_MODEL_DIR
-            return {BUNDLED_ADAPTER_NAME: str(BUNDLED_ADAPTER_DIR)} if bundled else {}
-        return parse_lora_modules(self.lora_modules)
+        return dict(adapter_table(self.lora_modules, self.model))
 
     @property
     def served_models(self) -> list[str]:
@@ -256,6 +254,16 @@ def parse_delays(schedule: str) -> list[float]:
     if any(delay < 0 for delay in delays):
         raise ValueError(f"retry delays must not be negative: {schedule!r}")
     return delays
+
+
+@lru_cache(maxsize=8)
+def adapter_table(lora_modules: str, model: str) -> tuple[tuple[str, str], ...]:
+    """(name, folder) of each adapter `lora_modules` names for `model`, worked out once
+    (every submission and every claimed job asks)."""
+    if lora_modules == "auto":
+        bundled = Path(model).resolve() == BUNDLED_MODEL_DIR
+        return ((BUNDLED_ADAPTER_NAME, str(BUNDLED_ADAPTER_DIR)),) if bundled else ()
+    return tuple(parse_lora_modules(lora_modules).items())
 
 
 def parse_lora_modules(value: str) -> dict[str, str]:

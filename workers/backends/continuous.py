@@ -277,10 +277,10 @@ class ContinuousEngine:
             row.finish_reason = "stop"
             return
         entry = None
-        reader = self.vlm.logprob_reader
-        if row.logprobs is not None and not reader.is_hidden(token):
-            entry = reader.entry(logits, token, params.top_logprobs)
-            row.logprobs.append(entry)
+        if row.logprobs is not None:
+            entry = self.vlm.logprob_reader.answer_entry(logits, token, params.top_logprobs)
+            if entry is not None:
+                row.logprobs.append(entry)
         if row.text is not None:
             row.text.push(token, entry)
         if params.stop:

@@ -33,6 +33,23 @@ class LogprobReader:
         """Markup and special tokens are no part of the answer's text, nor of its logprobs."""
         return self.text(token) in self.hidden
 
+    def answer_entry(self, logits: torch.Tensor, token: int, top: int) -> TokenLogprob | None:
+        """The entry of an answer's token, or None for markup and special tokens."""
+        return None if self.is_hidden(token) else self.entry(logits, token, top)
+
+    def answer(
+        self, new_ids: list[int], step_logits: list[torch.Tensor], end_tokens: set[int], top: int
+    ) -> list[TokenLogprob]:
+        """The entries of a generated answer (one logits row per step), up to its end token."""
+        entries = []
+        for token, logits in zip(new_ids, step_logits, strict=False):
+            if token in end_tokens:
+                break
+            entry = self.answer_entry(logits, token, top)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
     def entry(self, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
         """The entry of `token` chosen after `logits` (one row), with its `top` alternatives."""
         logprobs = torch.log_softmax(logits.float(), dim=-1)

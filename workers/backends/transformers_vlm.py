@@ -253,25 +253,16 @@ class TransformersVLM:
             prediction = self.decode(row[prompt_length:].tolist(), int(prompt_tokens[i]), params)
             logprobs = None
             if params.logprobs:
-                steps = [step_logits[i] for step_logits in output.logits]
-                logprobs = self.answer_logprobs(row[prompt_length:].tolist(), steps, params)
+                logprobs = self.logprob_reader.answer(
+                    row[prompt_length:].tolist(),
+                    [step_logits[i] for step_logits in output.logits],
+                    end_tokens,
+                    params.top_logprobs,
+                )
             predictions.append(
                 dataclasses.replace(prediction, timing=clock.timing(i), logprobs=logprobs)
             )
         return predictions
-
-    def answer_logprobs(
-        self, new_ids: list[int], step_logits: list[torch.Tensor], params: GenerationParams
-    ) -> list[dict[str, Any]]:
-        """The entries of an answer's tokens: up to its end token, markup left out."""
-        end_tokens = set() if params.ignore_eos else self.eos_token_ids
-        entries = []
-        for token, logits in zip(new_ids, step_logits, strict=False):
-            if token in end_tokens:
-                break
-            if not self.logprob_reader.is_hidden(token):
-                entries.append(self.logprob_reader.entry(logits, token, params.top_logprobs))
-        return entries
 
     def score(self, requests: list[PredictRequest], questions: dict[str, str]) -> list[Prediction]:
         """Moderation: P("yes") of every category question about every request."""

@@ -44,7 +44,7 @@ def create_chat_completion() -> Response:
     raw = json_object()
     body = validate(ChatCompletionRequest, raw)
     refuse_unsupported(raw)
-    served_model(body.model, rt.settings)
+    model = served_model(body.model, rt.settings)
     check_choices(body, rt.settings.max_choices)
     canonical = canonical_from_messages(body.messages, rt.settings)
     canonical = with_requested_preset(canonical, body.preset)
@@ -52,7 +52,7 @@ def create_chat_completion() -> Response:
     hook = webhook_fields(raw)
     if body.n > 1:
         choices = [
-            quota_checked(functools.partial(submit_choice, body, canonical, choice_params))()
+            quota_checked(functools.partial(submit_choice, body, model, canonical, choice_params))()
             for choice_params in choice_parameters(params, body.n)
         ]
         deadline = time.monotonic() + rt.settings.sync_timeout_s
@@ -64,14 +64,14 @@ def create_chat_completion() -> Response:
         ]
         return jsonify(chat_completion_response(*finished))
     claim = idempotency_claim(
-        "/v1/chat/completions", canonical, params, stream=body.stream, model=body.model, **hook
+        "/v1/chat/completions", canonical, params, stream=body.stream, model=model, **hook
     )
     job, _ = idempotency.submit_once(
         rt.sessions,
         claim,
         quota_checked(
             lambda: jobs.submit_job(
-                rt, tenant_id(), canonical, params, chat_options(body, hook, claim)
+                rt, tenant_id(), canonical, params, chat_options(body, model, hook, claim)
             )
         ),
         finished_job,
@@ -85,18 +85,21 @@ def create_chat_completion() -> Response:
 
 
 def submit_choice(
-    body: ChatCompletionRequest, canonical: CanonicalRequest, params: GenerationParams
+    body: ChatCompletionRequest,
+    model: str,
+    canonical: CanonicalRequest,
+    params: GenerationParams,
 ) -> Job:
     """Submit one of the `n` choices of a chat request as a job."""
     hook = webhook_fields(json_object())
-    return jobs.submit_job(runtime(), tenant_id(), canonical, params, chat_options(body, hook))
+    options = chat_options(body, model, hook)
+    return jobs.submit_job(runtime(), tenant_id(), canonical, params, options)
 
 
 def chat_options(
-    body: ChatCompletionRequest, hook: dict[str, Any], claim: Any = None
+    body: ChatCompletionRequest, model: str, hook: dict[str, Any], claim: Any = None
 ) -> jobs.SubmitOptions:
-    """How a chat request's jobs are submitted."""
-    model = served_model(body.model, runtime().settings)
+    """How a chat request's jobs (answered by `model`) are submitted."""
     return jobs.SubmitOptions(
         kind="chat", model=model, stream=body.stream, idempotency=claim, **hook
     )
