@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck check clean
+.PHONY: run test test-quick test-fast install lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,20 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+## Lint and the unit tests; needs no Redis, database or worker (well under a minute).
+test-quick: $(STAMP)
+	$(BIN)/ruff check services workers vlmq tests bench
+	$(BIN)/ruff format --check services workers vlmq tests bench
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+## As `make test`, less the tests marked slow (faults, fuzzing, schemathesis, long end-to-end runs).
+test-fast: $(STAMP)
+	$(BIN)/ruff check services workers vlmq tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check services workers vlmq tests bench

@@ -35,10 +35,10 @@ from services.core.inputs.images import to_rgb
 from services.core.inputs.prompts import (
     CanonicalRequest,
     GenerationParams,
-    build_params,
     canonical_from_messages,
 )
 from services.core.moderation.service import moderation_inputs
+from services.core.requests.generation import generation_params
 from vlmq.client import api_request, upload_batch_file
 
 ENDPOINTS = {"moderations": "/v1/moderations", "chat": "/v1/chat/completions"}
@@ -83,7 +83,7 @@ def predict_requests(endpoint: str, bodies: list[dict[str, Any]], settings: Sett
             params = GenerationParams(max_tokens=1, score_questions=dict(POLICY))
         else:
             canonical = canonical_from_messages(body["messages"], settings)
-            params = build_params(body, settings)
+            params = generation_params(body, settings)
         images = {image.sha256: image.data for image in canonical.images}
         messages = [
             {

@@ -5,7 +5,7 @@ hidden × 40 layers, 32 query and 2 key-value heads, 13,696 MLP; vision about 24
 random weights, built on the GPU in memory (no download, no 18 GB checkpoint on disk). The
 vocabulary is the word-level one of vlmq's builder, so the embedding and output matrices
 are small: the weights read per decode step are those of the layers. In-process, through
-the batcher, continuous and static in the same run:
+the scheduler, continuous and static in the same run:
 
 - decode tokens/s at concurrency 1, 8, 32 (max_tokens drawn from {32, 256}, `ignore_eos`),
   beside the memory-bandwidth bound (weights plus KV cache read once per step);
@@ -34,8 +34,8 @@ from PIL import Image
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import PredictRequest
 from workers.backends.transformers_vlm import TransformersVLM
-from workers.batching import Batcher
 from workers.models.glm4v_builder import Glm4vRecipe, TextSize, VisionSize, build_glm4v
+from workers.schedulers import ContinuousScheduler, Scheduler, StaticScheduler
 
 WORDS = ["what", "color", "is", "the", "shape", "in", "image", "red", "blue", "circle"]
 FLASH_TEXT = TextSize(
@@ -59,20 +59,6 @@ FLASH_VISION = VisionSize(
 TINY_TEXT = TextSize(hidden_size=256, intermediate_size=512, num_hidden_layers=2)
 TINY_VISION = VisionSize(max_pixels=224 * 224)
 LENGTHS = (32, 256)
-
-
-class StaticOnly:
-    """The backend without its engine: the batcher runs static batches."""
-
-    def __init__(self, backend: TransformersVLM) -> None:
-        self.backend = backend
-
-    def setup(self, device: str) -> None:
-        """Loaded already."""
-
-    def predict(self, batch: list[PredictRequest]) -> list[Any]:
-        """Batched `generate`."""
-        return self.backend.predict(batch)
 
 
 def build_backend(text: TextSize, vision: VisionSize, device: str) -> TransformersVLM:
@@ -114,11 +100,11 @@ def request(side: int, max_tokens: int, color: str = "red") -> PredictRequest:
     return PredictRequest([{"role": "user", "content": content}], params)
 
 
-def run_load(batcher: Batcher, requests: list[PredictRequest], concurrency: int) -> float:
+def run_load(scheduler: Scheduler, requests: list[PredictRequest], concurrency: int) -> float:
     """Tokens/s of the load sent by `concurrency` clients at once."""
 
     def one(item: PredictRequest) -> int:
-        return batcher.run(item, company=0, time_limit_s=3600).prediction.completion_tokens
+        return scheduler.run(item, company=0, time_limit_s=3600).prediction.completion_tokens
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -164,9 +150,9 @@ def main() -> None:
     print(f"{gpu}: random GLM-4V with {params / 1e9:.3f} B parameters", flush=True)
     engine = backend.continuous_engine()
     assert engine is not None
-    batchers = {
-        "continuous": Batcher(backend, max_batch=max(args.concurrency), wait_ms=5),
-        "static": Batcher(StaticOnly(backend), max_batch=max(args.concurrency), wait_ms=5),
+    schedulers: dict[str, Scheduler] = {
+        "continuous": ContinuousScheduler(backend, engine, max_batch=max(args.concurrency)),
+        "static": StaticScheduler(backend, max_batch=max(args.concurrency), wait_ms=5),
     }
     results: dict[str, Any] = {"gpu": gpu, "parameters": params, "phases": []}
     ttft = []
@@ -180,10 +166,10 @@ def main() -> None:
     for concurrency in args.concurrency:
         load = [request(args.side, draw.choice(lengths)) for _ in range(2 * concurrency)]
         for mode in ("static", "continuous"):
-            run_load(batchers[mode], load[:concurrency], concurrency)  # warm-up
+            run_load(schedulers[mode], load[:concurrency], concurrency)  # warm-up
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            rate = run_load(batchers[mode], load, concurrency)
+            rate = run_load(schedulers[mode], load, concurrency)
             context = statistics.mean(lengths) + 300
             phase = {
                 "mode": mode,

@@ -24,12 +24,13 @@ from services.core.auth import get_or_create_tenant
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams
-from services.core.jobs.service import submit_job
+from services.core.job_spec import JobSpec
 from services.core.migrate import upgrade
+from services.core.submit import submit_job
 from tests.fakes import EchoFakeBackend
-from workers.batching import Batcher
 from workers.leases import LeaseKeeper
 from workers.pipeline import run_job
+from workers.schedulers import StaticScheduler
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,9 +48,11 @@ def main() -> None:
     with runtime.unit_of_work() as session:
         tenant_id = get_or_create_tenant(session, "bench").id
     question = [{"role": "user", "content": [{"type": "text", "text": "is it red?"}]}]
-    job = submit_job(runtime, tenant_id, CanonicalRequest(question, []), GenerationParams())
+    job = submit_job(
+        runtime, tenant_id, JobSpec(CanonicalRequest(question, []), GenerationParams())
+    )
     runtime.redis.flushdb()  # drop the queue message: run_job is called by hand below
-    batcher = Batcher(EchoFakeBackend(), max_batch=4, wait_ms=0)
+    scheduler = StaticScheduler(EchoFakeBackend(), max_batch=4, wait_ms=0)
     calls: Counter[str] = Counter()
 
     def profile(frame: FrameType, event: str, _arg: Any) -> None:
@@ -59,7 +62,7 @@ def main() -> None:
 
     sys.setprofile(profile)
     threading.setprofile(profile)
-    outcome = run_job(runtime, batcher, LeaseKeeper(runtime), job.id)
+    outcome = run_job(runtime, scheduler, LeaseKeeper(runtime), job.id)
     sys.setprofile(None)
     threading.setprofile(None)  # type: ignore[arg-type]
     calls.pop(str(Path(__file__).relative_to(REPO)), None)

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from services.core import models  # noqa: F401  (registers the tables on Base.metadata)
+from services.core import tables  # noqa: F401  (registers the tables on Base.metadata)
 from services.core.config import Settings
 from services.core.db import Base, create_db_engine
 

@@ -174,6 +174,19 @@ def live_server(app: Flask) -> Iterator[str]:
     server.shutdown()
 
 
+# Every test under these directories is slow: the fault suite kills and restarts real
+# processes, the fuzz suite replays hundreds of cases per endpoint, and the fairness suite
+# floods a real worker.
+SLOW_DIRECTORIES = [Path(__file__).parent / name for name in ("faults", "fuzz", "fairness")]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of the slow directories `slow` (`make test-fast` leaves them out)."""
+    for item in items:
+        if any(item.path.is_relative_to(directory) for directory in SLOW_DIRECTORIES):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the figures the fault tests measured, one line per test."""
     from tests.faults.stack import FIGURES

@@ -107,6 +107,63 @@ def keys_revoke(key_or_id: str) -> None:
     click.echo(f"revoked {revoked.id} ({revoked.tenant}, {revoked.prefix}…)")
 
 
+@main.group()
+def tenants() -> None:
+    """List tenants and set their share of the model."""
+
+
+@tenants.command("list")
+def tenants_list() -> None:
+    """List tenants: id, name, weight, live keys, created."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from services.core.tenant_admin import list_tenants
+
+    with database_session(Settings()) as session:
+        found = list_tenants(session)
+    table = Table("name", "weight", "live keys", "created")
+    table.add_column("id", no_wrap=True)
+    for tenant in found:
+        table.add_row(
+            tenant.name,
+            f"{tenant.weight:g}",
+            str(tenant.live_keys),
+            when(tenant.created_at),
+            tenant.id,
+        )
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+@tenants.command("set")
+@click.option(
+    "--weight",
+    type=float,
+    required=True,
+    help="Its share of the model against other backlogged tenants (1: equal; 2: twice).",
+)
+@click.argument("tenant")
+def tenants_set(weight: float, tenant: str) -> None:
+    """Set a tenant's weight (TENANT: its name or id); the scheduler reads it at once."""
+    import redis
+
+    from services.core.fair_queue import set_weights
+    from services.core.tenant_admin import set_weight, weights
+
+    settings = Settings()
+    with database_session(settings) as session:
+        try:
+            info = set_weight(session, tenant, weight)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        current = weights(session)
+    click.echo(f"{info.name} ({info.id}) now has weight {info.weight:g}")
+    try:
+        set_weights(redis.Redis.from_url(settings.broker_url, socket_timeout=5), current)
+    except redis.RedisError:
+        click.echo("Redis is not reachable: the workers read the new weight once it is back")
+
+
 def when(moment: datetime | None) -> str:
     """A timestamp as `keys list` shows it."""
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
@@ -157,18 +214,20 @@ def local_key(settings: Settings) -> str:
     "--supervise/--no-supervise",
     default=True,
     show_default=True,
-    help="Restart the worker process when it dies (a job that crashes it must not stop it).",
+    help="Run the worker in a child process, restarted when it dies (a job that crashes it "
+    "must not stop it); --no-supervise runs it in this process, as `vlmq up` does under its "
+    "own supervisor.",
 )
 def worker(supervise: bool) -> None:
     """Run a Celery worker for the configured model (one per GPU)."""
     share_metrics(Settings())
     if supervise:
         from services.core.logs import configure_logging
-        from workers.supervisor import supervise as run_supervised
+        from vlmq.supervisor import supervise as run_supervised
 
         configure_logging(Settings())
-        command = [sys.executable, "-m", "vlmq.cli", "worker", "--no-supervise"]
-        sys.exit(run_supervised(command))
+        start = functools.partial(start_vlmq, ["worker", "--no-supervise"], None)
+        sys.exit(run_supervised("worker", start))
     from workers.celery_app import run_worker
 
     run_worker(Settings())
@@ -226,7 +285,7 @@ def up() -> None:
     from services.api import create_app
     from services.core.migrate import upgrade
     from vlmq.embedded_redis import start_embedded_redis
-    from vlmq.keeper import Keeper
+    from vlmq.supervisor import Supervisor
 
     settings = Settings()
     if not settings.redis_url:
@@ -240,20 +299,22 @@ def up() -> None:
     # Bind the port first, so a busy port fails before anything else starts.
     app = create_app(settings)
     server = make_server(settings.host, settings.port, app, threaded=True)
-    keeper = Keeper()
+    supervisor = Supervisor()
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         if embedded:
             redis_dir = settings.data_dir / "redis"
             port = settings.embedded_redis_port
-            keeper.add("redis", lambda: start_embedded_redis(redis_dir, port))
+            supervisor.add("redis", lambda: start_embedded_redis(redis_dir, port))
             click.echo(f"embedded Redis on {settings.broker_url}")
         upgrade(settings.sqlalchemy_url)
         key = local_key(settings)
         env = {**os.environ, "VLMQ_REDIS_URL": settings.broker_url}
-        for command in ("worker", "background-worker"):
-            keeper.add(command, functools.partial(start_vlmq, command, env))
-        keeper.watch()
+        # The worker runs under this supervisor, not under a second one of its own.
+        supervisor.add("worker", functools.partial(start_vlmq, ["worker", "--no-supervise"], env))
+        supervisor.add(
+            "background-worker", functools.partial(start_vlmq, ["background-worker"], env)
+        )
         base = f"http://{settings.host}:{settings.port}"
         click.echo(
             f"\nvlmq is up on {base} serving {settings.model_id} (playground: {base}/)\n"
@@ -267,12 +328,12 @@ def up() -> None:
         pass
     finally:
         server.server_close()
-        keeper.stop()
+        supervisor.stop()
 
 
-def start_vlmq(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start `vlmq <command>` as a child process with `env`."""
-    argv = [sys.executable, "-m", "vlmq.cli", command]
+def start_vlmq(args: list[str], env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    """Start `vlmq <args>` as a child process with `env` (None: this process's)."""
+    argv = [sys.executable, "-m", "vlmq.cli", *args]
     return subprocess.Popen(argv, env=env)  # noqa: S603 (our own command)
 
 

@@ -9,9 +9,14 @@ from celery.signals import worker_init
 
 from services.core.broker import create_celery
 from services.core.config import Settings
+from workers.dispatch import NewcomerWatch
 from workers.observability import celery_banner_args, serve_metrics, use_vlmq_logging
+from workers.schedulers.continuous import headroom_rows
 from workers.state import init_state
 from workers.tasks import register_tasks
+
+# How often a saturated worker looks for a newcomer's job (see `workers.dispatch`).
+NEWCOMER_POLL_S = 0.005
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -22,7 +27,14 @@ def create_worker_app(settings: Settings) -> Celery:
     def load_model(**_: Any) -> None:
         # Runs in the worker process itself (the threads pool never forks), before the
         # worker consumes anything: a worker whose model cannot load takes no job.
-        init_state(settings)
+        state = init_state(settings)
+        NewcomerWatch(
+            state,
+            worker_threads(settings),
+            # One thread per headroom row the scheduler keeps for newcomers.
+            spare=headroom_rows(settings.max_batch),
+            poll_s=NEWCOMER_POLL_S,
+        ).start()
         serve_metrics(settings)
 
     worker_init.connect(load_model, weak=False)

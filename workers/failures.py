@@ -2,7 +2,7 @@
 
 The exception itself (its class, its internal text) goes to the worker's log with the job
 id; the client reads what to change in the request. A failure reported here has already
-happened with the request run alone (see `Batcher`), so its cause is in the request.
+happened with the request run alone (see `Scheduler`), so its cause is in the request.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The leases of the jobs a worker process holds, renewed while it holds them.
 
-A job is held from its claim until its result is recorded: waiting in the batcher, as a
+A job is held from its claim until its result is recorded: waiting in the scheduler, as a
 single-flight follower, or in the model. A renewal every third of `lease_s` keeps a live
 worker's jobs its own however long they take; when the process dies, renewals stop and
 the maintenance pass re-enqueues its jobs once their leases lapse.

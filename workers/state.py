@@ -6,9 +6,12 @@ forks), so each worker process loads the model exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 
 import structlog
 
@@ -19,9 +22,9 @@ from services.core.heartbeats import beat_model_worker, report_load_failure
 from services.core.maintenance import run_pass_if_leader
 from workers.backends.base import VLMBackend
 from workers.backends.registry import create_backend
-from workers.batching import Batcher
 from workers.gpu_stats import sample_gpus
 from workers.leases import LeaseKeeper
+from workers.schedulers import Scheduler, create_scheduler
 
 log = structlog.get_logger(__name__)
 # Chunks of batch lines holding decoded images at once: one in the model, one ready next.
@@ -31,6 +34,52 @@ MODEL_LOAD_FAILED = 3
 MODEL_STUCK = 4
 
 
+class InFlight:
+    """What this worker's task threads are doing: how many are busy, and the tenants whose
+    work they run."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._tenants: Counter[str] = Counter()
+        self.busy = 0
+        # How many task threads the worker has (0: unknown), and whether all are busy.
+        self.threads = threads
+        self.saturated = threading.Event()
+
+    @contextlib.contextmanager
+    def thread(self) -> Iterator[None]:
+        """Count a task thread as busy."""
+        with self._lock:
+            self.busy += 1
+            if self.threads and self.busy >= self.threads:
+                self.saturated.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.busy -= 1
+                if self.busy < self.threads:
+                    self.saturated.clear()
+
+    @contextlib.contextmanager
+    def running(self, tenant: str) -> Iterator[None]:
+        """Count a unit of a tenant's work as running here."""
+        with self._lock:
+            self._tenants[tenant] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._tenants[tenant] -= 1
+                if self._tenants[tenant] <= 0:
+                    del self._tenants[tenant]
+
+    def tenants(self) -> frozenset[str]:
+        """The tenants with work running here."""
+        with self._lock:
+            return frozenset(self._tenants)
+
+
 class WorkerState:
     """The model and connections of one worker process."""
 
@@ -38,17 +87,11 @@ class WorkerState:
         self.settings = settings
         self.runtime = create_runtime(settings)
         self.backend: VLMBackend = create_backend(settings)
-        model = settings.model_id
-        self.batcher = Batcher(
-            self.backend,
-            settings.max_batch,
-            settings.batch_wait_ms,
-            on_stuck=exit_stuck,
-            on_call=lambda size: metrics.model_call(model, size),
-            prefill_wait_ms=settings.prefill_wait_ms,
-        )
+        # Chosen once the model is loaded: the backend's engine decides which.
+        self.scheduler: Scheduler | None = None
         self.leases = LeaseKeeper(self.runtime)
         self.chunk_loading = threading.BoundedSemaphore(CHUNKS_LOADED)
+        self.in_flight = InFlight()
         self.ready = threading.Event()
 
     def start(self) -> None:
@@ -69,16 +112,27 @@ class WorkerState:
                 )
             finally:
                 os._exit(MODEL_LOAD_FAILED)
+        model = self.settings.model_id
+        self.scheduler = create_scheduler(
+            self.backend,
+            self.settings.max_batch,
+            self.settings.batch_wait_ms,
+            prefill_wait_ms=self.settings.prefill_wait_ms,
+            on_stuck=exit_stuck,
+            on_call=lambda size: metrics.model_call(model, size),
+        )
         self.ready.set()
         metrics.start_model_series(self.settings.model_id)
         self.leases.start()
         threading.Thread(target=self._heartbeat, name="vlmq-heartbeat", daemon=True).start()
         threading.Thread(target=self._maintain, name="vlmq-maintenance", daemon=True).start()
 
-    def wait_ready(self) -> Batcher:
-        """The batcher of the loaded model (loaded before the worker consumes anything)."""
+    def wait_ready(self) -> Scheduler:
+        """The scheduler of the loaded model (loaded before the worker consumes anything)."""
         self.ready.wait()
-        return self.batcher
+        if self.scheduler is None:
+            raise RuntimeError("the worker state is ready only once its scheduler exists")
+        return self.scheduler
 
     def _heartbeat(self) -> None:
         """Announce a live worker with its model loaded (read by `/readyz`)."""

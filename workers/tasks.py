@@ -1,12 +1,13 @@
-"""Celery tasks: thin wrappers that take a job id and call the pipeline."""
+"""Celery tasks: thin wrappers that run the next unit of work (see `workers.dispatch`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import Celery
 
 from services.core.broker import INFER_CHUNK_TASK, INFER_TASK
-from workers.chunks import run_chunk
-from workers.pipeline import run_job
+from workers.dispatch import run_next
 from workers.state import get_state
 
 
@@ -14,15 +15,12 @@ def register_tasks(app: Celery) -> None:
     """Register vlmq's tasks on the app."""
 
     @app.task(name=INFER_TASK, acks_late=True, reject_on_worker_lost=True)
-    def infer(job_id: str) -> str:
-        """Run one job; safe to deliver twice (claiming is idempotent)."""
-        state = get_state()
-        batcher = state.wait_ready()
-        return run_job(state.runtime, batcher, state.leases, job_id)
+    def infer(*_hint: Any) -> str:
+        """Run the fairest unit of work waiting; safe to deliver twice (claiming is
+        idempotent, and a message that finds nothing to do is only acknowledged)."""
+        return run_next(get_state())
 
     @app.task(name=INFER_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True)
-    def infer_chunk(job_ids: list[str]) -> str:
-        """Run a chunk of batch lines; safe to deliver twice (each line's claim is)."""
-        state = get_state()
-        batcher = state.wait_ready()
-        return run_chunk(state.runtime, batcher, state.leases, job_ids, state.chunk_loading)
+    def infer_chunk(*_hint: Any) -> str:
+        """A message of an earlier version, sent for a chunk of batch lines: the same."""
+        return run_next(get_state())

@@ -10,7 +10,7 @@ from services.api.chat.routes import bp as chat_bp
 from services.api.files.routes import bp as files_bp
 from services.api.health.routes import bp as health_bp
 from services.api.jobs.routes import bp as jobs_bp
-from services.api.models.routes import bp as models_bp
+from services.api.model_cards.routes import bp as model_cards_bp
 from services.api.moderations.routes import bp as moderations_bp
 from services.api.openapi.routes import bp as openapi_bp
 from services.api.playground.routes import bp as playground_bp
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         files_bp,
         batches_bp,
         webhooks_bp,
-        models_bp,
+        model_cards_bp,
         presets_bp,
     )
     for blueprint in (*resources, health_bp, playground_bp, openapi_bp):

@@ -1,29 +1,34 @@
-"""Bearer-key authentication for every `/v1/` route."""
+"""Bearer-key authentication for every route that is not declared public."""
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
 from services.api.context import runtime
-from services.api.submissions import JOB_CREATING_ENDPOINTS
+from services.api.openapi.declare import operation_of
+from services.api.request_parsing import idempotency_key
 from services.core.auth import authenticate
-from services.core.jobs.service import authenticate_submitter
+from services.core.quota import refuse_over_quota
 
 
 def register(app: Flask) -> None:
-    """Require an API key on `/v1/*` and remember the caller's tenant (and, for a route that
-    creates jobs, how many of the tenant's jobs are unfinished, read in the same query)."""
+    """Require an API key on `/v1/*` and remember the caller. A route declared as creating
+    jobs also counts the tenant's unfinished jobs, in the same read, and a tenant already at
+    its cap is refused before the body is read (with an `Idempotency-Key`, `submit` checks
+    when it creates a job instead: replaying an accepted request is never refused)."""
 
     @app.before_request
     def require_api_key() -> None:
         if not request.path.startswith("/v1/"):
             return
-        header = request.headers.get("Authorization")
+        declared = operation_of(current_app.view_functions.get(request.endpoint or ""))
+        if declared is not None and declared.public:
+            return
+        creates_jobs = declared is not None and declared.creates_jobs
         rt = runtime()
         with rt.sessions() as session:
-            if request.endpoint in JOB_CREATING_ENDPOINTS and request.method == "POST":
-                g.tenant_id, g.unfinished_jobs = authenticate_submitter(
-                    session, header, rt.settings
-                )
-            else:
-                g.tenant_id = authenticate(session, header)
+            g.caller = authenticate(
+                session, request.headers.get("Authorization"), rt.settings, count_jobs=creates_jobs
+            )
+        if creates_jobs and idempotency_key() is None:
+            refuse_over_quota(g.caller.unfinished_jobs, rt.settings)

@@ -1,9 +1,10 @@
-"""Access to the runtime and the calling tenant from inside a request."""
+"""Access to the runtime and the caller from inside a request."""
 
 from __future__ import annotations
 
 from flask import current_app, g
 
+from services.core.auth import Caller
 from services.core.runtime import Runtime
 
 
@@ -13,7 +14,12 @@ def runtime() -> Runtime:
     return value
 
 
+def caller() -> Caller:
+    """Who sent this request (set by authentication)."""
+    value: Caller = g.caller
+    return value
+
+
 def tenant_id() -> str:
     """The id of the tenant whose key authenticated this request."""
-    value: str = g.tenant_id
-    return value
+    return caller().tenant_id

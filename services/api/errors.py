@@ -6,7 +6,8 @@ import structlog
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from services.core.errors import VlmqError, as_outage, error_payload
+from services.core.errors import VlmqError, as_outage
+from services.core.responses.errors import ErrorResponse
 
 log = structlog.get_logger(__name__)
 
@@ -20,10 +21,10 @@ HTTP_ERROR_TYPES = {
 
 
 def error_response(
-    status: int, payload: dict[str, object], headers: dict[str, str] | None = None
+    status: int, body: ErrorResponse, headers: dict[str, str] | None = None
 ) -> Response:
     """A JSON error response."""
-    response = jsonify(payload)
+    response = jsonify(body.dump())
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -35,22 +36,21 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(VlmqError)
     def handle_vlmq_error(error: VlmqError) -> Response:
-        return error_response(error.status, error.to_payload(), error.headers)
+        return error_response(error.status, ErrorResponse.of(error), error.headers)
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException) -> Response:
         status = error.code or 500
         type_, code = HTTP_ERROR_TYPES.get(status, ("invalid_request_error", "http_error"))
         message = error.description or error.name
-        return error_response(status, error_payload(type_, code, message))
+        return error_response(status, ErrorResponse.build(type_, code, message))
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
         outage = as_outage(error)
         if outage is not None:
             log.warning("dependency_down", error=repr(error))
-            return error_response(outage.status, outage.to_payload(), outage.headers)
+            return error_response(outage.status, ErrorResponse.of(outage), outage.headers)
         log.exception("unhandled_error")
-        return error_response(
-            500, error_payload("server_error", "internal_error", "internal server error")
-        )
+        body = ErrorResponse.build("server_error", "internal_error", "internal server error")
+        return error_response(500, body)

@@ -23,7 +23,7 @@ from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from services.api.errors import error_response
 from services.core import metrics
 from services.core.config import Settings
-from services.core.errors import error_payload
+from services.core.responses.errors import ErrorResponse
 
 log = structlog.get_logger(__name__)
 KEY_PREFIX = "vlmq:ratelimit"
@@ -57,14 +57,14 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
         retry_after = seconds_until_reset(limiter.current_limit)
         return error_response(
             429,
-            error_payload("rate_limit_error", "rate_limit_exceeded", message),
+            ErrorResponse.build("rate_limit_error", "rate_limit_exceeded", message),
             {"Retry-After": str(retry_after)},
         )
 
     @app.after_request
     def add_rate_limit_headers(response: Response) -> Response:
         try:
-            current = limiter.current_limit if "tenant_id" in g else None
+            current = limiter.current_limit if "caller" in g else None
             if current is not None:
                 response.headers["x-ratelimit-limit-requests"] = str(current.limit.amount)
                 response.headers["x-ratelimit-remaining-requests"] = str(current.remaining)
@@ -80,12 +80,12 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
 
 def tenant_key() -> str:
     """The counter a request counts against: its tenant's."""
-    return f"tenant:{g.tenant_id}"
+    return f"tenant:{g.caller.tenant_id}"
 
 
 def is_unlimited(*_: object) -> bool:
     """Requests outside `/v1/`, and those not authenticated (they are refused anyway)."""
-    return not request.path.startswith("/v1/") or "tenant_id" not in g
+    return not request.path.startswith("/v1/") or "caller" not in g
 
 
 def seconds_until_reset(current: RequestLimit | None) -> int:

@@ -44,7 +44,7 @@ def register(app: Flask) -> None:
             route=route,
             status=response.status_code,
             duration_ms=round(took_s * 1000, 1),
-            tenant=g.get("tenant_id"),
+            tenant=caller.tenant_id if (caller := g.get("caller")) else None,
         )
         return response
 

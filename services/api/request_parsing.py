@@ -1,4 +1,4 @@
-"""Reading requests: JSON bodies, pydantic validation, `?limit=`, `Prefer`."""
+"""Reading HTTP requests: JSON bodies as request models, `?limit=`, `Prefer`, headers."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import re
 from typing import Any, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from services.api.context import runtime
+from services.core import idempotency
 from services.core.errors import InvalidRequestError
-from services.core.inputs.prompts import first_error, first_param
+from services.core.requests.base import parse
 
-Schema = TypeVar("Schema", bound=BaseModel)
+RequestT = TypeVar("RequestT", bound=BaseModel)
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 PREFER_WAIT = re.compile(r"\bwait\s*=\s*(\d+(?:\.\d+)?)")
 
@@ -39,12 +41,14 @@ def json_object() -> dict[str, Any]:
     return body
 
 
-def validate(schema: type[Schema], body: dict[str, Any]) -> Schema:
-    """`body` validated against `schema`, or a 400 naming the first bad field."""
-    try:
-        return schema.model_validate(body)
-    except ValidationError as exc:
-        raise InvalidRequestError(first_error(exc), param=first_param(exc)) from exc
+def body_as(model: type[RequestT], body: dict[str, Any] | None = None) -> RequestT:
+    """The JSON body (or `body`, read from a form) as `model`, or a 400."""
+    return parse(model, json_object() if body is None else body, runtime().settings)
+
+
+def idempotency_key() -> str | None:
+    """The request's `Idempotency-Key` header, if any."""
+    return request.headers.get(idempotency.HEADER)
 
 
 def prefer_wait_s(limit_s: float) -> float:

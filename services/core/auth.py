@@ -11,10 +11,12 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from services.core.config import Settings
 from services.core.db import utcnow
 from services.core.errors import AuthenticationError
 from services.core.ids import new_id
-from services.core.models import ApiKey, Tenant
+from services.core.quota import unfinished_interactive_work
+from services.core.tables import ApiKey, Tenant
 
 KEY_PREFIX = "vlmq-"
 LAST_USED_RESOLUTION_S = 60
@@ -137,10 +139,33 @@ def note_use(session: Session, key_id: str, last_used_at: datetime | None) -> No
     session.commit()
 
 
-def authenticate(session: Session, authorization: str | None) -> str:
-    """The id of the tenant owning the bearer key in an `Authorization` header, or a 401."""
-    row = session.execute(live_key_query(authorization)).first()
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: its tenant, and (for a route that creates interactive jobs) how
+    many of the tenant's interactive jobs were unfinished, read with the key."""
+
+    tenant_id: str
+    unfinished_jobs: int = 0
+    # The tokens those jobs may cost (prompt plus `max_tokens` each).
+    unfinished_tokens: int = 0
+
+
+def authenticate(
+    session: Session, authorization: str | None, settings: Settings, *, count_jobs: bool = False
+) -> Caller:
+    """The caller owning the bearer key of an `Authorization` header, or a 401. With
+    `count_jobs`, its unfinished interactive jobs are counted in the same read, so a
+    submission is authenticated and checked against its quota at once."""
+    query = live_key_query(authorization)
+    counted = count_jobs and (
+        settings.tenant_max_queued > 0 or settings.tenant_max_queued_tokens > 0
+    )
+    if counted:
+        query = query.add_columns(*unfinished_interactive_work(ApiKey.tenant_id))
+    row = session.execute(query).first()
     if row is None:
         raise AuthenticationError("invalid API key")
     note_use(session, row.id, row.last_used_at)
-    return str(row.tenant_id)
+    if not counted:
+        return Caller(str(row.tenant_id))
+    return Caller(str(row.tenant_id), int(row[3] or 0), int(row[4] or 0))

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     rate_limit: str = "3000/minute"
     tenant_max_queued: int = 1000
 
+    # Fair sharing of the model (see `services.core.fair_queue`). The cap on a tenant's
+    # unfinished interactive work in tokens (prompt plus `max_tokens`; 0 = no cap); the
+    # estimated queue wait past which new `flex` work, and `default` work of a tenant over
+    # its fair share, is refused with 429 (0 = never); the share of model tokens batch lines
+    # keep under saturating interactive load; and the default `max_queue_ms` of interactive
+    # jobs (0 = none): a job not started in time ends `expired`.
+    tenant_max_queued_tokens: int = 1_000_000
+    max_queue_wait_s: float = 300.0
+    batch_min_share: float = 0.15
+    default_max_queue_ms: int = 0
+    # Name tenants by id in the per-tenant queue gauge (off: a short hash of the id).
+    metrics_tenant_ids: bool = False
+
     # Retention: how long finished jobs, images no queued or running job uses, files and webhook
     # deliveries with their attempts are kept (0 keeps them forever); idempotency keys go
     # once expired. The pruning pass deletes at most `prune_chunk` rows per statement.

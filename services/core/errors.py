@@ -1,7 +1,7 @@
 """The errors vlmq reports to clients; each knows its HTTP status and error type.
 
 The API turns any `VlmqError` into the one JSON error shape
-`{"error": {"type", "code", "message", "param"}}` (see `to_payload`).
+`{"error": {"type", "code", "message", "param"}}` (`responses.errors.ErrorResponse`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,6 @@ class VlmqError(Exception):
         self.code = code or self.code
         self.param = param
         self.headers = headers or {}
-
-    def to_payload(self) -> dict[str, Any]:
-        """The JSON body of this error."""
-        return error_payload(self.type, self.code, self.message, self.param)
-
-
-def error_payload(type_: str, code: str, message: str, param: str | None = None) -> dict[str, Any]:
-    """The one JSON error shape of the API."""
-    return {"error": {"type": type_, "code": code, "message": message, "param": param}}
 
 
 class InvalidRequestError(VlmqError):

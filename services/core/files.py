@@ -17,8 +17,8 @@ from services.core.config import Settings
 from services.core.db import session_scope, utcnow
 from services.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from services.core.ids import new_id
-from services.core.models import Batch, BatchStatus, File, FileChunk
 from services.core.pagination import newest_first_page
+from services.core.tables import Batch, BatchStatus, File, FileChunk
 from services.core.tenancy import get_owned
 
 CHUNK_BYTES = 1 << 20
@@ -135,7 +135,7 @@ def store_file(
     return file
 
 
-def read_stream(stream: IO[bytes]) -> Iterator[bytes]:
+def upload_chunks(stream: IO[bytes]) -> Iterator[bytes]:
     """Pieces of an uploaded stream."""
     while piece := stream.read(CHUNK_BYTES):
         yield piece

@@ -1,9 +1,11 @@
 """Gauges that describe the deployment rather than a process, read when `/metrics` is
-scraped: jobs queued and running per model and priority, and live workers."""
+scraped: jobs queued and running per model and priority, each tenant's queued tokens, and
+live workers."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Iterable
@@ -13,8 +15,9 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.core.fair_queue import FairQueue
 from services.core.heartbeats import live_background_workers, live_model_workers
-from services.core.models import Job, JobStatus
+from services.core.tables import Job, JobStatus
 
 
 class DeploymentCollector:
@@ -30,10 +33,15 @@ class DeploymentCollector:
         client: redis.Redis,
         model: str,
         ttl_s: float = 2.0,
+        *,
+        fair: FairQueue | None = None,
+        show_tenant_ids: bool = False,
     ) -> None:
         self.sessions = sessions
         self.redis = client
         self.model = model
+        self.fair = fair
+        self.show_tenant_ids = show_tenant_ids
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._read_at = 0.0
@@ -61,7 +69,23 @@ class DeploymentCollector:
             )
             background.add_metric([], len(live_background_workers(self.redis)))
             families.extend([models, background])
+        with contextlib.suppress(Exception):
+            families.extend(self._tenant_backlog())
         return families
+
+    def _tenant_backlog(self) -> list[Metric]:
+        """Each tenant's queued tokens for the model (the fair queue's count)."""
+        if self.fair is None:
+            return []
+        family = GaugeMetricFamily(
+            "vlmq_tenant_queued_tokens",
+            "Tokens (prompt plus max_tokens) of each tenant's jobs waiting for the model; the "
+            "tenant label is a hash of its id unless VLMQ_METRICS_TENANT_IDS is on.",
+            labels=["model", "tenant"],
+        )
+        for tenant, tokens in sorted(self.fair.tenant_tokens().items()):
+            family.add_metric([self.model, tenant_label(tenant, self.show_tenant_ids)], tokens)
+        return [family]
 
     def _job_counts(self) -> list[Metric]:
         background = Job.batch_id.is_not(None)
@@ -91,3 +115,11 @@ class DeploymentCollector:
         for (model, status, priority), count in sorted(counts.items()):
             gauges[status].add_metric([model, priority], count)
         return list(gauges.values())
+
+
+def tenant_label(tenant_id: str, show: bool) -> str:
+    """A tenant as a metric label: its id when the operator opted in, else a short hash
+    (stable, so a dashboard can follow one tenant without the metrics naming it)."""
+    if show:
+        return tenant_id
+    return "t_" + hashlib.sha256(tenant_id.encode()).hexdigest()[:12]

@@ -30,7 +30,7 @@ from services.core.config import Settings
 from services.core.db import utcnow
 from services.core.errors import ConflictError, InvalidRequestError, VlmqError
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams
-from services.core.models import IdempotencyKey
+from services.core.tables import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255

@@ -1,5 +1,6 @@
-"""The one periodic maintenance pass: re-enqueue lost jobs, re-send lost webhook deliveries,
-resume stalled batches, prune what the retention settings no longer keep.
+"""The one periodic maintenance pass: re-enqueue lost jobs, expire jobs past their queue
+deadline, re-send lost webhook deliveries, resume stalled batches, prune what the retention
+settings no longer keep.
 
 The database is the source of truth. A running job whose lease expired lost its worker;
 a queued job not picked up for a while may have lost its message (Redis restarted empty).
@@ -9,20 +10,22 @@ delivery attempt or running a batch task again.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import sqlalchemy as sa
 import structlog
 
 from services.core import outbox, retention
+from services.core.bands import Band
 from services.core.batches.expand import expanding_key
 from services.core.broker import BATCH_EXPAND_TASK, BATCH_PROGRESS_TASK
 from services.core.db import utcnow
+from services.core.fair_queue import QueuedWork, set_weights
 from services.core.heartbeats import live_background_workers
-from services.core.jobs.lifecycle import give_up_job
-from services.core.models import Batch, BatchStatus, Job, JobStatus
+from services.core.jobs.lifecycle import expire_jobs, give_up_job
 from services.core.runtime import Runtime
+from services.core.tables import Batch, BatchStatus, Job, JobStatus
+from services.core.tenant_admin import weights
 from services.core.webhooks.scheduling import resend_lost_deliveries
 
 log = structlog.get_logger(__name__)
@@ -41,9 +44,10 @@ PRUNE_EVERY_S = 60
 def requeue_lost_jobs(runtime: Runtime) -> int:
     """Re-enqueue the lost jobs of this deployment's model; returns how many were re-sent.
 
-    Lost: running under a lapsed lease (its worker died), or queued for a while with its
-    message gone (`messages_gone`). Any other queued job is merely waiting in a backlog: it
-    is not re-sent, only moved to the back of this scan.
+    Lost: running under a lapsed lease (its worker died), or queued for a while and neither
+    waiting in the fair queue nor held by a worker about to claim it (Redis restarted empty,
+    or a worker died between taking it and claiming it). Any other queued job is merely
+    waiting in a backlog: it is not re-sent, only moved to the back of this scan.
     A lost job out of attempts fails.
     """
     settings = runtime.settings
@@ -58,7 +62,7 @@ def requeue_lost_jobs(runtime: Runtime) -> int:
         Job.status == JobStatus.QUEUED.value,
         Job.enqueued_at < now - timedelta(seconds=settings.requeue_after_s),
     )
-    columns = (Job.id, Job.attempts, Job.batch_id)
+    columns = (Job.id, Job.attempts, Job.batch_id, Job.tenant_id, Job.band, Job.cost_tokens)
     with runtime.sessions() as session:
         # Two scans: dead workers' jobs are found at once, however long the backlog is.
         dead = session.execute(
@@ -70,13 +74,10 @@ def requeue_lost_jobs(runtime: Runtime) -> int:
             .order_by(Job.enqueued_at)
             .limit(REQUEUE_BATCH)
         ).all()
-    gone = messages_gone(runtime, [row.id for row in queued])
+    gone = set(runtime.broker.fair.missing([row.id for row in queued]))
     lost = [*dead, *(row for row in queued if row.id in gone)]
     exhausted = [row.id for row in lost if row.attempts >= settings.max_attempts]
-    retry = {row.id: row.batch_id for row in lost if row.attempts < settings.max_attempts}
-    # Before the commit: a marker left over from an earlier send must never hide a job that
-    # is queued again below and then not sent (this process may die in between).
-    runtime.broker.drop_markers(list(retry))
+    retry = {row.id: row for row in lost if row.attempts < settings.max_attempts}
     with runtime.unit_of_work() as session:
         if still_waiting := [row.id for row in queued if row.id not in gone]:
             session.execute(
@@ -94,42 +95,54 @@ def requeue_lost_jobs(runtime: Runtime) -> int:
             )
         for job_id in exhausted:
             give_up_job(session, settings, job_id, only_if=sa.or_(lapsed, waiting))
-    attempted = {row.id for row in lost if row.attempts > 0}
-    for background in (False, True):
-        ids = [job_id for job_id in requeued if (retry[job_id] is not None) == background]
-        # Batch lines whose message was lost go in chunks again; lines that were running
-        # when their worker died go one by one (one of them may be what killed it).
-        runtime.broker.enqueue_jobs(
-            [job_id for job_id in ids if job_id not in attempted], background=background
-        )
-        runtime.broker.enqueue_jobs(
-            [job_id for job_id in ids if job_id in attempted],
-            background=background,
-            one_by_one=True,
-        )
+    # A batch line that was running when its worker died goes in a chunk of its own: it
+    # may be what killed the worker, and must not take innocent lines down with it again.
+    runtime.broker.enqueue_jobs(
+        [
+            QueuedWork(
+                row.id,
+                row.tenant_id,
+                Band(row.band),
+                int(row.cost_tokens),
+                alone=row.attempts > 0 and row.batch_id is not None,
+            )
+            for row in (retry[job_id] for job_id in requeued)
+        ]
+    )
     for job_id in requeued:
         log.info("requeued", job_id=job_id)
     return len(requeued)
 
 
-def messages_gone(runtime: Runtime, job_ids: list[str]) -> set[str]:
-    """Those of these queued jobs (queued for `requeue_after_s` at least) whose queue message
-    is gone:
+def expire_overdue_jobs(runtime: Runtime) -> int:
+    """End the queued jobs of this model past their queue deadline (`max_queue_ms`) as
+    `expired`, and take them out of the fair queue; returns how many."""
+    with runtime.sessions() as session:
+        overdue = list(
+            session.scalars(
+                sa.select(Job.id)
+                .where(
+                    Job.model == runtime.settings.model_id,
+                    Job.status == JobStatus.QUEUED.value,
+                    Job.queue_deadline_at < utcnow(),
+                )
+                .limit(REQUEUE_BATCH)
+            )
+        )
+    if not overdue:
+        return 0
+    with runtime.unit_of_work() as session:
+        expired = expire_jobs(session, overdue)
+    for job_id in expired:
+        runtime.broker.fair.remove(job_id)
+    return len(expired)
 
-    - its marker is gone: Redis lost the message (it restarted empty);
-    - a worker took the message a lease ago or more and never acknowledged it: the worker
-      died before claiming the job (a live one claims within milliseconds);
-    - the queue is empty and no worker holds the message: a worker died while taking it
-      (the transport pops a message before it records it as taken).
-    """
-    broker = runtime.broker
-    gone = set(broker.unmarked(job_ids))
-    taken = broker.unacknowledged(job_ids)
-    held_since = time.time() - runtime.settings.lease_s
-    gone |= {job_id for job_id, taken_at in taken.items() if taken_at < held_since}
-    if broker.queue_is_empty():
-        gone |= set(job_ids) - set(taken)
-    return gone
+
+def sync_tenant_weights(runtime: Runtime) -> None:
+    """Give the scheduler the tenants' weights as the database holds them (Redis may have
+    restarted empty since `vlmq tenants set` wrote them)."""
+    with runtime.sessions() as session:
+        set_weights(runtime.redis, weights(session))
 
 
 def resume_stalled_batches(runtime: Runtime) -> None:
@@ -180,6 +193,13 @@ def run_pass(runtime: Runtime) -> int:
     """One maintenance pass; returns how many jobs were re-enqueued."""
     requeued = requeue_lost_jobs(runtime)
     # Each part waits for the next pass if it fails; the jobs above are already handled.
+    try:
+        expire_overdue_jobs(runtime)
+        # Units of work whose message was lost (with a worker, or before it was sent).
+        runtime.broker.send_missing_messages()
+        sync_tenant_weights(runtime)
+    except Exception:
+        log.exception("fair_queue_upkeep_failed")
     try:
         drain_outbox(runtime)
     except Exception:

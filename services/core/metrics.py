@@ -40,7 +40,7 @@ from prometheus_client import values as prometheus_values
 from prometheus_client.core import Metric
 
 from services.core.db import utcnow
-from services.core.models import JobStatus
+from services.core.tables import JobStatus
 
 # prometheus-client switches to multiprocess mode when this is set before its first metric
 # value is made; the `vlmq` command sets it from `VLMQ_METRICS_DIR` before anything else.
@@ -81,8 +81,8 @@ HTTP_IN_FLIGHT = Gauge(
 )
 RATE_LIMITED = Counter(
     "vlmq_rate_limited",
-    "Requests refused by a tenant's limit: `rate` (requests per window) or `queue` "
-    "(unfinished jobs).",
+    "Requests refused by a limit: `rate` (requests per window), `queue` (unfinished jobs), "
+    "`queued_tokens` (their tokens) or `queue_wait` (the model's estimated queue wait).",
     ["reason"],
 )
 CACHE_LOOKUPS = Counter(
@@ -117,6 +117,12 @@ QUEUE_TIME = Histogram(
     "vlmq_request_queue_time_seconds",
     "From submit to a worker's first claim; priority is interactive or background.",
     ["model", "priority"],
+    buckets=QUEUE_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "vlmq_queue_wait_seconds",
+    "From submit to a worker's first claim, per priority band (priority, default, flex, batch).",
+    ["priority"],
     buckets=QUEUE_BUCKETS,
 )
 INFERENCE_TIME = Histogram(
@@ -209,13 +215,19 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
 
 
 def job_claimed(
-    model: str, created_at: datetime | None, started_at: datetime | None, *, background: bool
+    model: str,
+    created_at: datetime | None,
+    started_at: datetime | None,
+    *,
+    background: bool,
+    band: str = "default",
 ) -> None:
     """A job's first attempt started: how long it waited in the queue."""
     waited = seconds_between(created_at, started_at)
     if waited is not None:
         priority = "background" if background else "interactive"
         QUEUE_TIME.labels(model, priority).observe(waited)
+        QUEUE_WAIT.labels(band).observe(waited)
 
 
 def job_ended(
@@ -278,7 +290,8 @@ def model_call(model: str, size: int) -> None:
 
 
 def refused_by_limit(reason: str) -> None:
-    """A tenant's limit refused a request (`rate` or `queue`)."""
+    """A tenant's limit refused a request (`rate`, `queue`, `queued_tokens` or
+    `queue_wait`)."""
     RATE_LIMITED.labels(reason).inc()
 
 

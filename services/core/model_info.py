@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,24 +57,28 @@ def served_revision(settings: Settings, model_id: str) -> str:
     return base if adapter is None else f"{base}+{model_revision(adapter)}"
 
 
-def model_cards(settings: Settings) -> list[dict[str, object]]:
-    """The served models as `GET /v1/models` lists them: the base, then each LoRA adapter
-    with its `parent` (`root` is the checkpoint or adapter path, as in vLLM)."""
-    cards = [card(settings.model_id, settings.model, None, model_revision(settings.model))]
+@dataclass(frozen=True)
+class ServedModel:
+    """A model this deployment answers with: the base model or a LoRA adapter beside it."""
+
+    id: str
+    # The checkpoint or adapter path, as vLLM's `root`.
+    root: str
+    parent: str | None
+    revision: str
+    created: int
+
+
+def served_models(settings: Settings) -> list[ServedModel]:
+    """The base model, then each LoRA adapter with its `parent`."""
+    models = [served(settings.model_id, settings.model, None, model_revision(settings.model))]
     for name, path in settings.adapters.items():
-        cards.append(card(name, path, settings.model_id, served_revision(settings, name)))
-    return cards
+        models.append(served(name, path, settings.model_id, served_revision(settings, name)))
+    return models
 
 
-def card(model_id: str, root: str, parent: str | None, revision: str) -> dict[str, object]:
-    """One model object of `GET /v1/models`."""
+def served(model_id: str, root: str, parent: str | None, revision: str) -> ServedModel:
+    """One served model (`created`: its files' time, 0 for a hub id)."""
     path = Path(root)
-    return {
-        "id": model_id,
-        "object": "model",
-        "created": int(path.stat().st_mtime) if path.exists() else 0,
-        "owned_by": "vlmq",
-        "root": root,
-        "parent": parent,
-        "revision": revision,
-    }
+    created = int(path.stat().st_mtime) if path.exists() else 0
+    return ServedModel(model_id, root, parent, revision, created)

@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from services.core.db import utcnow
-from services.core.models import OutboxEvent
+from services.core.tables import OutboxEvent
 
 log = structlog.get_logger(__name__)
 SESSION_KEY = "vlmq.outbox"

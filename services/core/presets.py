@@ -19,7 +19,7 @@ from services.core.config import Settings
 from services.core.db import utcnow
 from services.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from services.core.inputs.prompts import CanonicalRequest
-from services.core.models import Preset
+from services.core.tables import Preset
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_PRESETS_PER_TENANT = 100
@@ -34,17 +34,6 @@ class PresetView:
     owned_by: str  # "tenant" or "deployment"
     created_at: datetime | None = None
     updated_at: datetime | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `preset` object of the API."""
-        return {
-            "object": "preset",
-            "name": self.name,
-            "system_prompt": self.system_prompt,
-            "owned_by": self.owned_by,
-            "created_at": int(self.created_at.timestamp()) if self.created_at else None,
-            "updated_at": int(self.updated_at.timestamp()) if self.updated_at else None,
-        }
 
 
 def check_name(name: str) -> str:

@@ -27,7 +27,8 @@ import structlog
 from sqlalchemy.orm import Session
 
 from services.core.db import rows_changed, utcnow
-from services.core.models import (
+from services.core.runtime import Runtime
+from services.core.tables import (
     BATCH_TERMINAL_STATUSES,
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
@@ -44,7 +45,6 @@ from services.core.models import (
     WebhookDelivery,
     image_hashes,
 )
-from services.core.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 # At most this many delete transactions per kind and pass.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import math
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ from werkzeug.serving import make_server
 from services.api import create_app
 from services.core.bootstrap import create_runtime
 from services.core.config import BUNDLED_ADAPTER_NAME, BUNDLED_MODEL_DIR, Settings
-from services.core.models import Image as StoredImage
-from services.core.models import Job
 from services.core.runtime import Runtime
+from services.core.tables import Image as StoredImage
+from services.core.tables import Job
 from tests.support import WorkerProcess, data_url, make_settings, wait_until
 from workers.models.evaluate_easyvqa import FRENCH_ANSWERS
 
@@ -180,7 +179,6 @@ def test_a_canceled_streaming_job_leaves_the_batch_at_once(
         first = next(chunks).decode()
         job_id = "job_" + first.split('"id":"chatcmpl-')[1].split('"')[0]
         wait_until(lambda: b'"content":"' in next(chunks), 30, "streamed text")
-        canceled_at = time.monotonic()
         canceled = stack.client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).get_json()
         assert canceled["status"] == "canceled"
         beside = job(stack, auth, image=data_url(image), question=question, max_tokens=4)
@@ -191,7 +189,6 @@ def test_a_canceled_streaming_job_leaves_the_batch_at_once(
             return any(job_id in line and "outcome=canceled" in line for line in log.splitlines())
 
         wait_until(worker_says_canceled, 30, "the worker to drop the canceled row")
-        assert time.monotonic() - canceled_at < 30
     with stack.runtime.sessions() as session:
         row = session.get(Job, job_id)
         assert row is not None and row.status == "canceled"

@@ -4,7 +4,6 @@ with `400 unsupported_parameter` naming it."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import openai
 import pytest
 
 from services.core.config import Settings
-from tests.support import chat_batch_input, data_url, shape_png
+from tests.support import chat_batch_input, data_url, shape_png, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -77,10 +76,12 @@ def test_a_file_is_not_deleted_while_a_batch_reads_it(
         client.files.delete(file.id)
     assert refused.value.code == "file_in_use" and batch.id in str(refused.value.message)
     client.batches.cancel(batch.id)
-    deadline = time.monotonic() + 60
-    while client.batches.retrieve(batch.id).status not in ("cancelled", "completed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(
+        lambda: client.batches.retrieve(batch.id).status in ("cancelled", "completed"),
+        60,
+        f"batch {batch.id} to end",
+        interval_s=0.2,
+    )
     assert client.files.delete(file.id).deleted is True
 
 

@@ -20,8 +20,8 @@ from services.api import create_app
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.migrate import upgrade
-from services.core.models import Job
 from services.core.runtime import Runtime
+from services.core.tables import Job
 from tests.support import WorkerProcess, data_url, make_settings, shape_png
 from tests.webhook_receiver import BackgroundWorkerProcess
 from vlmq.cli import create_key

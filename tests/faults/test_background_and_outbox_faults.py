@@ -14,16 +14,18 @@ import sqlalchemy as sa
 
 from services.core import outbox
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams
+from services.core.job_spec import JobSpec, SubmitOptions
 from services.core.jobs.lifecycle import claim_job, finish_job
-from services.core.jobs.service import SubmitOptions, add_job, new_job
-from services.core.models import Batch, File, Tenant
 from services.core.runtime import Runtime
+from services.core.submit import add_jobs, job_values
+from services.core.tables import Batch, File, Job, Tenant
 from services.core.webhooks.scheduling import event_delivery_id
+from tests.conftest import REDIS_URL as REDIS_SERVER
 from tests.faults.stack import FaultStack, fault_stack, fresh_postgres_database, report
 from tests.support import chat_batch_input, upload_batch_input, wait_until
 from tests.webhook_receiver import Reply, WebhookReceiver
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = f"{REDIS_SERVER}/13"
 TIMING = {
     "reconcile_interval_s": 1.0,
     "webhook_redeliver_after_s": 1.0,
@@ -150,8 +152,9 @@ def test_events_of_a_process_killed_after_the_commit_are_delivered(
             tenant_id = session.scalar(sa.select(Tenant.id).where(Tenant.name == "faults"))
             assert tenant_id is not None
             request = CanonicalRequest(question, [])
-            job = new_job(stack.settings, tenant_id, request, GenerationParams(), options, None)
-            add_job(session, job, [], options)
+            spec = JobSpec(request, GenerationParams(), options)
+            job = Job(**job_values(stack.settings, tenant_id, spec))
+            add_jobs(session, [job], [])
         with dying.unit_of_work() as session:
             claim = claim_job(session, stack.settings, job.id)
         assert claim is not None

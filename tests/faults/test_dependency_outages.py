@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REDIS_URL as REDIS_SERVER
 from tests.faults.servers import PrivatePostgres, PrivateRedis
 from tests.faults.stack import (
     elapsed_since,
@@ -71,7 +72,7 @@ def test_redis_flushed_and_restarted_with_1000_jobs_queued_or_running(
 
 
 def test_postgres_stopped_under_load(tmp_path: Path, private_postgres: PrivatePostgres) -> None:
-    redis_url = "redis://127.0.0.1:6379/13"
+    redis_url = f"{REDIS_SERVER}/13"
     timing = {"reconcile_interval_s": 2.0, "requeue_after_s": 5.0, "lease_s": 6}
     with fault_stack(tmp_path, private_postgres.url, redis_url, **timing) as stack:
         stack.runtime.redis.flushdb()
@@ -103,7 +104,7 @@ def test_postgres_stopped_under_load(tmp_path: Path, private_postgres: PrivatePo
         threads = [threading.Thread(target=load, args=(t,), daemon=True) for t in range(4)]
         for thread in threads:
             thread.start()
-        time.sleep(3)
+        time.sleep(3)  # load before, during and after the outage, for these lengths
         private_postgres.stop()
         private_postgres.wait_stopped()
         time.sleep(OUTAGE_S)

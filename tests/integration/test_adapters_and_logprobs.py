@@ -17,7 +17,7 @@ from easy_vqa import get_test_image_paths, get_test_questions
 from services.core.config import BUNDLED_ADAPTER_DIR, BUNDLED_ADAPTER_NAME, BUNDLED_MODEL_DIR
 from services.core.inputs.images import to_rgb
 from services.core.inputs.prompts import GenerationParams
-from workers.backends.base import Finished, PredictRequest, TokenLogprob
+from workers.backends.base import Generation, PredictRequest, TokenLogprob
 from workers.backends.transformers_vlm import TransformersVLM
 from workers.models.evaluate_easyvqa import FRENCH_ANSWERS
 
@@ -70,7 +70,7 @@ def static() -> TransformersVLM:
     return loaded("static")
 
 
-def run_engine(backend: TransformersVLM, requests: list[PredictRequest]) -> list[Finished]:
+def run_engine(backend: TransformersVLM, requests: list[PredictRequest]) -> list[Generation]:
     """All requests prefilled together, then decoded in one batch; results in order."""
     engine = backend.continuous_engine()
     assert engine is not None

@@ -23,8 +23,8 @@ from services.core.batches.expand import expand_batch
 from services.core.batches.finalize import advance_batch
 from services.core.db import utcnow
 from services.core.ids import new_id
-from services.core.models import Batch, File, Job, JobStatus
 from services.core.runtime import Runtime
+from services.core.tables import Batch, File, Job, JobStatus
 from tests.support import chat_batch_input, upload_batch_input, wait_until
 from tests.webhook_receiver import WebhookReceiver
 

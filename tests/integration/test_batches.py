@@ -104,7 +104,10 @@ def test_chat_batch_with_a_bad_line_that_fails_alone(
         assert line["response"]["body"]["object"] == "chat.completion"
     errors = content_lines(client, auth, batch["error_file_id"])
     assert sorted(str(line["custom_id"]) for line in errors) == ["None", "bad-image"]
-    assert all(line["error"]["message"] for line in errors)
+    # Each refused line carries the live endpoint's answer: its status and its error body.
+    for line in errors:
+        assert line["error"] is None and line["response"]["status_code"] in (400, 422)
+        assert line["response"]["body"]["error"]["message"]
 
 
 def test_moderation_batch(client: FlaskClient, auth: dict[str, str]) -> None:
@@ -144,9 +147,15 @@ def test_cancel_a_batch(client: FlaskClient, auth: dict[str, str]) -> None:
     lines = [
         {
             **chat_line(f"long-{i}", "red"),
-            "body": {**chat_line("x", "red")["body"], "max_tokens": 200, "temperature": 1.0},
+            # Long, forced answers keep the batch running well past the cancel below.
+            "body": {
+                **chat_line("x", "red")["body"],
+                "max_tokens": 400,
+                "ignore_eos": True,
+                "temperature": 1.0,
+            },
         }
-        for i in range(30)
+        for i in range(120)
     ]
     file = upload(client, auth, lines)
     created = client.post(
@@ -161,14 +170,14 @@ def test_cancel_a_batch(client: FlaskClient, auth: dict[str, str]) -> None:
         ),
         60,
         "in_progress",
-        0.2,
+        0.02,
     )
     cancelling = client.post(f"/v1/batches/{created['id']}/cancel", headers=auth)
     assert cancelling.status_code == 200
     assert cancelling.get_json()["status"] in ("cancelling", "finalizing", "cancelled")
     batch = finished_batch(client, auth, created["id"])
     assert batch["status"] == "cancelled"
-    assert batch["request_counts"]["failed"] > 0
+    assert batch["request_counts"]["failed"] > 0, batch
     again = client.post(f"/v1/batches/{created['id']}/cancel", headers=auth)
     assert again.status_code == 409
 
@@ -308,4 +317,5 @@ def test_batch_lines_pick_presets_and_an_unknown_one_fails_alone(
     # The preset's words are part of the prompt the model read.
     assert outputs["terse"]["usage"]["prompt_tokens"] > outputs["plain"]["usage"]["prompt_tokens"]
     [error] = content_lines(client, auth, batch["error_file_id"])
-    assert error["custom_id"] == "unknown" and error["error"]["code"] == "preset_not_found"
+    assert error["custom_id"] == "unknown" and error["response"]["status_code"] == 404
+    assert error["response"]["body"]["error"]["code"] == "preset_not_found"

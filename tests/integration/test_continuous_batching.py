@@ -21,10 +21,10 @@ from services.core.inputs.prompts import GenerationParams
 from tests.conftest import TINY_WORDS
 from tests.tiny_llava import build_tiny_llava
 from tests.tiny_qwen2vl import build_tiny_qwen2vl
-from workers.backends.base import Finished, PredictRequest
+from workers.backends.base import Generation, PredictRequest
 from workers.backends.continuous import ContinuousEngine, position_scheme
 from workers.backends.transformers_vlm import TransformersVLM
-from workers.batching import Batcher, RequestCanceled
+from workers.schedulers import RequestCanceled, create_scheduler
 
 MODELS = ["bundled", "glm", "qwen2vl", "llava"]
 
@@ -71,10 +71,10 @@ MIXED = [
 
 def run_staggered(
     engine: ContinuousEngine, requests: list[PredictRequest], together: int = 1
-) -> tuple[dict[object, Finished], list[int]]:
+) -> tuple[dict[object, Generation], list[int]]:
     """Admit `together` requests (prefilled in one pass) before each step; the finished
     requests and the batch size at each step."""
-    finished: dict[object, Finished] = {}
+    finished: dict[object, Generation] = {}
     sizes: list[int] = []
     waiting: list[tuple[object, PredictRequest]] = list(enumerate(requests))
     while waiting or len(engine):
@@ -162,7 +162,7 @@ def test_streamed_text_comes_step_by_step(backends: dict[str, TransformersVLM]) 
     streaming = ask("red", (64, 64), "what color?", max_tokens=6, ignore_eos=True)
     streaming = PredictRequest(streaming.messages, streaming.params, on_text=on_text)
     assert engine.admit([("streaming", streaming)]) == []
-    done: list[Finished] = []
+    done: list[Generation] = []
     while len(engine):
         step += 1
         done += engine.step()
@@ -195,7 +195,7 @@ def test_unknown_architectures_and_the_static_setting_run_static(
 
 
 def wait_for_steps(steps: list[int], count: int) -> None:
-    """Wait (at most 30 s) until the batcher has made `count` model calls."""
+    """Wait (at most 30 s) until the scheduler has made `count` model calls."""
     deadline = time.monotonic() + 30
     while len(steps) < count and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -204,7 +204,7 @@ def wait_for_steps(steps: list[int], count: int) -> None:
 def test_a_canceled_row_leaves_at_the_next_step(backends: dict[str, TransformersVLM]) -> None:
     backend = backends["glm"]
     steps: list[int] = []
-    batcher = Batcher(backend, max_batch=8, wait_ms=0, on_call=steps.append)
+    scheduler = create_scheduler(backend, max_batch=8, wait_ms=0, on_call=steps.append)
     canceled = threading.Event()
     long = ask("red", (64, 64), "what color?", max_tokens=400, ignore_eos=True)
     short = ask("blue", (64, 64), "is there a circle?", max_tokens=3, ignore_eos=True)
@@ -212,7 +212,7 @@ def test_a_canceled_row_leaves_at_the_next_step(backends: dict[str, Transformers
 
     def run_long() -> None:
         try:
-            batcher.run(long, company=8, time_limit_s=60, canceled=canceled.is_set)
+            scheduler.run(long, company=8, time_limit_s=60, canceled=canceled.is_set)
         except RequestCanceled as exc:
             outcome["long"] = exc
             outcome["steps"] = len(steps)
@@ -220,7 +220,7 @@ def test_a_canceled_row_leaves_at_the_next_step(backends: dict[str, Transformers
     thread = threading.Thread(target=run_long)
     thread.start()
     wait_for_steps(steps, 5)
-    result = batcher.run(short, company=8, time_limit_s=60)
+    result = scheduler.run(short, company=8, time_limit_s=60)
     assert result.prediction.completion_tokens == 3 and result.batch_size == 2
     canceled.set()
     at_cancel = len(steps)
@@ -236,13 +236,13 @@ def test_a_canceled_batchs_lines_leave_at_the_next_step(
     """The lines of a chunk share one cancel check (their batch's): all leave together."""
     backend = backends["glm"]
     steps: list[int] = []
-    batcher = Batcher(backend, max_batch=8, wait_ms=0, on_call=steps.append)
+    scheduler = create_scheduler(backend, max_batch=8, wait_ms=0, on_call=steps.append)
     canceled = threading.Event()
     lines = [ask("red", (64, 64), "what color?", max_tokens=400, ignore_eos=True)] * 3
     outcome: dict[str, object] = {}
 
     def run_lines() -> None:
-        outcome["lines"] = batcher.run_many(
+        outcome["lines"] = scheduler.run_many(
             lines, company=8, time_limit_s=60, canceled=canceled.is_set
         )
         outcome["steps"] = len(steps)

@@ -14,6 +14,7 @@ from tests.fake_stack import FakeStack, job, submit, terminal
 from tests.support import WorkerProcess, wait_until
 
 
+@pytest.mark.slow
 @pytest.mark.fake_backend("SlowFakeBackend", lease_s=4, task_soft_time_limit_s=3)
 def test_sigkilled_worker_job_still_succeeds_exactly_once(
     fake_stack: FakeStack, auth: dict[str, str]
@@ -98,7 +99,7 @@ def test_a_worker_whose_model_cannot_load_takes_no_job(
     worker = WorkerProcess(fake_stack.settings, fake_stack.tmp / "broken.log")
     fake_stack.workers.append(worker)
     wait_until(
-        lambda: worker.log_path.read_text().count("event=worker_died exit_code=3") >= 2,
+        lambda: worker.log_path.read_text().count("event=child_died name=worker exit_code=3") >= 2,
         30,
         "the worker to exit twice with MODEL_LOAD_FAILED",
     )

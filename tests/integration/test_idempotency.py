@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from services.core.db import session_scope, utcnow
-from services.core.models import IdempotencyKey, Job
 from services.core.runtime import Runtime
+from services.core.tables import IdempotencyKey, Job
 from tests.fake_stack import FakeStack, terminal
 from tests.support import data_url, shape_png, wait_until
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.fake_stack import FakeStack, job, submit, terminal
+from tests.support import wait_until
 
 
 @pytest.mark.fake_backend("PoisonFakeBackend")
@@ -17,7 +17,7 @@ def test_a_poison_request_fails_alone_with_words_a_client_can_act_on(
     fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="0.5")
     # A first job holds the model while the others queue up, so they share one call.
     blocker = submit(fake_stack, auth, "first")
-    time.sleep(0.2)
+    wait_until(lambda: fake_stack.calls("call") == 1, 30, "the first job's model call")
     questions = [f"question {n}" for n in range(11)] + ["poison"]
     with ThreadPoolExecutor(12) as pool:
         ids = list(pool.map(lambda q: submit(fake_stack, auth, q), questions))

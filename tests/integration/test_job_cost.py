@@ -34,13 +34,13 @@ from PIL import Image
 from services.api import create_app
 from services.core.bootstrap import create_runtime
 from services.core.migrate import upgrade
-from services.core.models import Job
+from services.core.tables import Job
 from tests.fakes import EchoFakeBackend
 from tests.support import make_settings, wait_until
 from vlmq.cli import create_key
-from workers.batching import Batcher
 from workers.leases import LeaseKeeper
 from workers.pipeline import run_job
+from workers.schedulers import StaticScheduler
 
 # The targets: the most one job may cost (and the rate limiter's share, on top).
 MAX_STATEMENTS = 5
@@ -118,7 +118,7 @@ def test_one_job_costs_at_most_5_statements_and_6_round_trips(
             if tally.counting:
                 tally.statements.append(statement.split()[0].upper())
 
-    batcher = Batcher(EchoFakeBackend(), max_batch=4, wait_ms=0)
+    scheduler = StaticScheduler(EchoFakeBackend(), max_batch=4, wait_ms=0)
     leases = LeaseKeeper(worker_runtime)
     watcher = sa.create_engine(settings.sqlalchemy_url)  # not counted: the test's own reads
     client = app.test_client()
@@ -135,7 +135,7 @@ def test_one_job_costs_at_most_5_statements_and_6_round_trips(
 
         def work() -> None:
             wait_until(lambda: bool(found.append(queued_job() or "") or found[-1]), 10, "job")
-            run_job(worker_runtime, batcher, leases, found[-1])
+            run_job(worker_runtime, scheduler, leases, found[-1])
 
         thread = threading.Thread(target=work)
         thread.start()

@@ -150,7 +150,7 @@ def test_cancel_a_job_before_it_finishes(client: FlaskClient, auth: dict[str, st
         "/v1/jobs", json={**busy, "max_tokens": 1}, headers={**auth, "Prefer": "wait=60"}
     )
     assert follower.get_json()["status"] == "succeeded"
-    time.sleep(2)
+    time.sleep(2)  # a gap for the worker's late answer, if it were recorded, to land
     final = client.get(f"/v1/jobs/{job['id']}", headers=auth).get_json()
     assert final["status"] == "canceled" and final["output"] is None
     again = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)

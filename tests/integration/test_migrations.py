@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from services.core import models  # noqa: F401
+from services.core import tables  # noqa: F401
 from services.core.db import Base, create_db_engine
 
 

@@ -28,8 +28,9 @@ from services.core.batches.finalize import finalize_batch
 from services.core.db import Base, utcnow
 from services.core.ids import new_id
 from services.core.inputs.images import CheckedImage
-from services.core.jobs.service import store_images
-from services.core.models import (
+from services.core.runtime import Runtime
+from services.core.submit import store_images
+from services.core.tables import (
     Batch,
     File,
     FileChunk,
@@ -40,7 +41,6 @@ from services.core.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from services.core.runtime import Runtime
 
 DAY = timedelta(days=1)
 # Older than every default retention (30 days).

@@ -16,8 +16,8 @@ from standardwebhooks import Webhook
 from services.core import maintenance
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
-from services.core.models import Job, Tenant, WebhookAttempt, WebhookDelivery
 from services.core.runtime import Runtime
+from services.core.tables import Job, Tenant, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.delivery import deliver
 from services.core.webhooks.scheduling import schedule_delivery, schedule_job_event
 from services.core.webhooks.signing import new_secret
@@ -166,7 +166,7 @@ def test_events_filter_sends_only_completed(
             sa.select(WebhookDelivery.event).where(WebhookDelivery.job_id == job_id)
         ).all()
     assert events == ["completed"]
-    time.sleep(1)
+    time.sleep(1)  # a gap: a second request, if one were sent, would be here by now
     assert len(receiver.requests("/hooks/completed")) == 1
 
 
@@ -235,7 +235,7 @@ def test_retries_used_up_fail_the_delivery(runtime: Runtime, receiver: WebhookRe
     row = settled(runtime, delivery_id)
     assert row.status == "failed" and row.attempts == TEST_ATTEMPTS
     assert [a.status_code for a in attempts(runtime, delivery_id)] == [500] * TEST_ATTEMPTS
-    time.sleep(1)
+    time.sleep(1)  # a gap past the retry schedule: no attempt beyond the last
     assert len(receiver.requests("/hooks/down")) == TEST_ATTEMPTS
 
 
@@ -268,7 +268,7 @@ def test_a_finished_delivery_is_a_no_op(runtime: Runtime, receiver: WebhookRecei
     assert deliver(runtime, delivery_id, 2) is None
     runtime.broker.enqueue_webhook(delivery_id, 1)
     runtime.broker.enqueue_webhook(delivery_id, 2)
-    time.sleep(1.5)
+    time.sleep(1.5)  # a gap: a duplicate, if one were delivered, would be here by now
     assert len(receiver.requests("/hooks/once")) == 1
     assert len(attempts(runtime, delivery_id)) == 1
 
@@ -292,7 +292,7 @@ def test_an_event_scheduled_twice_makes_one_delivery(
     for _ in range(2):
         schedule_job_event(runtime, job_id, "completed")
     receiver.wait_for("/hooks/twice", 1)
-    time.sleep(1)
+    time.sleep(1)  # a gap: a second request, if one were sent, would be here by now
     assert len(receiver.requests("/hooks/twice")) == 1
 
 
@@ -305,7 +305,7 @@ def test_maintenance_pass_resends_a_delivery_whose_message_was_lost(
         delivery_id = schedule(dead, receiver.url("/hooks/lost"))
     finally:
         dead.close()
-    time.sleep(1)
+    time.sleep(1)  # a gap: with no message queued, nothing is sent meanwhile
     assert receiver.requests("/hooks/lost") == []
     assert delivery(runtime, delivery_id).status == "pending"
 

@@ -1,4 +1,4 @@
-"""The batcher: who shares a model call, and who waits for whom."""
+"""The static scheduler: who shares a model call, and who waits for whom."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from services.core.config import Settings
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import Prediction, PredictRequest
-from workers.batching import Batcher, BatchResult
-from workers.pipeline import company_limit
+from workers.model_requests import company_limit
+from workers.schedulers import CallResult, StaticScheduler
 
 
 class RecordingFakeBackend:
@@ -24,11 +24,13 @@ class RecordingFakeBackend:
         self.fail = fail
         self.release = threading.Event()
         self.release.set()
+        self.entered = threading.Event()  # a call has begun (it may be held by `release`)
 
     def setup(self, device: str) -> None:
         """Nothing to load."""
 
     def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        self.entered.set()
         self.release.wait()
         self.calls.append(len(batch))
         if self.fail:
@@ -42,22 +44,21 @@ def request() -> PredictRequest:
 
 def test_a_lone_request_does_not_wait_for_company() -> None:
     backend = RecordingFakeBackend()
-    batcher = Batcher(backend, max_batch=8, wait_ms=500)
-    started = time.perf_counter()
-    batcher.submit(request()).result(timeout=5)
-    assert time.perf_counter() - started < 0.25
+    # Were it to wait for company, it would wait a minute and miss the timeout.
+    scheduler = StaticScheduler(backend, max_batch=8, wait_ms=60_000)
+    assert scheduler.submit(request()).result(timeout=5).batch_size == 1
     assert backend.calls == [1]
 
 
 def test_requests_on_their_way_are_waited_for_and_batched() -> None:
     backend = RecordingFakeBackend()
-    batcher = Batcher(backend, max_batch=8, wait_ms=300)
+    scheduler = StaticScheduler(backend, max_batch=8, wait_ms=300)
     futures = []
 
     def arrive() -> None:
-        with batcher.incoming():
-            time.sleep(0.05)
-        futures.append(batcher.submit(request()))
+        with scheduler.incoming():
+            time.sleep(0.05)  # a gap: the request is on its way, and the scheduler knows it
+        futures.append(scheduler.submit(request()))
 
     threads = [threading.Thread(target=arrive) for _ in range(4)]
     for thread in threads:
@@ -72,9 +73,9 @@ def test_requests_on_their_way_are_waited_for_and_batched() -> None:
 def test_batches_never_exceed_max_batch() -> None:
     backend = RecordingFakeBackend()
     backend.release.clear()  # hold the first call so the rest pile up
-    batcher = Batcher(backend, max_batch=3, wait_ms=50)
-    futures = [batcher.submit(request()) for _ in range(7)]
-    time.sleep(0.1)
+    scheduler = StaticScheduler(backend, max_batch=3, wait_ms=50)
+    futures = [scheduler.submit(request()) for _ in range(7)]
+    assert backend.entered.wait(5)
     backend.release.set()
     for future in futures:
         future.result(timeout=5)
@@ -84,20 +85,22 @@ def test_batches_never_exceed_max_batch() -> None:
 def test_a_job_on_its_last_attempt_runs_alone() -> None:
     backend = RecordingFakeBackend()
     backend.release.clear()
-    batcher = Batcher(backend, max_batch=8, wait_ms=50)
-    first = batcher.submit(request())
-    time.sleep(0.05)
-    others = [batcher.submit(request()) for _ in range(2)]
-    isolated = batcher.submit(request(), company=1)
+    scheduler = StaticScheduler(backend, max_batch=8, wait_ms=50)
+    first = scheduler.submit(request())
+    assert backend.entered.wait(5)  # the first call holds the model
+    others = [scheduler.submit(request()) for _ in range(2)]
+    isolated = scheduler.submit(request(), company=1)
     backend.release.set()
     assert isolated.result(timeout=5).batch_size == 1
-    assert first.result(timeout=5) and all(f.result(timeout=5) for f in others)
+    assert first.result(timeout=5).batch_size == 1
+    assert [f.result(timeout=5).batch_size for f in others] == [2, 2]
 
 
 class OnePoisonFakeBackend(RecordingFakeBackend):
     """Fails any call that holds the request asking "poison"."""
 
     def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        self.entered.set()
         self.release.wait()
         self.calls.append(len(batch))
         if any(r.messages[0]["content"] == "poison" for r in batch):
@@ -108,21 +111,22 @@ class OnePoisonFakeBackend(RecordingFakeBackend):
 def test_a_failed_call_is_retried_member_by_member() -> None:
     backend = OnePoisonFakeBackend()
     backend.release.clear()
-    batcher = Batcher(backend, max_batch=8, wait_ms=50)
-    blocker = batcher.submit(request())
-    time.sleep(0.05)
+    scheduler = StaticScheduler(backend, max_batch=8, wait_ms=50)
+    blocker = scheduler.submit(request())
+    assert backend.entered.wait(5)  # the blocker's call holds the model
     poison = PredictRequest([{"role": "user", "content": "poison"}], GenerationParams())
-    futures = [batcher.submit(request()) for _ in range(3)] + [batcher.submit(poison)]
+    futures = [scheduler.submit(request()) for _ in range(3)] + [scheduler.submit(poison)]
     backend.release.set()
     with pytest.raises(ValueError, match="aspect ratio"):
         futures[-1].result(timeout=5)
-    assert blocker.result(timeout=5) and all(f.result(timeout=5) for f in futures[:3])
+    assert blocker.result(timeout=5).prediction.answer == "ok"
+    assert [f.result(timeout=5).prediction.answer for f in futures[:3]] == ["ok"] * 3
     assert backend.calls == [1, 4, 1, 1, 1, 1]
 
 
 def test_a_failed_call_fails_every_waiter() -> None:
-    batcher = Batcher(RecordingFakeBackend(fail=True), max_batch=8, wait_ms=10)
-    futures = [batcher.submit(request()) for _ in range(3)]
+    scheduler = StaticScheduler(RecordingFakeBackend(fail=True), max_batch=8, wait_ms=10)
+    futures = [scheduler.submit(request()) for _ in range(3)]
     for future in futures:
         with pytest.raises(RuntimeError, match="exploded"):
             future.result(timeout=5)
@@ -131,11 +135,11 @@ def test_a_failed_call_fails_every_waiter() -> None:
 def test_retried_jobs_share_smaller_calls_only_with_each_other() -> None:
     backend = RecordingFakeBackend()
     backend.release.clear()
-    batcher = Batcher(backend, max_batch=8, wait_ms=50)
-    blocker = batcher.submit(request())
-    time.sleep(0.05)
-    retried = [batcher.submit(request(), company=2) for _ in range(4)]
-    fresh = [batcher.submit(request()) for _ in range(3)]
+    scheduler = StaticScheduler(backend, max_batch=8, wait_ms=50)
+    blocker = scheduler.submit(request())
+    assert backend.entered.wait(5)  # the blocker's call holds the model
+    retried = [scheduler.submit(request(), company=2) for _ in range(4)]
+    fresh = [scheduler.submit(request()) for _ in range(3)]
     backend.release.set()
     assert blocker.result(timeout=5).batch_size == 1
     assert [f.result(timeout=5).batch_size for f in retried] == [2, 2, 2, 2]
@@ -153,11 +157,13 @@ def test_a_hung_model_call_ends_the_worker_instead_of_failing_every_job() -> Non
     backend = RecordingFakeBackend()
     backend.release.clear()  # the first call hangs
     stuck: list[bool] = []
-    batcher = Batcher(backend, max_batch=1, wait_ms=0, on_stuck=lambda: stuck.append(True))
-    batcher.submit(request())
-    time.sleep(0.05)
+    scheduler = StaticScheduler(
+        backend, max_batch=1, wait_ms=0, on_stuck=lambda: stuck.append(True)
+    )
+    scheduler.submit(request())
+    assert backend.entered.wait(5)  # the first call hangs in the model
     with pytest.raises(TimeoutError, match="stuck"):
-        batcher.run(request(), company=0, time_limit_s=0.2)
+        scheduler.run(request(), company=0, time_limit_s=0.2)
     assert stuck == [True]
     backend.release.set()
 
@@ -179,26 +185,26 @@ def test_each_retried_member_gets_its_own_time_limit() -> None:
     # 1.5 s after the shared call began, past a 0.5 s limit counted from there.
     backend = SlowPoisonFakeBackend(0.3)
     backend.release.clear()  # a first call holds the model while the four queue up
-    batcher = Batcher(backend, max_batch=8, wait_ms=100)
-    blocker = batcher.submit(request())
-    time.sleep(0.05)
+    scheduler = StaticScheduler(backend, max_batch=8, wait_ms=100)
+    blocker = scheduler.submit(request())
+    assert backend.entered.wait(5)  # the blocker's call holds the model
     poison = PredictRequest([{"role": "user", "content": "poison"}], GenerationParams())
     requests = [request(), request(), request(), poison]
     with ThreadPoolExecutor(4) as pool:
         running = [
-            pool.submit(_outcome, lambda r=r: batcher.run(r, company=0, time_limit_s=0.5))
+            pool.submit(_outcome, lambda r=r: scheduler.run(r, company=0, time_limit_s=0.5))
             for r in requests
         ]
-        time.sleep(0.1)
+        time.sleep(0.1)  # a gap: the four requests join the queue behind the blocker
         backend.release.set()
         outcomes = [future.result(timeout=10) for future in running]
-    assert blocker.result(timeout=5)
+    assert blocker.result(timeout=5).prediction.answer == "ok"
     assert backend.calls == [1, 4, 1, 1, 1, 1]
     assert outcomes[:3] == ["ok", "ok", "ok"]
     assert outcomes[3] == "ValueError"
 
 
-def _outcome(call: Callable[[], BatchResult]) -> str:
+def _outcome(call: Callable[[], CallResult]) -> str:
     try:
         return call().prediction.answer
     except Exception as exc:  # noqa: BLE001 - the test compares outcomes
@@ -220,15 +226,15 @@ class StreamThenFailFakeBackend(RecordingFakeBackend):
 
 def test_a_member_that_streamed_text_is_not_retried() -> None:
     backend = StreamThenFailFakeBackend()
-    batcher = Batcher(backend, max_batch=8, wait_ms=100)
+    scheduler = StaticScheduler(backend, max_batch=8, wait_ms=100)
     streamed: list[str] = []
     streaming = PredictRequest(
         [{"role": "user", "content": "hi"}],
         GenerationParams(),
         on_text=lambda text, _logprobs: streamed.append(text),
     )
-    quiet = batcher.submit(request())
-    loud = batcher.submit(streaming)
+    quiet = scheduler.submit(request())
+    loud = scheduler.submit(streaming)
     assert quiet.result(timeout=5).prediction.answer == "ok"
     with pytest.raises(RuntimeError):
         loud.result(timeout=5)
@@ -238,8 +244,8 @@ def test_a_member_that_streamed_text_is_not_retried() -> None:
 
 def test_a_failed_call_of_one_is_not_run_again() -> None:
     backend = OnePoisonFakeBackend()
-    batcher = Batcher(backend, max_batch=8, wait_ms=0)
+    scheduler = StaticScheduler(backend, max_batch=8, wait_ms=0)
     poison = PredictRequest([{"role": "user", "content": "poison"}], GenerationParams())
     with pytest.raises(ValueError):
-        batcher.submit(poison).result(timeout=5)
+        scheduler.submit(poison).result(timeout=5)
     assert backend.calls == [1]

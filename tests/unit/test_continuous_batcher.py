@@ -1,5 +1,5 @@
-"""The batcher's decode loop over a continuous-batching engine: who joins the batch when,
-who leaves it, and what one failure costs the others."""
+"""The continuous scheduler's decode loop over an engine: who joins the batch when, who
+leaves it, and what one failure costs the others; and which scheduler a backend gets."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import time
 import pytest
 
 from services.core.inputs.prompts import GenerationParams
-from workers.backends.base import Finished, Prediction, PredictRequest
-from workers.batching import Batcher, RequestCanceled
+from tests.support import wait_until
+from workers.backends.base import Generation, Prediction, PredictRequest
+from workers.schedulers import (
+    ContinuousScheduler,
+    RequestCanceled,
+    StaticScheduler,
+    create_scheduler,
+)
 
 
 class CountingFakeEngine:
@@ -32,7 +38,7 @@ class CountingFakeEngine:
     def accepts(self, request: PredictRequest) -> bool:
         return request.params.score_questions is None
 
-    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Finished]:
+    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Generation]:
         self.admitted.append(len(requests))
         if self.at == "prefill" and any(poisoned(request) for _, request in requests):
             raise ValueError("the image cannot be read")
@@ -40,7 +46,7 @@ class CountingFakeEngine:
             self.rows[key] = (request, 0, 1)
         return []
 
-    def step(self) -> list[Finished]:
+    def step(self) -> list[Generation]:
         self.gate.wait()
         time.sleep(self.step_s)
         self.steps.append(len(self.rows))
@@ -52,7 +58,7 @@ class CountingFakeEngine:
             self.rows[key] = (request, done, peak)
             if done >= request.params.max_tokens:
                 del self.rows[key]
-                finished.append(Finished(key, Prediction(answer=f"{done}", raw=""), peak))
+                finished.append(Generation(key, Prediction(answer=f"{done}", raw=""), peak))
         return finished
 
     def drop(self, key: object) -> None:
@@ -66,7 +72,7 @@ class CountingFakeEngine:
 
 
 class StaticFakeBackend:
-    """A backend whose static path answers `alone` (the batcher's retries use it)."""
+    """A backend whose static path answers `alone` (the scheduler's retries use it)."""
 
     def __init__(self, engine: CountingFakeEngine) -> None:
         self.engine = engine
@@ -96,9 +102,9 @@ def ask(tokens: int, text: str = "hi") -> PredictRequest:
 def test_a_short_request_joins_a_running_one_and_leaves_first() -> None:
     engine = CountingFakeEngine()
     engine.gate.clear()
-    batcher = Batcher(StaticFakeBackend(engine), max_batch=8, wait_ms=1000)
-    long = batcher.submit(ask(50))
-    short = batcher.submit(ask(3))
+    scheduler = create_scheduler(StaticFakeBackend(engine), max_batch=8, wait_ms=1000)
+    long = scheduler.submit(ask(50))
+    short = scheduler.submit(ask(3))
     engine.gate.set()
     assert short.result(timeout=5).prediction.answer == "3"
     assert long.result(timeout=5).prediction.answer == "50"
@@ -110,10 +116,10 @@ def test_a_short_request_joins_a_running_one_and_leaves_first() -> None:
 def test_a_failed_prefill_fails_only_its_own_request() -> None:
     engine = CountingFakeEngine(at="prefill")
     engine.gate.clear()
-    batcher = Batcher(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
-    batcher.submit(ask(1))  # holds the loop in a step while the next two queue up
-    good = batcher.submit(ask(4))
-    bad = batcher.submit(ask(4, "poison"))
+    scheduler = create_scheduler(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
+    scheduler.submit(ask(1))  # holds the loop in a step while the next two queue up
+    good = scheduler.submit(ask(4))
+    bad = scheduler.submit(ask(4, "poison"))
     engine.gate.set()
     with pytest.raises(ValueError, match="cannot be read"):
         bad.result(timeout=5)
@@ -125,9 +131,9 @@ def test_a_failed_step_retries_each_request_alone() -> None:
     engine = CountingFakeEngine(at="step")
     engine.gate.clear()
     backend = StaticFakeBackend(engine)
-    batcher = Batcher(backend, max_batch=8, wait_ms=0)
-    good = [batcher.submit(ask(4)) for _ in range(2)]
-    bad = batcher.submit(ask(4, "poison"))
+    scheduler = create_scheduler(backend, max_batch=8, wait_ms=0)
+    good = [scheduler.submit(ask(4)) for _ in range(2)]
+    bad = scheduler.submit(ask(4, "poison"))
     engine.gate.set()
     with pytest.raises(RuntimeError, match="device-side assert"):
         bad.result(timeout=5)
@@ -138,13 +144,13 @@ def test_a_failed_step_retries_each_request_alone() -> None:
 def test_canceled_and_timed_out_rows_leave_the_batch() -> None:
     engine = CountingFakeEngine(step_s=0.002)
     engine.gate.clear()
-    batcher = Batcher(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
+    scheduler = create_scheduler(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
     canceled = threading.Event()
     outcome: dict[str, BaseException] = {}
 
     def run(name: str, **options: object) -> None:
         try:
-            batcher.run(ask(10_000), company=8, **options)  # type: ignore[arg-type]
+            scheduler.run(ask(10_000), company=8, **options)  # type: ignore[arg-type]
         except (RequestCanceled, TimeoutError) as exc:
             outcome[name] = exc
 
@@ -162,20 +168,47 @@ def test_canceled_and_timed_out_rows_leave_the_batch() -> None:
         thread.join(timeout=10)
     assert isinstance(outcome["canceled"], RequestCanceled)
     assert isinstance(outcome["late"], TimeoutError)
-    deadline = time.monotonic() + 5
-    while len(engine) and time.monotonic() < deadline:  # it leaves at the next step
-        time.sleep(0.01)
-    assert len(engine) == 0 and len(engine.steps) < 1_000
+    # They leave the batch at its next step.
+    wait_until(lambda: len(engine) == 0, 5, "the batch to empty", interval_s=0.01)
+    assert len(engine.steps) < 1_000
 
 
 def test_requests_of_another_company_wait_for_the_batch_to_empty() -> None:
     engine = CountingFakeEngine()
     engine.gate.clear()
-    batcher = Batcher(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
-    first = batcher.submit(ask(5))
-    retried = batcher.submit(ask(2), company=1)  # a last attempt runs alone
-    later = batcher.submit(ask(5))
+    scheduler = create_scheduler(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
+    first = scheduler.submit(ask(5))
+    retried = scheduler.submit(ask(2), company=1)  # a last attempt runs alone
+    later = scheduler.submit(ask(5))
     engine.gate.set()
     assert retried.result(timeout=5).batch_size == 1
     assert first.result(timeout=5).batch_size == 1
     assert later.result(timeout=5).batch_size == 1
+
+
+class EnginelessFakeBackend(StaticFakeBackend):
+    """A backend that offers continuous batching, but not for the model it loaded."""
+
+    def continuous_engine(self) -> None:  # type: ignore[override]
+        return None
+
+
+class PlainFakeBackend:
+    """A backend with no continuous batching at all."""
+
+    def setup(self, device: str) -> None:
+        """Nothing to load."""
+
+    def predict(self, batch: list[PredictRequest]) -> list[Prediction]:
+        return [Prediction(answer="plain", raw="") for _ in batch]
+
+
+def test_the_backend_engine_picks_the_scheduler() -> None:
+    engine = CountingFakeEngine()
+    continuous = create_scheduler(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
+    assert isinstance(continuous, ContinuousScheduler) and continuous.engine is engine
+    engineless = create_scheduler(EnginelessFakeBackend(engine), max_batch=8, wait_ms=0)
+    assert isinstance(engineless, StaticScheduler)
+    plain = create_scheduler(PlainFakeBackend(), max_batch=8, wait_ms=0)
+    assert isinstance(plain, StaticScheduler)
+    assert plain.submit(ask(1)).result(timeout=5).prediction.answer == "plain"

@@ -16,9 +16,10 @@ from services.core.config import (
 )
 from services.core.errors import InvalidRequestError, NotFoundError
 from services.core.inputs.images import CheckedImage, check_image, fit_image
-from services.core.inputs.prompts import build_params, image_side
-from services.core.model_info import model_cards, served_model, served_revision
+from services.core.inputs.prompts import image_side
+from services.core.model_info import served_model, served_models, served_revision
 from services.core.presets import check_name, check_system_prompt
+from services.core.requests.generation import generation_params
 
 
 def settings(**values: object) -> Settings:
@@ -53,19 +54,19 @@ def test_a_request_names_the_base_or_an_adapter() -> None:
     assert served_model(BUNDLED_ADAPTER_NAME, config) == BUNDLED_ADAPTER_NAME
     with pytest.raises(NotFoundError):
         served_model("gpt-4o", config)
-    base, adapter = model_cards(config)
-    assert adapter["parent"] == base["id"] and base["parent"] is None
+    base, adapter = served_models(config)
+    assert adapter.parent == base.id and base.parent is None
     # The adapter's revision covers the base's: retraining either changes its cache keys.
-    assert served_revision(config, BUNDLED_ADAPTER_NAME).startswith(str(base["revision"]) + "+")
-    assert served_revision(config, "easyvqa-glm4v") == base["revision"]
+    assert served_revision(config, BUNDLED_ADAPTER_NAME).startswith(base.revision + "+")
+    assert served_revision(config, "easyvqa-glm4v") == base.revision
 
 
 def test_top_logprobs_is_bounded_and_needs_logprobs() -> None:
     config = settings(model=str(BUNDLED_MODEL_DIR))
-    assert build_params({"logprobs": True, "top_logprobs": 20}, config).top_logprobs == 20
+    assert generation_params({"logprobs": True, "top_logprobs": 20}, config).top_logprobs == 20
     for raw in ({"logprobs": True, "top_logprobs": 21}, {"top_logprobs": 2}):
         with pytest.raises(InvalidRequestError) as refused:
-            build_params(raw, config)
+            generation_params(raw, config)
         assert refused.value.param == "top_logprobs"
 
 

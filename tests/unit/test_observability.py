@@ -19,7 +19,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from services.core import logs
 from services.core.config import Settings
 from services.core.metrics import forget_dead_processes
-from services.core.models import DeliveryStatus
+from services.core.tables import DeliveryStatus
 from services.core.webhooks.delivery import AttemptResult, outcome_label
 from workers.backends.streaming import TokenClock
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from services.core.inputs.prompts import GenerationParams
 
@@ -98,7 +98,7 @@ class VLMBackend(Protocol):
 
 
 @dataclass(frozen=True)
-class Finished:
+class Generation:
     """A request that left the engine's batch with its answer."""
 
     key: object
@@ -118,13 +118,13 @@ class DecodeEngine(Protocol):
         """Whether this request can run in the engine (others take `predict`)."""
         ...
 
-    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Finished]:
+    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Generation]:
         """Run the requests' prompts (together) and pick each one's first token: those it
         finished already are returned, the others joined the batch. After an error, none
         of them joined."""
         ...
 
-    def step(self) -> list[Finished]:
+    def step(self) -> list[Generation]:
         """Decode one token for every request in the batch; those that finished left it."""
         ...
 
@@ -139,8 +139,9 @@ class DecodeEngine(Protocol):
         ...
 
 
+@runtime_checkable
 class ContinuousBackend(VLMBackend, Protocol):
-    """A backend that also offers continuous batching."""
+    """A backend that also offers continuous batching (`create_scheduler` checks for it)."""
 
     def continuous_engine(self) -> DecodeEngine | None:
         """The engine, or None where the model runs static batches only (after `setup`)."""

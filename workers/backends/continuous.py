@@ -28,7 +28,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import (
-    Finished,
+    Generation,
     GenerationTiming,
     Prediction,
     PredictRequest,
@@ -120,18 +120,18 @@ class ContinuousEngine:
         return request.params.score_questions is None
 
     @torch.inference_mode()
-    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Finished]:
+    def admit(self, requests: list[tuple[object, PredictRequest]]) -> list[Generation]:
         """Prefill the requests together (left-padded, in one forward pass per chat-template
         switch), pick each one's first token, and join the unfinished ones to the batch."""
         groups: dict[bool, list[tuple[object, PredictRequest]]] = {}
         for key, request in requests:
             groups.setdefault(request.params.enable_thinking, []).append((key, request))
-        finished: list[Finished] = []
+        finished: list[Generation] = []
         for group in groups.values():
             finished += self._prefill(group)
         return finished
 
-    def _prefill(self, requests: list[tuple[object, PredictRequest]]) -> list[Finished]:
+    def _prefill(self, requests: list[tuple[object, PredictRequest]]) -> list[Generation]:
         """One forward pass over the prompts of requests that share a chat template."""
         inputs = self.vlm.encode(
             [request.messages for _, request in requests], requests[0][1].params
@@ -185,7 +185,7 @@ class ContinuousEngine:
         )
 
     @torch.inference_mode()
-    def step(self) -> list[Finished]:
+    def step(self) -> list[Generation]:
         """One batched forward pass: the next token of every row."""
         if not self.rows or self.cache is None or self.mask is None:
             return []
@@ -291,14 +291,14 @@ class ContinuousEngine:
         if len(row.generated) >= params.max_tokens:
             row.finish_reason = "length"
 
-    def _finished(self, row: Row) -> Finished:
+    def _finished(self, row: Row) -> Generation:
         """The row's prediction, cut and parsed like a `generate` answer."""
         prediction = self.vlm.decode(row.generated, row.prompt_tokens, row.request.params)
         timing = None
         if row.first_at is not None and row.last_at is not None:
             timing = GenerationTiming(row.first_at - row.admitted_at, row.last_at - row.first_at)
         prediction = dataclasses.replace(prediction, timing=timing, logprobs=row.logprobs)
-        return Finished(row.key, prediction, row.batch_size)
+        return Generation(row.key, prediction, row.batch_size)
 
     def _join(self, rows: list[Row], cache: DynamicCache, mask: torch.Tensor) -> None:
         """Add prefilled rows (their cache and mask) to the batch, left-padding them or the

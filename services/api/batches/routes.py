@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
-from services.api.batches.protocol import BatchCreateRequest
 from services.api.context import runtime, tenant_id
-from services.api.request_parsing import json_object, page_limit, validate
+from services.api.openapi.declare import IDEMPOTENCY_KEY, LIMIT, after, operation
+from services.api.request_parsing import body_as, idempotency_key, page_limit
+from services.api.respond import respond
 from services.core import idempotency
 from services.core.batches import service as batches
 from services.core.files import check_expires_after
-from services.core.models import Batch
-from services.core.serialize import batch_response, openai_page
+from services.core.requests.batches import BatchCreateRequest
+from services.core.responses.batches import BatchListResponse, BatchResponse
+from services.core.responses.webhooks import WebhookDeliveryListResponse
+from services.core.tables import Batch
 from services.core.webhooks.status import deliveries_of
 
 bp = Blueprint("batches", __name__, url_prefix="/v1/batches")
+BATCH_LINKS = {
+    "GetBatch": {"operationId": "getBatch", "parameters": {"batch_id": "$response.body#/id"}},
+    "CancelBatch": {
+        "operationId": "cancelBatch",
+        "parameters": {"batch_id": "$response.body#/id"},
+    },
+}
 
 
 @bp.post("")
+@operation(
+    summary="Start a batch from an uploaded input file.",
+    tag="openai",
+    answers={200: BatchResponse},
+    errors=(400, 404, 409, 413, 422),
+    body=BatchCreateRequest,
+    params=(IDEMPOTENCY_KEY,),
+    links=BATCH_LINKS,
+)
 def create_batch() -> Response:
     """Create a batch from an uploaded JSONL file."""
     rt = runtime()
-    body = validate(BatchCreateRequest, json_object())
+    body = body_as(BatchCreateRequest)
     policy = body.output_expires_after
     output_life_s = (
         check_expires_after(policy.anchor, policy.seconds, "output_expires_after")
@@ -29,7 +48,7 @@ def create_batch() -> Response:
         else None
     )
     claim = idempotency.claim_from_header(
-        request.headers.get(idempotency.HEADER),
+        idempotency_key(),
         tenant_id(),
         idempotency.fingerprint("/v1/batches", body.model_dump(mode="json")),
         rt.settings,
@@ -53,40 +72,59 @@ def create_batch() -> Response:
             return batches.get_batch(session, tenant_id(), batch_id)
 
     batch, replayed = idempotency.submit_once(rt.sessions, claim, create, replay)
-    response = jsonify(batch_response(batch))
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return respond(BatchResponse.of(batch), headers=headers)
 
 
 @bp.get("/<batch_id>")
-def retrieve_batch(batch_id: str) -> Response:
+@operation(
+    summary="A batch and its counts.", tag="openai", answers={200: BatchResponse}, errors=(404,)
+)
+def get_batch(batch_id: str) -> Response:
     """The batch object, with its request counts."""
     with runtime().sessions() as session:
-        return jsonify(batch_response(batches.get_batch(session, tenant_id(), batch_id)))
+        return respond(BatchResponse.of(batches.get_batch(session, tenant_id(), batch_id)))
 
 
 @bp.get("/<batch_id>/webhook_deliveries")
+@operation(
+    summary="The batch's webhook events.",
+    tag="openai",
+    answers={200: WebhookDeliveryListResponse},
+    errors=(404,),
+    operation_id="listBatchWebhookDeliveries",
+)
 def batch_webhook_deliveries(batch_id: str) -> Response:
     """The batch's own webhook events (its lines have none)."""
     with runtime().sessions() as session:
         batch = batches.get_batch(session, tenant_id(), batch_id)
-        data = deliveries_of(session, tenant_id(), batch_id=batch.id)
-    return jsonify({"object": "list", "data": data})
+        return respond(deliveries_of(session, tenant_id(), batch_id=batch.id))
 
 
 @bp.get("")
+@operation(
+    summary="The tenant's batches, newest first.",
+    tag="openai",
+    answers={200: BatchListResponse},
+    errors=(400, 404),
+    params=(LIMIT, after("batch")),
+)
 def list_batches() -> Response:
     """The tenant's batches, newest first (`?limit=&after=`)."""
     with runtime().sessions() as session:
         page, has_more = batches.list_batches(
             session, tenant_id(), limit=page_limit(), after=request.args.get("after")
         )
-        data = [batch_response(batch) for batch in page]
-    return jsonify(openai_page(data, has_more))
+        return respond(BatchListResponse.of(page, has_more))
 
 
 @bp.post("/<batch_id>/cancel")
+@operation(
+    summary="Cancel a batch's queued lines; it ends `cancelled`.",
+    tag="openai",
+    answers={200: BatchResponse},
+    errors=(404, 409),
+)
 def cancel_batch(batch_id: str) -> Response:
     """Cancel the batch's queued requests; it ends `cancelled` when the running ones finish."""
-    return jsonify(batch_response(batches.cancel_batch(runtime(), tenant_id(), batch_id)))
+    return respond(BatchResponse.of(batches.cancel_batch(runtime(), tenant_id(), batch_id)))

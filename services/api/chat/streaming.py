@@ -9,10 +9,11 @@ from typing import Any
 
 from services.core.errors import JobFailedError
 from services.core.jobs import service as jobs
-from services.core.models import Job, JobStatus
 from services.core.notify import read_stream
+from services.core.responses.chat import ChatCompletionChunk, ChunkChoice
+from services.core.responses.errors import ErrorResponse
 from services.core.runtime import Runtime
-from services.core.serialize import chunk, delta_choice
+from services.core.tables import Job, JobStatus
 
 
 def sse(payload: dict[str, Any] | str) -> str:
@@ -21,9 +22,14 @@ def sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
+def chunk(job: Job, choices: list[ChunkChoice], **extra: Any) -> str:
+    """One chunk of the job's answer as an event."""
+    return sse(ChatCompletionChunk.of(job, choices, **extra).dump())
+
+
 def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str]:
     """Chunks of the job's answer as they are generated, then the finish, usage and [DONE]."""
-    yield sse(chunk(job, [delta_choice({"role": "assistant", "content": ""})]))
+    yield chunk(job, [ChunkChoice.of({"role": "assistant", "content": ""})])
     asked_logprobs = bool((job.params or {}).get("logprobs"))
     sent = ""
     # Log-probability entries sent so far; those the stream did not carry come at the end.
@@ -42,12 +48,12 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
             sent += event.delta
             sent_logprobs += len(event.logprobs)
             logprobs = event.logprobs if asked_logprobs else None
-            yield sse(chunk(job, [delta_choice({"content": event.delta}, logprobs=logprobs)]))
+            yield chunk(job, [ChunkChoice.of({"content": event.delta}, logprobs=logprobs)])
     # The stream ends just before the job row is final: wait for the row.
     remaining_s = max(0.0, deadline - time.monotonic())
     job, _ = jobs.wait_until_terminal(runtime.sessions, runtime.job_ends, job, remaining_s)
     if job.status != JobStatus.SUCCEEDED:
-        yield sse(JobFailedError(jobs.failure_message(job)).to_payload())
+        yield sse(ErrorResponse.of(JobFailedError(jobs.failure_message(job))).dump())
         yield sse("[DONE]")
         return
     output = job.output or ""
@@ -56,8 +62,8 @@ def stream_chat(runtime: Runtime, job: Job, include_usage: bool) -> Iterator[str
     unsent = ((result.get("logprobs") or {}).get("content") or [])[sent_logprobs:]
     if rest or unsent:
         logprobs = unsent if asked_logprobs else None
-        yield sse(chunk(job, [delta_choice({"content": rest}, logprobs=logprobs)]))
-    yield sse(chunk(job, [delta_choice({}, result.get("finish_reason", "stop"))]))
+        yield chunk(job, [ChunkChoice.of({"content": rest}, logprobs=logprobs)])
+    yield chunk(job, [ChunkChoice.of({}, result.get("finish_reason", "stop"))])
     if include_usage:
-        yield sse(chunk(job, [], usage=result.get("usage")))
+        yield chunk(job, [], usage=result.get("usage"))
     yield sse("[DONE]")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from services.api.context import runtime, tenant_id
+from services.api.openapi.declare import LIMIT, Param, after, operation, text
 from services.api.request_parsing import page_limit
+from services.api.respond import respond
 from services.core.errors import InvalidRequestError
 from services.core.files import (
     check_expires_after,
@@ -16,13 +18,28 @@ from services.core.files import (
     file_life_s,
     get_file,
     list_files,
-    read_stream,
     store_file,
+    upload_chunks,
 )
-from services.core.serialize import file_response, openai_page
+from services.core.responses.files import FileDeletedResponse, FileListResponse, FileResponse
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 MAX_FILENAME_CHARS = 255
+FILE_FORM = {
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "purpose": {"type": "string", "enum": ["batch"]},
+        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+        "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000},
+    },
+}
+FILE_LINKS = {
+    "GetFile": {"operationId": "getFile", "parameters": {"file_id": "$response.body#/id"}},
+    "DeleteFile": {"operationId": "deleteFile", "parameters": {"file_id": "$response.body#/id"}},
+}
+PURPOSE = Param("purpose", "query", {"type": "string", "enum": ["batch", "batch_output"]})
 
 
 def checked_filename(raw: str | None) -> str:
@@ -56,7 +73,15 @@ def requested_life_s() -> int | None:
 
 
 @bp.post("")
-def upload_file() -> tuple[Response, int]:
+@operation(
+    summary="Upload a JSONL batch input file (multipart: `file`, `purpose=batch`).",
+    tag="openai",
+    answers={200: FileResponse},
+    errors=(400, 413),
+    multipart=FILE_FORM,
+    links=FILE_LINKS,
+)
+def upload_file() -> Response:
     """Store an uploaded file (`file` + `purpose=batch`, optionally `expires_after`),
     streamed into chunks."""
     upload = request.files.get("file")
@@ -71,14 +96,22 @@ def upload_file() -> tuple[Response, int]:
         tenant_id(),
         purpose,
         checked_filename(upload.filename),
-        read_stream(upload.stream),
+        upload_chunks(upload.stream),
         expires_after_s=file_life_s(rt.settings, requested_life_s()),
     )
-    return jsonify(file_response(file)), 200
+    return respond(FileResponse.of(file))
 
 
 @bp.get("")
-def list_tenant_files() -> Response:
+@operation(
+    summary="The tenant's files, newest first.",
+    tag="openai",
+    answers={200: FileListResponse},
+    errors=(400, 404),
+    params=(PURPOSE, LIMIT, after("file")),
+    operation_id="listFiles",
+)
+def list_files_page() -> Response:
     """The tenant's files, newest first (`?purpose=&limit=&after=`, as OpenAI pages them)."""
     with runtime().sessions() as session:
         page, has_more = list_files(
@@ -88,26 +121,46 @@ def list_tenant_files() -> Response:
             limit=page_limit(),
             after=request.args.get("after"),
         )
-        data = [file_response(file) for file in page]
-    return jsonify(openai_page(data, has_more))
+        return respond(FileListResponse.of(page, has_more))
 
 
 @bp.delete("/<file_id>")
-def remove_file(file_id: str) -> Response:
+@operation(
+    summary="Delete a file (a 409 while an unfinished batch reads it).",
+    tag="openai",
+    answers={200: FileDeletedResponse},
+    errors=(404, 409),
+    operation_id="deleteFile",
+)
+def delete_file_by_id(file_id: str) -> Response:
     """Delete the file (a 409 while an unfinished batch reads it)."""
     with runtime().unit_of_work() as session:
         file = delete_file(session, tenant_id(), file_id)
-        return jsonify({"id": file.id, "object": "file", "deleted": True})
+        return respond(FileDeletedResponse.of(file))
 
 
 @bp.get("/<file_id>")
-def retrieve_file(file_id: str) -> Response:
+@operation(
+    summary="A file object.",
+    tag="openai",
+    answers={200: FileResponse},
+    errors=(404,),
+    operation_id="getFile",
+)
+def get_file_by_id(file_id: str) -> Response:
     """The file object."""
     with runtime().sessions() as session:
-        return jsonify(file_response(get_file(session, tenant_id(), file_id)))
+        return respond(FileResponse.of(get_file(session, tenant_id(), file_id)))
 
 
 @bp.get("/<file_id>/content")
+@operation(
+    summary="A file's bytes.",
+    tag="openai",
+    answers={200: text("application/jsonl", "binary")},
+    errors=(404,),
+    operation_id="getFileContent",
+)
 def file_content(file_id: str) -> Response:
     """The file's bytes, streamed a chunk at a time."""
     rt = runtime()

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app
 
 from services.api.context import runtime
+from services.api.openapi.declare import operation, text
+from services.api.respond import respond
 from services.core import metrics as vlmq_metrics
 from services.core.gauges import DeploymentCollector
 from services.core.heartbeats import live_model_workers, load_failure
+from services.core.responses.health import HealthResponse, ReadinessResponse
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@operation(
+    summary="The process is up.", tag="operations", answers={200: HealthResponse}, public=True
+)
 def healthz() -> Response:
     """The process is up."""
-    return jsonify({"status": "ok"})
+    return respond(HealthResponse(status="ok"))
 
 
 @bp.get("/readyz")
-def readyz() -> tuple[Response, int, dict[str, str]]:
+@operation(
+    summary="Ready when the database, Redis and a worker with its model answer.",
+    tag="operations",
+    answers={200: ReadinessResponse, 503: ReadinessResponse},
+    public=True,
+)
+def readyz() -> Response:
     """Ready when the database and Redis answer and a worker has its model loaded; when
     not, `reasons` says what is down and why."""
     rt = runtime()
@@ -47,11 +59,10 @@ def readyz() -> tuple[Response, int, dict[str, str]]:
                 )
         except Exception as exc:
             reasons["worker"] = describe(exc)
-    checks = {name: name not in reasons for name in ("database", "redis", "worker")}
-    body = {"status": "not_ready" if reasons else "ready", "checks": checks, "reasons": reasons}
+    body = ReadinessResponse.of(reasons)
     if reasons:
-        return jsonify(body), 503, {"Retry-After": "5"}
-    return jsonify(body), 200, {}
+        return respond(body, 503, {"Retry-After": "5"})
+    return respond(body)
 
 
 def describe(exc: Exception) -> str:
@@ -60,12 +71,24 @@ def describe(exc: Exception) -> str:
 
 
 @bp.get("/metrics")
+@operation(
+    summary="Prometheus metrics of this host's vlmq processes.",
+    tag="operations",
+    answers={200: text("text/plain")},
+    public=True,
+)
 def metrics() -> Response:
     """Prometheus metrics of this host's vlmq processes and of the deployment's queue."""
     registry = current_app.extensions.get("vlmq_scrape")
     if registry is None:
         rt = runtime()
-        collector = DeploymentCollector(rt.sessions, rt.redis, rt.settings.model_id)
+        collector = DeploymentCollector(
+            rt.sessions,
+            rt.redis,
+            rt.settings.model_id,
+            fair=rt.broker.fair,
+            show_tenant_ids=rt.settings.metrics_tenant_ids,
+        )
         registry = vlmq_metrics.scrape_registry([collector])
         current_app.extensions["vlmq_scrape"] = registry
     return Response(vlmq_metrics.exposition(registry), mimetype=vlmq_metrics.CONTENT_TYPE)

@@ -2,49 +2,67 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from functools import partial
+
+from flask import Blueprint, Response
 
 from services.api.context import runtime, tenant_id
-from services.api.moderations.protocol import ModerationRequest, PolicyRequest
-from services.api.request_parsing import json_object, validate
-from services.api.submissions import check_quota
-from services.core.errors import InvalidRequestError
-from services.core.jobs.service import wait_for_success
-from services.core.model_info import served_model
-from services.core.moderation.service import set_tenant_policy, submit_moderation, tenant_policy
-from services.core.serialize import moderation_response
+from services.api.openapi.declare import IDEMPOTENCY_KEY, operation
+from services.api.request_parsing import body_as
+from services.api.respond import respond
+from services.api.submitting import submit_as_caller
+from services.core.jobs.service import wait_for_all
+from services.core.moderation.service import set_tenant_policy, tenant_policy
+from services.core.requests.moderations import ModerationRequest, PolicyRequest
+from services.core.responses.moderations import ModerationPolicyResponse, ModerationResponse
+from services.core.submit import moderation_specs
 
 bp = Blueprint("moderations", __name__, url_prefix="/v1/moderations")
 
 
 @bp.post("")
+@operation(
+    summary="OpenAI moderation of images (and text), each category a yes/no question.",
+    tag="openai",
+    answers={200: ModerationResponse},
+    errors=(400, 404, 409, 413, 415, 422, 500, 504),
+    body=ModerationRequest,
+    params=(IDEMPOTENCY_KEY,),
+    creates_jobs=True,
+)
 def create_moderation() -> Response:
     """Score every input against the policy in force; runs as queued jobs and waits."""
     rt = runtime()
-    check_quota()
-    body = validate(ModerationRequest, json_object())
-    if served_model(body.model, rt.settings) != rt.settings.model_id:
-        raise InvalidRequestError(
-            "moderation scores with the base model only, not a LoRA adapter", param="model"
-        )
-    submitted = submit_moderation(rt, tenant_id(), body.input, body.categories, body.thresholds)
-    timeout_s = rt.settings.sync_timeout_s
-    finished = [wait_for_success(rt.sessions, rt.job_ends, job, timeout_s) for job in submitted]
-    return jsonify(moderation_response(finished))
+    body = body_as(ModerationRequest)
+    submitted = submit_as_caller(partial(moderation_specs, body=body), replay_finished_only=True)
+    return respond(ModerationResponse.of(wait_for_all(rt, submitted.jobs)))
 
 
 @bp.get("/policy")
+@operation(
+    summary="The tenant's moderation categories.",
+    tag="moderation",
+    answers={200: ModerationPolicyResponse},
+    operation_id="getModerationPolicy",
+)
 def get_policy() -> Response:
     """The tenant's own policy (empty: the deployment's default applies)."""
     with runtime().sessions() as session:
-        policy = tenant_policy(session, tenant_id())
-    return jsonify({"object": "moderation.policy", "categories": policy})
+        return respond(ModerationPolicyResponse.of(tenant_policy(session, tenant_id())))
 
 
 @bp.put("/policy")
+@operation(
+    summary="Replace the tenant's moderation categories.",
+    tag="moderation",
+    answers={200: ModerationPolicyResponse},
+    errors=(400, 413),
+    body=PolicyRequest,
+    operation_id="putModerationPolicy",
+)
 def put_policy() -> Response:
     """Replace the tenant's policy."""
-    body = validate(PolicyRequest, json_object())
+    body = body_as(PolicyRequest)
     with runtime().unit_of_work() as session:
         policy = set_tenant_policy(session, tenant_id(), body.categories)
-    return jsonify({"object": "moderation.policy", "categories": policy})
+    return respond(ModerationPolicyResponse.of(policy))

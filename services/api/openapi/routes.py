@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify
 
-from services.api.openapi.spec import build_document
+from services.api.openapi.document import build_document
 
 bp = Blueprint("openapi", __name__)
 ASSETS = resources.files("flask_openapi3_swagger") / "templates" / "swagger"
@@ -41,7 +41,7 @@ def document() -> dict[str, Any]:
     """The document, built once per app."""
     built = current_app.extensions.get("vlmq_openapi")
     if built is None:
-        built = build_document(metadata.version("vlmq"))
+        built = build_document(current_app, metadata.version("vlmq"))
         current_app.extensions["vlmq_openapi"] = built
     return built
 

@@ -6,12 +6,21 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort
 
+from services.api.openapi.declare import operation, text
+
 bp = Blueprint("playground", __name__)
 STATIC = Path(__file__).with_name("static")
 PAGE = STATIC / "index.html"
 
 
 @bp.get("/")
+@operation(
+    summary="The playground page.",
+    tag="operations",
+    answers={200: text("text/html")},
+    public=True,
+    operation_id="playground",
+)
 def index() -> Response:
     """Pick, drop, paste or link an image, ask, and watch the answer stream in."""
     return Response(PAGE.read_text(), mimetype="text/html")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from services.api.context import runtime, tenant_id
+from services.api.openapi.declare import operation
+from services.api.respond import respond
+from services.core.responses.webhooks import WebhookSecretResponse
 from services.core.webhooks.signing import tenant_secret
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 
 
 @bp.get("/default/secret")
+@operation(
+    summary="The tenant's Standard Webhooks secret, to verify `webhook-signature`.",
+    tag="webhooks",
+    answers={200: WebhookSecretResponse},
+    operation_id="getWebhookSecret",
+)
 def get_secret() -> Response:
     """The tenant's Standard Webhooks secret (`whsec_...`, created on first use), in
     Replicate's shape `{"key": ...}`, for receivers to verify `webhook-signature`."""
-    return jsonify({"key": tenant_secret(runtime().sessions, tenant_id())})
+    return respond(WebhookSecretResponse(key=tenant_secret(runtime().sessions, tenant_id())))

@@ -12,15 +12,16 @@ a batch cancelled or expired meanwhile stops expanding at once.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.core import logs, outbox
+from services.core.bands import Band
 from services.core.broker import BATCH_PROGRESS_TASK
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
@@ -31,30 +32,27 @@ from services.core.errors import (
 )
 from services.core.files import file_lines
 from services.core.inputs.images import CheckedImage
-from services.core.inputs.prompts import (
-    CanonicalRequest,
-    GenerationParams,
-    build_params,
-    canonical_from_messages,
-    check_fits_context,
-)
-from services.core.jobs.service import (
-    SubmitOptions,
+from services.core.job_spec import JobSpec, SubmitOptions
+from services.core.moderation.service import tenant_policy
+from services.core.requests.base import parse
+from services.core.requests.batches import MAX_CUSTOM_ID_CHARS, BatchLine
+from services.core.requests.chat import ChatCompletionRequest
+from services.core.requests.moderations import ModerationRequest
+from services.core.runtime import Runtime
+from services.core.submit import (
+    chat_specs,
     enqueue_after_commit,
-    new_job_values,
-    request_cache_key,
+    failed_job_values,
+    job_values,
+    moderation_specs,
+    queued_work,
     store_images,
 )
-from services.core.model_info import served_model
-from services.core.models import Batch, BatchStatus, Job, JobStatus
-from services.core.moderation.service import moderation_jobs_spec, tenant_policy
-from services.core.presets import with_preset
-from services.core.runtime import Runtime
+from services.core.tables import Batch, BatchStatus, Job, JobStatus
 
 PAGE = 100
 MODERATIONS = "/v1/moderations"
 EXPAND_LEASE_S = 60
-MAX_CUSTOM_ID_CHARS = 200
 MAX_EXPAND_ATTEMPTS = 3
 
 # A line's job (its column values, for a bulk insert) and the images it stores.
@@ -78,59 +76,36 @@ def parse_line(
     batch: Batch,
     raw: bytes,
     stored_policy: dict[str, Any] | None = None,
-) -> tuple[CanonicalRequest, GenerationParams, SubmitOptions]:
-    """One input line as (canonical request, params, options), or a VlmqError.
+) -> JobSpec:
+    """One input line as a job spec, or the `VlmqError` its live endpoint would answer: the
+    body is parsed by the endpoint's own request model and becomes jobs by the same code.
 
     `stored_policy`: the tenant's moderation policy, read once for the whole batch.
     """
     try:
-        line = json.loads(raw)
+        line = parse(BatchLine, json.loads(raw), settings)
     except ValueError as exc:
         raise InvalidRequestError("line is not valid JSON") from exc
-    if not isinstance(line, dict):
-        raise InvalidRequestError("line must be a JSON object")
-    custom_id = line.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
-        raise InvalidRequestError("line needs a custom_id", param="custom_id")
-    if len(custom_id) > MAX_CUSTOM_ID_CHARS:
-        raise InvalidRequestError(
-            f"custom_id is over {MAX_CUSTOM_ID_CHARS} characters", param="custom_id"
-        )
-    if line.get("url") != batch.endpoint or line.get("method", "POST") != "POST":
+    if line.url != batch.endpoint or line.method != "POST":
         raise InvalidRequestError(f"line must be a POST to {batch.endpoint}", param="url")
-    body = line.get("body")
-    if not isinstance(body, dict):
-        raise InvalidRequestError("line needs a body object", param="body")
-    model = served_model(body.get("model"), settings)
     if batch.endpoint == MODERATIONS:
-        if model != settings.model_id:
-            raise InvalidRequestError(
-                "moderation scores with the base model only, not a LoRA adapter", param="model"
-            )
-        specs = moderation_jobs_spec(
-            session,
-            settings,
-            batch.tenant_id,
-            body.get("input"),
-            body.get("categories"),
-            body.get("thresholds"),
-            stored_policy,
-        )
+        body = parse(ModerationRequest, line.body, settings, where="batch_line")
+        specs = moderation_specs(session, settings, batch.tenant_id, body, stored_policy)
         if len(specs) != 1:
             raise InvalidRequestError("a batch line moderates exactly one input", param="input")
-        request, params, options = specs[0]
-        options = dataclasses.replace(
-            options, batch_id=batch.id, custom_id=custom_id, background=True
-        )
-        return request, params, options
-    request = canonical_from_messages(body.get("messages"), settings)
-    request = with_preset(session, batch.tenant_id, request, body.get("preset"), settings)
-    params = build_params(body, settings)
-    check_fits_context(request, params, settings)
-    options = SubmitOptions(
-        kind="chat", model=model, batch_id=batch.id, custom_id=custom_id, background=True
+        max_queue_ms = None
+    else:
+        chat = parse(ChatCompletionRequest, line.body, settings, where="batch_line")
+        specs = chat_specs(session, settings, batch.tenant_id, chat)
+        max_queue_ms = chat.queue_limit_ms(settings, batch_line=True)
+    options = replace(
+        specs[0].options,
+        batch_id=batch.id,
+        custom_id=line.custom_id,
+        band=Band.BATCH,
+        max_queue_ms=max_queue_ms,
     )
-    return request, params, options
+    return replace(specs[0], options=options)
 
 
 def line_job(
@@ -144,33 +119,16 @@ def line_job(
     """The job of one line (failed already if the line is bad) and the images to store."""
     job_id = line_job_id(batch.id, line_number)
     try:
-        request, params, options = parse_line(session, settings, batch, raw, stored_policy)
+        spec = parse_line(session, settings, batch, raw, stored_policy)
     except ServiceUnavailableError:
         raise  # passing (a fetch capacity or dependency outage): the expansion runs again
     except VlmqError as exc:
-        now = utcnow()
-        job: dict[str, Any] = dict(
-            id=job_id,
-            tenant_id=batch.tenant_id,
-            kind="chat" if batch.endpoint == "/v1/chat/completions" else "moderation",
-            model=settings.model_id,
-            messages=[],
-            params={},
-            status=JobStatus.FAILED.value,
-            error={"type": exc.code, "message": exc.message, "status": exc.status},
-            batch_id=batch.id,
-            custom_id=custom_id_of(raw),
-            metrics={},
-            metadata_={},
-            attempts=0,
-            created_at=now,
-            completed_at=now,
+        kind = "moderation" if batch.endpoint == MODERATIONS else "chat"
+        options = SubmitOptions(
+            kind=kind, batch_id=batch.id, custom_id=custom_id_of(raw), band=Band.BATCH
         )
-        return job, []
-    key = request_cache_key(settings, batch.tenant_id, request, params, options.model)
-    job = new_job_values(settings, batch.tenant_id, request, params, options, key)
-    job["id"] = job_id
-    return job, request.images
+        return failed_job_values(settings, batch.tenant_id, exc, options, job_id), []
+    return job_values(settings, batch.tenant_id, spec, job_id), spec.request.images
 
 
 def custom_id_of(raw: bytes) -> str | None:
@@ -205,8 +163,8 @@ def commit_page(runtime: Runtime, batch_id: str, page: list[LineJob]) -> bool:
         if fresh:
             # A bulk insert of plain rows: no ORM object per line.
             session.execute(sa.insert(Job), [job for job, _ in fresh])
-    queued = [job["id"] for job, _ in fresh if job["status"] == JobStatus.QUEUED.value]
-    enqueue_after_commit(runtime, queued, background=True)
+    queued = [queued_work(job) for job, _ in fresh if job["status"] == JobStatus.QUEUED.value]
+    enqueue_after_commit(runtime, queued)
     return True
 
 
@@ -246,7 +204,7 @@ def expand_batch(runtime: Runtime, batch_id: str) -> None:
     if not runtime.redis.set(expanding_key(batch_id), b"1", nx=True, ex=EXPAND_LEASE_S):
         return  # another expansion of this batch is running
     try:
-        # The lines' jobs carry the batch's request id (`new_job_values` reads it from here).
+        # The lines' jobs carry the batch's request id (`job_values` reads it from here).
         with logs.bound(request_id=batch.request_id, batch_id=batch_id):
             expand_lines(runtime, batch)
     except Exception as exc:

@@ -20,14 +20,18 @@ from services.core.broker import BATCH_PROGRESS_TASK
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
 from services.core.files import file_life_s
-from services.core.models import UNFINISHED_STATUSES, Batch, BatchStatus, File, Job, JobStatus
 from services.core.runtime import Runtime
+from services.core.tables import UNFINISHED_STATUSES, Batch, BatchStatus, File, Job, JobStatus
 
 PROGRESS_DEBOUNCE_MS = 500
 # Where a batch may expire from: expansion and running stop, queued lines are canceled.
 EXPIRABLE = (BatchStatus.VALIDATING.value, BatchStatus.IN_PROGRESS.value)
 # Where a batch may start finalizing from, once no line is unfinished.
 FINALIZABLE = (BatchStatus.IN_PROGRESS.value, BatchStatus.CANCELLING.value)
+
+
+# The lines that count as failed, and go to the error file.
+UNSUCCESSFUL = (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED)
 
 
 def schedule_progress_check(runtime: Runtime, job_id: str) -> None:
@@ -110,7 +114,7 @@ def ready_to_finalize(session: Session, batch_id: str, settings: Settings) -> bo
         return bool(taken_over)
     expire_if_overdue(session, batch, settings.model_id)
     counts = job_counts(session, batch_id)
-    failed = counts.get(JobStatus.FAILED.value, 0) + counts.get(JobStatus.CANCELED.value, 0)
+    failed = sum(counts.get(status.value, 0) for status in UNSUCCESSFUL)
     session.execute(
         sa.update(Batch)
         .where(Batch.id == batch_id)
@@ -145,7 +149,7 @@ def finalize_batch(runtime: Runtime, batch_id: str) -> None:
             return
         session.expunge(batch)
     ok_statuses = [JobStatus.SUCCEEDED.value]
-    bad_statuses = [JobStatus.FAILED.value, JobStatus.CANCELED.value]
+    bad_statuses = [status.value for status in UNSUCCESSFUL]
     life_s = file_life_s(runtime.settings, batch.output_expires_after_s)
     output = write_result_file(runtime.sessions, batch, ok_statuses, "batch_output.jsonl", life_s)
     errors = write_result_file(runtime.sessions, batch, bad_statuses, "batch_errors.jsonl", life_s)

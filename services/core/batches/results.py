@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.files import store_file
-from services.core.models import Batch, Job, JobStatus
-from services.core.serialize import chat_completion_response, moderation_response
+from services.core.responses.batches import BatchResultLine
+from services.core.tables import Batch, Job
 
 PAGE = 500
 
@@ -27,7 +26,7 @@ def write_result_file(
     """A JSONL file of the batch's jobs in `statuses` that expires `life_s` after its
     creation (never if None), or None when there are no such jobs."""
     lines = (
-        (json.dumps(result_line(batch, job), separators=(",", ":")) + "\n").encode()
+        (json.dumps(BatchResultLine.of(batch, job).dump(), separators=(",", ":")) + "\n").encode()
         for job in batch_jobs(sessions, batch.id, statuses)
     )
     first = next(lines, None)
@@ -63,22 +62,3 @@ def batch_jobs(
             return
         yield from page
         last = page[-1].id
-
-
-def result_line(batch: Batch, job: Job) -> dict[str, Any]:
-    """One line of the output or error file, in OpenAI's batch output shape."""
-    line_id = "batch_req_" + job.id.removeprefix("job_")
-    if job.status == JobStatus.SUCCEEDED.value:
-        if batch.endpoint == "/v1/moderations":
-            body = moderation_response([job])
-        else:
-            body = chat_completion_response(job)
-        response = {"status_code": 200, "request_id": job.id, "body": body}
-        return {"id": line_id, "custom_id": job.custom_id, "response": response, "error": None}
-    error = job.error or {"type": job.status, "message": f"the request was {job.status}"}
-    return {
-        "id": line_id,
-        "custom_id": job.custom_id,
-        "response": None,
-        "error": {"code": error.get("type", job.status), "message": error.get("message", "")},
-    }

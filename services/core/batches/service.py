@@ -22,9 +22,9 @@ from services.core.files import get_file
 from services.core.idempotency import IdempotencyClaim
 from services.core.ids import new_id
 from services.core.logs import current_request_id
-from services.core.models import UNFINISHED_STATUSES, Batch, BatchStatus, Job, JobStatus
 from services.core.pagination import newest_first_page
 from services.core.runtime import Runtime
+from services.core.tables import UNFINISHED_STATUSES, Batch, BatchStatus, Job, JobStatus
 from services.core.tenancy import get_owned
 from services.core.webhooks.subscriptions import check_webhook_url
 

@@ -29,7 +29,7 @@ from services.core.errors import (
     UnsupportedImageError,
 )
 from services.core.inputs.model_limits import model_limits
-from services.core.inputs.outbound import fetch
+from services.core.outbound import fetch
 
 ACCEPTED_FORMATS = {
     "PNG": "image/png",

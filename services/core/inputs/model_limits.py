@@ -84,24 +84,30 @@ class ModelLimits:
             w_bar = math.ceil(width * beta / factor) * factor
         return (h_bar // factor) * (w_bar // factor)
 
-    def check_context(
-        self, texts: list[str], image_sizes: list[tuple[int, int]], messages: int, max_tokens: int
-    ) -> None:
-        """Refuse a request whose prompt and `max_tokens` do not fit the context (400)."""
-        if self.context_tokens is None:
-            return
-        tokenizer = load_tokenizer(self.tokenizer_path)
+    def prompt_tokens(
+        self, texts: list[str], image_sizes: list[tuple[int, int]], messages: int
+    ) -> int:
+        """About how many tokens a prompt costs (texts without a tokenizer: 4 characters
+        a token)."""
+        tokenizer = load_tokenizer(self.tokenizer_path) if self.tokenizer_path else None
         text_tokens = (
             sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in texts)
             if tokenizer is not None
-            else 0
+            else sum(len(text) for text in texts) // 4
         )
-        prompt = (
+        return (
             text_tokens
             + sum(self.image_tokens(width, height) for width, height in image_sizes)
             + TEMPLATE_TOKENS_PER_MESSAGE * messages
         )
-        if prompt + max_tokens > self.context_tokens:
+
+    def check_context(
+        self, texts: list[str], image_sizes: list[tuple[int, int]], messages: int, max_tokens: int
+    ) -> int:
+        """Refuse a request whose prompt and `max_tokens` do not fit the context (400);
+        returns the tokens it may cost (prompt plus `max_tokens`)."""
+        prompt = self.prompt_tokens(texts, image_sizes, messages)
+        if self.context_tokens is not None and prompt + max_tokens > self.context_tokens:
             raise InvalidRequestError(
                 f"this model's maximum context length is {self.context_tokens} tokens; this "
                 f"request needs about {prompt + max_tokens} ({prompt} in the messages, "
@@ -109,6 +115,7 @@ class ModelLimits:
                 code="context_length_exceeded",
                 param="messages",
             )
+        return prompt + max_tokens
 
 
 @lru_cache(maxsize=4)

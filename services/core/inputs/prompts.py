@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
@@ -27,92 +27,29 @@ DETAILS = ("auto", "low", "high")
 
 
 class GenerationParams(BaseModel):
-    """How to generate: the OpenAI parameters vlmq honours, and GLM's thinking switch."""
+    """How to generate, in canonical form (stored on the job, part of the cache key): the
+    OpenAI parameters vlmq honours and GLM's thinking switch. Requests are checked by
+    `services.core.requests.generation.GenerationRequest`, which builds these."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    # A 64-bit signed integer, as in OpenAI's API (the model's generator takes no more).
-    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
-    stop: list[str] = Field(default_factory=list, max_length=4)
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
     enable_thinking: bool = False
     # vLLM's extensions: no end token before `min_tokens`, and none ends the answer at all
     # with `ignore_eos` (it runs to `max_tokens`).
-    min_tokens: int = Field(default=0, ge=0)
+    min_tokens: int = 0
     ignore_eos: bool = False
     # OpenAI's `logprobs`: each answer token's log-probability, and the `top_logprobs` most
     # likely tokens at each step.
     logprobs: bool = False
-    top_logprobs: int = Field(default=0, ge=0, le=20)
+    top_logprobs: int = 0
     # Moderation: instead of generating, score each yes/no question {category: question}
     # with the model's probability of "yes".
     score_questions: dict[str, str] | None = None
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_as_list(cls, value: Any) -> Any:
-        if value is None:
-            return []
-        return [value] if isinstance(value, str) else value
-
-
-def build_params(raw: dict[str, Any], settings: Settings) -> GenerationParams:
-    """Generation parameters from a request body, with the deployment's defaults and caps."""
-    max_tokens = raw.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = raw.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = settings.default_max_tokens
-    if isinstance(max_tokens, int) and max_tokens > settings.max_tokens_limit:
-        raise InvalidRequestError(
-            f"max_tokens is over this deployment's limit of {settings.max_tokens_limit}",
-            param="max_tokens",
-        )
-    values = {
-        "max_tokens": max_tokens,
-        "temperature": raw.get("temperature") if raw.get("temperature") is not None else 0.0,
-        "top_p": raw.get("top_p") if raw.get("top_p") is not None else 1.0,
-        "seed": raw.get("seed"),
-        "stop": raw.get("stop"),
-        "enable_thinking": (
-            settings.enable_thinking
-            if raw.get("enable_thinking") is None
-            else raw["enable_thinking"]
-        ),
-        "min_tokens": raw.get("min_tokens") or 0,
-        "ignore_eos": raw.get("ignore_eos") or False,
-        "logprobs": raw.get("logprobs") or False,
-        "top_logprobs": raw.get("top_logprobs") or 0,
-    }
-    try:
-        params = GenerationParams.model_validate(values)
-    except ValueError as exc:
-        raise InvalidRequestError(first_error(exc), param=first_param(exc)) from exc
-    if params.min_tokens > params.max_tokens:
-        raise InvalidRequestError("min_tokens must not be over max_tokens", param="min_tokens")
-    if params.top_logprobs and not params.logprobs:
-        raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
-    return params
-
-
-def first_error(exc: Exception) -> str:
-    """A one-line message from a pydantic validation error."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        location = ".".join(str(part) for part in first.get("loc", ()))
-        return f"{location}: {first.get('msg')}" if location else str(first.get("msg"))
-    return str(exc)
-
-
-def first_param(exc: Exception) -> str | None:
-    """The name of the first field a pydantic validation error is about."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors) and errors() and errors()[0].get("loc"):
-        return str(errors()[0]["loc"][0])
-    return None
 
 
 @dataclass(frozen=True)
@@ -125,9 +62,10 @@ class CanonicalRequest:
 
 def check_fits_context(
     request: CanonicalRequest, params: GenerationParams, settings: Settings
-) -> None:
+) -> int:
     """Refuse (400) a request whose prompt and `max_tokens` do not fit the model's context,
-    before it is enqueued: in a batched model call it would fail every other request too."""
+    before it is enqueued: in a batched model call it would fail every other request too.
+    Returns the tokens it may cost (what fair queuing charges its tenant until it ran)."""
     texts = [
         part["text"]
         for message in request.messages
@@ -136,7 +74,7 @@ def check_fits_context(
     ]
     # Scoring runs one forward pass and generates nothing.
     completion = 1 if params.score_questions else params.max_tokens
-    model_limits(settings.model).check_context(
+    return model_limits(settings.model).check_context(
         texts,
         [(image.width, image.height) for image in request.images],
         len(request.messages),

@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.core import metrics, outbox
+from services.core.bands import Band
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
-from services.core.models import UNFINISHED_STATUSES, Image, Job, JobStatus
+from services.core.tables import UNFINISHED_STATUSES, Image, Job, JobStatus
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class Claim:
     params: dict[str, Any] = field(default_factory=dict)
     cache_key: str | None = None
     stream: bool = False
+    # Its priority band and the tokens fair queuing charged for it (see `fair_queue`).
+    band: int = Band.DEFAULT
+    cost_tokens: int = 0
     # The bytes of the job's first image, read by the claim itself.
     first_image: tuple[str, bytes] | None = field(default=None, repr=False)
 
@@ -88,12 +92,19 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
 
     One UPDATE claims them all and returns their input. A job is left out when there is
     nothing to do: it is gone, terminal, or running under a live lease (a duplicate
-    delivery). A job that has used up its attempts fails.
+    delivery). A job that has used up its attempts fails; one past its queue deadline
+    (`max_queue_ms`) expires, and never runs.
     """
     now = utcnow()
+    in_time = sa.or_(Job.queue_deadline_at.is_(None), Job.queue_deadline_at >= now)
     rows = session.execute(
         sa.update(Job)
-        .where(Job.id.in_(job_ids), claimable(now), Job.attempts < settings.max_attempts)
+        .where(
+            Job.id.in_(job_ids),
+            claimable(now),
+            Job.attempts < settings.max_attempts,
+            sa.or_(Job.status != JobStatus.QUEUED.value, in_time),
+        )
         .values(
             status=JobStatus.RUNNING.value,
             attempts=Job.attempts + 1,
@@ -114,6 +125,8 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
             Job.params,
             Job.cache_key,
             Job.stream,
+            Job.band,
+            Job.cost_tokens,
             Job.first_image,
             sa.select(Image.data)
             .where(Image.sha256 == Job.first_image)
@@ -136,6 +149,8 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
             params=row.params,
             cache_key=row.cache_key,
             stream=bool(row.stream),
+            band=int(row.band),
+            cost_tokens=int(row.cost_tokens),
             first_image=(row.first_image, row.first_image_data)
             if row.first_image and row.first_image_data is not None
             else None,
@@ -143,17 +158,50 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
         for row in rows
     ]
     if len(claims) < len(job_ids):
-        give_up_exhausted(session, settings, set(job_ids) - {claim.job_id for claim in claims})
+        unclaimed = set(job_ids) - {claim.job_id for claim in claims}
+        expire_jobs(session, list(unclaimed), now)
+        give_up_exhausted(session, settings, unclaimed)
     for claim in claims:
         if claim.attempt == 1:
             metrics.job_claimed(
-                claim.model, claim.created_at, claim.started_at, background=claim.in_batch
+                claim.model,
+                claim.created_at,
+                claim.started_at,
+                background=claim.in_batch,
+                band=Band(claim.band).label,
             )
             if claim.has_webhook:
                 outbox.emit(session, outbox.JobStarted(claim.job_id))
     # In the order asked for: a chunk's lines run in file order.
     order = {job_id: index for index, job_id in enumerate(job_ids)}
     return sorted(claims, key=lambda claim: order[claim.job_id])
+
+
+def expire_jobs(session: Session, job_ids: list[str], now: datetime | None = None) -> list[str]:
+    """End those of these queued jobs that are past their queue deadline as `expired` (they
+    never run; their webhook is told); returns their ids."""
+    now = now or utcnow()
+    rows = session.execute(
+        sa.update(Job)
+        .where(
+            Job.id.in_(job_ids),
+            Job.status == JobStatus.QUEUED.value,
+            Job.queue_deadline_at < now,
+        )
+        .values(
+            status=JobStatus.EXPIRED.value,
+            error={
+                "type": "expired",
+                "message": "the job was not started before its max_queue_ms ran out; it never ran",
+            },
+            completed_at=now,
+        )
+        .returning(Job.id, Job.model, Job.batch_id)
+    ).all()
+    for row in rows:
+        metrics.job_ended(row.model, JobStatus.EXPIRED.value, in_batch=row.batch_id is not None)
+        outbox.emit(session, outbox.JobFinished(row.id))
+    return [row.id for row in rows]
 
 
 def give_up_exhausted(session: Session, settings: Settings, job_ids: set[str]) -> None:

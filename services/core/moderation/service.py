@@ -1,4 +1,5 @@
-"""The moderation service: a request's inputs become scoring jobs under the policy in force."""
+"""Moderation: a request's inputs become scoring job specs under the policy in force, and
+the tenant's stored policy."""
 
 from __future__ import annotations
 
@@ -16,12 +17,9 @@ from services.core.inputs.prompts import (
     canonical_part,
     check_fits_context,
 )
-from services.core.jobs.service import SubmitOptions, check_queue_quota, submit_job
-from services.core.models import Job, Tenant
+from services.core.job_spec import JobSpec, SubmitOptions
 from services.core.moderation.policy import parse_policy, resolve_policy
-from services.core.runtime import Runtime
-
-ModerationJobSpec = tuple[CanonicalRequest, GenerationParams, SubmitOptions]
+from services.core.tables import Tenant
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ def moderation_jobs_spec(
     categories: Any,
     thresholds: Any,
     stored_policy: dict[str, Any] | None = None,
-) -> list[ModerationJobSpec]:
+) -> list[JobSpec]:
     """The canonical requests, parameters and options of a moderation request (nothing stored).
 
     `stored_policy`: the tenant's policy when the caller has read it already (a batch reads
@@ -104,22 +102,8 @@ def moderation_jobs_spec(
             "thresholds": {name: c.threshold for name, c in policy.items()},
             "input_types": item.input_types,
         }
-        check_fits_context(item.request, params, settings)
-        specs.append((item.request, params, SubmitOptions(kind="moderation", moderation=context)))
+        # Scoring runs one forward pass per question over the prompt.
+        cost = check_fits_context(item.request, params, settings) * max(1, len(policy))
+        options = SubmitOptions(kind="moderation", moderation=context)
+        specs.append(JobSpec(item.request, params, options, cost_tokens=cost))
     return specs
-
-
-def submit_moderation(
-    runtime: Runtime, tenant_id: str, raw_input: Any, categories: Any, thresholds: Any
-) -> list[Job]:
-    """Validate everything first, then submit one scoring job per input."""
-    with runtime.sessions() as session:
-        specs = moderation_jobs_spec(
-            session, runtime.settings, tenant_id, raw_input, categories, thresholds
-        )
-        # Every input is a job: all of them must fit under the tenant's cap, or none runs.
-        check_queue_quota(session, tenant_id, runtime.settings, adding=len(specs))
-    return [
-        submit_job(runtime, tenant_id, request, params, options)
-        for request, params, options in specs
-    ]

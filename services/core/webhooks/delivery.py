@@ -15,13 +15,12 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import Session
 
-from services.core import logs, metrics
+from services.core import logs, metrics, outbound
 from services.core.config import Settings
 from services.core.db import rows_changed, session_scope, utcnow
 from services.core.errors import InvalidRequestError, VlmqError
-from services.core.inputs import outbound
-from services.core.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from services.core.runtime import Runtime
+from services.core.tables import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.signing import payload_body, signed_headers, tenant_secret
 
 log = structlog.get_logger(__name__)

@@ -16,9 +16,10 @@ import structlog
 from services.core.db import rows_changed, session_scope, utcnow
 from services.core.heartbeats import live_background_workers
 from services.core.ids import new_id
-from services.core.models import Batch, DeliveryStatus, Job, WebhookDelivery
+from services.core.responses.batches import BatchResponse
+from services.core.responses.jobs import JobResponse
 from services.core.runtime import Runtime
-from services.core.serialize import batch_response, job_response
+from services.core.tables import Batch, DeliveryStatus, Job, WebhookDelivery
 from services.core.webhooks.subscriptions import EVENTS
 
 log = structlog.get_logger(__name__)
@@ -38,7 +39,7 @@ def schedule_job_event(runtime: Runtime, job_id: str, event: str) -> None:
         job = session.get(Job, job_id)
         if job is None or not job.webhook or event not in (job.webhook_events or EVENTS):
             return
-        payload = job_response(job)
+        payload = JobResponse.of(job).dump()
         tenant_id, url, request_id = job.tenant_id, job.webhook, job.request_id
     schedule_delivery(
         runtime,
@@ -104,7 +105,7 @@ def schedule_batch_event(runtime: Runtime, batch_id: str) -> None:
         batch = session.get(Batch, batch_id)
         if batch is None or not batch.webhook:
             return
-        payload, tenant_id, url = batch_response(batch), batch.tenant_id, batch.webhook
+        payload, tenant_id, url = BatchResponse.of(batch).dump(), batch.tenant_id, batch.webhook
         request_id = batch.request_id
     schedule_delivery(
         runtime,

@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from services.core.db import session_scope
 from services.core.errors import NotFoundError
-from services.core.models import Tenant
+from services.core.tables import Tenant
 
 
 def new_secret() -> str:

@@ -7,9 +7,9 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+from services.core import outbound
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
-from services.core.inputs import outbound
 
 EVENTS = ("start", "completed")
 MAX_URL_CHARS = 2000

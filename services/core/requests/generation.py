@@ -1,0 +1,94 @@
+"""The model and generation parameters that every generating request shares, with their rules.
+
+`GenerationRequest` is the only place a request's generation fields are read and checked;
+`to_params` turns them into the canonical `GenerationParams` a job stores (the deployment's
+defaults filled in), which is what the cache key and the worker use.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from services.core.config import Settings
+from services.core.errors import InvalidRequestError
+from services.core.inputs.prompts import GenerationParams
+from services.core.requests.base import VlmqRequest, parse, settings_of
+
+MAX_STOP_STRINGS = 4
+
+
+class GenerationRequest(VlmqRequest):
+    """The model and generation parameters that job and chat requests share."""
+
+    # The base model's id or a LoRA adapter's (`GET /v1/models`); absent: the base model.
+    model: str | None = None
+    # A prompt preset's name (`/v1/presets`): its text becomes the first system message.
+    preset: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    # A 64-bit signed integer, as in OpenAI's API (the model's generator takes no more).
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    stop: str | list[str] | None = None
+    enable_thinking: bool | None = None
+    # vLLM's extensions, for answers of a known length (benchmarks, load tests).
+    min_tokens: int | None = Field(default=None, ge=0)
+    ignore_eos: bool | None = None
+    # OpenAI's token log-probabilities (`top_logprobs`: 0-20 alternatives per token).
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
+        return value
+
+    @model_validator(mode="after")
+    def _within_the_deployment(self, info: ValidationInfo) -> GenerationRequest:
+        limit = settings_of(info).max_tokens_limit
+        if self.requested_max_tokens is not None and self.requested_max_tokens > limit:
+            raise InvalidRequestError(
+                f"max_tokens is over this deployment's limit of {limit}", param="max_tokens"
+            )
+        if self.min_tokens and self.min_tokens > (self.requested_max_tokens or limit):
+            raise InvalidRequestError("min_tokens must not be over max_tokens", param="min_tokens")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+        return self
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        """OpenAI's newer `max_completion_tokens`, else `max_tokens`, else None."""
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        return self.max_tokens
+
+    def to_params(self, settings: Settings) -> GenerationParams:
+        """The canonical parameters of this request, the deployment's defaults filled in."""
+        max_tokens = self.requested_max_tokens or settings.default_max_tokens
+        if self.min_tokens and self.min_tokens > max_tokens:
+            raise InvalidRequestError("min_tokens must not be over max_tokens", param="min_tokens")
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return GenerationParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature if self.temperature is not None else 0.0,
+            top_p=self.top_p if self.top_p is not None else 1.0,
+            seed=self.seed,
+            stop=stop,
+            enable_thinking=(
+                settings.enable_thinking if self.enable_thinking is None else self.enable_thinking
+            ),
+            min_tokens=self.min_tokens or 0,
+            ignore_eos=bool(self.ignore_eos),
+            logprobs=bool(self.logprobs),
+            top_logprobs=self.top_logprobs or 0,
+        )
+
+
+def generation_params(body: dict[str, object], settings: Settings) -> GenerationParams:
+    """The canonical parameters of a body's generation fields (other fields are ignored)."""
+    fields = {name: body[name] for name in GenerationRequest.model_fields if name in body}
+    return parse(GenerationRequest, fields, settings).to_params(settings)
