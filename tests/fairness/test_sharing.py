@@ -15,7 +15,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,23 +31,18 @@ from services.core.batches.expand import expand_batch
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.db import utcnow
-from services.core.job_spec import JobSpec
 from services.core.migrate import upgrade
-from services.core.requests.base import parse
-from services.core.requests.jobs import JobCreateRequest
 from services.core.runtime import Runtime
-from services.core.submit import create_jobs, job_specs
 from services.core.tables import UNFINISHED_STATUSES, Job, JobStatus
 from services.core.tables import Tenant as TenantRow
 from tests.conftest import REDIS_URL
+from tests.fairness import flooder
 from tests.faults.stack import report
 from tests.support import (
     REPO_ROOT,
     WorkerProcess,
-    data_url,
     make_settings,
     settings_env,
-    shape_png,
     wait_until,
 )
 from tests.webhook_receiver import BackgroundWorkerProcess, WebhookReceiver
@@ -56,7 +50,7 @@ from vlmq.cli import create_key
 
 # A Redis database no other stack of the suite uses.
 FAIRNESS_DB = 8
-IMAGE = data_url(shape_png("teal"))
+IMAGE = flooder.IMAGE
 
 
 @dataclass
@@ -86,37 +80,12 @@ class Tenant:
     id: str
     auth: dict[str, str]
 
-    def spec(self, **body: Any) -> JobSpec:
-        request = {
-            "image": IMAGE,
-            "question": "what color is the shape?",
-            # Sampled, so that no answer comes from the cache.
-            "temperature": 1.0,
-            "ignore_eos": True,
-            **body,
-        }
-        settings = self.stack.settings
-        with self.stack.runtime.sessions() as session:
-            [spec] = job_specs(
-                session, settings, self.id, parse(JobCreateRequest, request, settings)
-            )
-        return spec
-
     def flood(self, count: int, **body: Any) -> list[str]:
         """Queue `count` jobs at once; their ids."""
-        jobs = create_jobs(self.stack.runtime, self.id, [self.spec(**body)] * count)
-        return [job.id for job in jobs]
+        return flooder.flood(self.stack.runtime, self.id, count, body)
 
     def unfinished(self) -> int:
-        with self.stack.runtime.sessions() as session:
-            return int(
-                session.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(Job)
-                    .where(Job.tenant_id == self.id, Job.status.in_(UNFINISHED_STATUSES))
-                )
-                or 0
-            )
+        return flooder.unfinished(self.stack.runtime, self.id)
 
     def ask(self, **body: Any) -> tuple[float, dict[str, Any]]:
         """One job through the API, answered in the same call; its latency and body."""
@@ -141,27 +110,35 @@ class Tenant:
 
 class Refill:
     """Keeps a tenant's unfinished jobs at `level` until stopped (a tenant flooding its
-    quota, honouring it)."""
+    quota, honouring it), from a process of its own (see `tests.fairness.flooder`)."""
 
     def __init__(self, tenant: Tenant, level: int, **body: Any) -> None:
         self.tenant, self.level, self.body = tenant, level, body
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Refill:
         self.tenant.flood(self.level, **self.body)
-        self.thread.start()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fairness.flooder", self.tenant.id, str(self.level)]
+            + [json.dumps(self.body)],
+            cwd=REPO_ROOT,
+            env=settings_env(self.tenant.stack.settings),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "ready"
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self.stopping.wait(0.25):
-            missing = self.level - self.tenant.unfinished()
-            if missing > 0:
-                self.tenant.flood(missing, **self.body)
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture()

@@ -186,6 +186,35 @@ def test_requests_of_another_company_wait_for_the_batch_to_empty() -> None:
     assert later.result(timeout=5).batch_size == 1
 
 
+def test_a_newcomer_tenant_is_prefilled_without_the_others_waiting() -> None:
+    engine = CountingFakeEngine()
+    engine.gate.clear()
+    scheduler = create_scheduler(StaticFakeBackend(engine), max_batch=8, wait_ms=0)
+    answers: dict[str, str] = {}
+
+    def run(name: str, tenant: str, tokens: int) -> None:
+        result = scheduler.run(ask(tokens), company=8, time_limit_s=30, tenant=tenant)
+        answers[name] = result.prediction.answer
+
+    def start(name: str, tenant: str, tokens: int) -> threading.Thread:
+        thread = threading.Thread(target=run, args=(name, tenant, tokens))
+        thread.start()
+        return thread
+
+    threads = [start("busy-0", "busy", 20)]
+    wait_until(lambda: len(engine) == 1, 5, "the first row", interval_s=0.01)
+    threads += [start(f"busy-{n}", "busy", 20) for n in range(1, 4)]
+    wait_until(lambda: scheduler.pending.qsize() == 3, 5, "the busy tenant's rows to queue")
+    threads.append(start("quiet", "quiet", 2))
+    wait_until(lambda: scheduler.pending.qsize() == 4, 5, "the newcomer to queue")
+    engine.gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert answers["quiet"] == "2" and len(answers) == 5
+    # The newcomer's prefill holds it alone; the busy tenant's rows join in small groups.
+    assert engine.admitted == [1, 1, 2, 1]
+
+
 class EnginelessFakeBackend(StaticFakeBackend):
     """A backend that offers continuous batching, but not for the model it loaded."""
 
