@@ -172,6 +172,7 @@ def make_settings(
         # The suite sends far more than one tenant's default rate and queue cap; the tests
         # of rate limits and quotas turn them on.
         "rate_limit": "",
+        "unauthenticated_rate_limit": "",
         "tenant_max_queued": 0,
     }
     values.update(overrides)

@@ -18,7 +18,7 @@ from services.core import cache, logs, metrics
 from services.core.jobs.lifecycle import Claim, Finished, claim_jobs, finish_batch_lines
 from services.core.runtime import Runtime
 from workers.leases import LeaseKeeper
-from workers.model_requests import company_limit, load_images, predict_request
+from workers.model_requests import company_limit, load_inputs, predict_request
 from workers.outcomes import (
     Failure,
     cache_answers,
@@ -95,11 +95,11 @@ def answer_chunk(
         if claim.cache_key is not None:
             repeats[claim.cache_key] = []
     failures: list[Failure] = []
-    images = load_images(runtime, runs)
+    inputs = load_inputs(runtime, runs)
     requests, runnable = [], []
     for claim in runs:
         try:
-            requests.append(predict_request(claim, images, runtime.settings))
+            requests.append(predict_request(claim, inputs, runtime.settings))
             runnable.append(claim)
         except Exception as exc:
             failures += with_repeats(input_failure(claim, exc), repeats)

@@ -1,51 +1,69 @@
-"""The model request of a claimed attempt: its images read and decoded, its adapter, and the
-company its model call may keep."""
+"""The model request of a claimed attempt: its images and policy read, its images decoded,
+its adapter, and the company its model call may keep."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from services.core.config import Settings
 from services.core.inputs.images import to_rgb
-from services.core.inputs.prompts import GenerationParams
 from services.core.jobs.lifecycle import Claim
+from services.core.moderation.stored import PolicyCache, job_params
 from services.core.runtime import Runtime
 from services.core.tables import Image, image_hashes
 from workers.backends.base import PredictRequest
 
+# The moderation policies this worker process has read (see `services.core.moderation.stored`).
+POLICIES = PolicyCache()
 
-def load_images(runtime: Runtime, claims: list[Claim]) -> dict[str, bytes]:
-    """The stored bytes of every image these claims' messages name: a job's first image came
-    with its claim, the others (if any) in one read."""
+
+@dataclass(frozen=True)
+class StoredInputs:
+    """What claimed jobs name by hash: image bytes, and moderation policies' questions."""
+
+    images: dict[str, bytes]
+    policies: dict[str, dict[str, str]]
+
+
+def load_inputs(runtime: Runtime, claims: list[Claim]) -> StoredInputs:
+    """The stored bytes of every image these claims' messages name (a job's first image came
+    with its claim, the others in one read), and the policies they score."""
     images = dict(claim.first_image for claim in claims if claim.first_image is not None)
     hashes = sorted(
         {sha for claim in claims for sha in image_hashes(claim.messages)} - images.keys()
     )
-    if hashes:
+    policy_hashes = {str(sha) for claim in claims if (sha := claim.params.get("score_policy"))}
+    policies: dict[str, dict[str, str]] = {}
+    if hashes or policy_hashes:
         with runtime.sessions() as session:
-            rows = session.execute(
-                sa.select(Image.sha256, Image.data).where(Image.sha256.in_(hashes))
-            )
-            images.update((sha, data) for sha, data in rows)
-    return images
+            if hashes:
+                rows = session.execute(
+                    sa.select(Image.sha256, Image.data).where(Image.sha256.in_(hashes))
+                )
+                images.update((sha, data) for sha, data in rows)
+            if policy_hashes:
+                policies = POLICIES.read(session, policy_hashes)
+    return StoredInputs(images, policies)
 
 
-def predict_request(claim: Claim, images: dict[str, bytes], settings: Settings) -> PredictRequest:
-    """The model request of a claimed job: its messages with each image decoded, and the
-    LoRA adapter its `model` names (None: the base model)."""
+def predict_request(claim: Claim, inputs: StoredInputs, settings: Settings) -> PredictRequest:
+    """The model request of a claimed job: its messages with each image decoded, the
+    questions of the policy it scores, and the LoRA adapter its `model` names (None: the
+    base model)."""
     messages: list[dict[str, Any]] = []
     for message in claim.messages:
         parts = []
         for part in message["content"]:
             if part["type"] == "image":
-                parts.append({"type": "image", "image": to_rgb(images[part["sha256"]])})
+                parts.append({"type": "image", "image": to_rgb(inputs.images[part["sha256"]])})
             else:
                 parts.append(part)
         messages.append({"role": message["role"], "content": parts})
     adapter = claim.model if claim.model in settings.adapters else None
-    return PredictRequest(messages, GenerationParams.model_validate(claim.params), adapter=adapter)
+    return PredictRequest(messages, job_params(claim.params, inputs.policies), adapter=adapter)
 
 
 def company_limit(attempt: int, settings: Settings) -> int:

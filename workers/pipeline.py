@@ -17,7 +17,7 @@ from services.core.jobs.service import has_ended
 from services.core.runtime import Runtime
 from workers.backends.base import Prediction, PredictRequest
 from workers.leases import LeaseKeeper
-from workers.model_requests import company_limit, load_images, predict_request
+from workers.model_requests import company_limit, load_inputs, predict_request
 from workers.outcomes import (
     Failure,
     cache_answers,
@@ -92,7 +92,7 @@ def run_claimed(runtime: Runtime, scheduler: Scheduler, claim: Claim) -> str:
         leading = leader is None
     with scheduler.incoming():
         try:
-            request = predict_request(claim, load_images(runtime, [claim]), runtime.settings)
+            request = predict_request(claim, load_inputs(runtime, [claim]), runtime.settings)
         except Exception as exc:
             return fail_attempt(runtime, claim, input_failure(claim, exc), leading=leading)
     # No database session is open from here on: inference can take minutes, and a held

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.api import auth, errors, limits, observability
+from services.api import address_limit, auth, errors, limits, observability
 from services.api.batches.routes import bp as batches_bp
 from services.api.chat.routes import bp as chat_bp
 from services.api.files.routes import bp as files_bp
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # First: every later handler's log lines carry the request id.
     observability.register(app)
     errors.register(app)
+    address_limit.register(app, settings)
     auth.register(app)
     # After auth: the limit counts per tenant.
     limits.register(app, settings)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from flask import Flask, current_app, g, request
 
+from services.api.address_limit import address_limit
 from services.api.context import runtime
 from services.api.openapi.declare import operation_of
 from services.api.request_parsing import idempotency_key
 from services.core.auth import authenticate
+from services.core.errors import AuthenticationError
 from services.core.quota import refuse_over_quota
 
 
@@ -26,9 +28,20 @@ def register(app: Flask) -> None:
             return
         creates_jobs = declared is not None and declared.creates_jobs
         rt = runtime()
-        with rt.sessions() as session:
-            g.caller = authenticate(
-                session, request.headers.get("Authorization"), rt.settings, count_jobs=creates_jobs
-            )
+        by_address = address_limit()
+        if by_address is not None:
+            by_address.refuse_if_over()
+        try:
+            with rt.sessions() as session:
+                g.caller = authenticate(
+                    session,
+                    request.headers.get("Authorization"),
+                    rt.settings,
+                    count_jobs=creates_jobs,
+                )
+        except AuthenticationError:
+            if by_address is not None:
+                by_address.count()
+            raise
         if creates_jobs and idempotency_key() is None:
             refuse_over_quota(g.caller.unfinished_jobs, rt.settings)

@@ -41,7 +41,8 @@ def cache_key(
         {
             "model": model_revision,
             "messages": messages,
-            "params": params.model_dump(mode="json"),
+            # A stored policy's hash stands for questions the key has already.
+            "params": params.model_dump(mode="json", exclude={"score_policy"}),
             "tenant": tenant_id,
         },
         sort_keys=True,

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = 36_000_000
     max_images_per_request: int = 8
     max_question_chars: int = 8000
+    # A moderation policy's questions together (each is also within max_question_chars).
+    max_policy_chars: int = 16_000
     default_max_tokens: int = 256
     max_tokens_limit: int = 4096
 
@@ -99,6 +101,9 @@ class Settings(BaseSettings):
     # turns it off), counted in Redis and shared by every API process, and the cap on a
     # tenant's unfinished interactive jobs (0 = no cap; batch lines do not count).
     rate_limit: str = "3000/minute"
+    # Requests without a valid API key (none, or a wrong one), per client address; empty:
+    # not limited.
+    unauthenticated_rate_limit: str = "120/minute"
     tenant_max_queued: int = 1000
 
     # Fair sharing of the model (see `services.core.fair_queue`). The cap on a tenant's
@@ -159,6 +164,9 @@ class Settings(BaseSettings):
 
     # Synchronous calls (`/v1/chat/completions`, `Prefer: wait=N`): the longest wait.
     sync_timeout_s: float = 600.0
+    # Synchronous calls and streams one tenant may hold open at once (each holds an API
+    # thread until its jobs end); keep it under the API's threads. 0: no cap.
+    tenant_max_waiting: int = 32
     max_prefer_wait_s: float = 60.0
 
     # Webhooks: seconds to wait before each retry (the first attempt is immediate, so

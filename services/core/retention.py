@@ -41,6 +41,7 @@ from services.core.tables import (
     Image,
     Job,
     OutboxEvent,
+    ScorePolicy,
     WebhookAttempt,
     WebhookDelivery,
     image_hashes,
@@ -254,6 +255,37 @@ def hold_image_inserts(session: Session) -> None:
         session.execute(sa.text("BEGIN IMMEDIATE"))
 
 
+# A moderation policy outlives the job retention by this much: a batch's lines may still be
+# queued when their policy was last named by a new job (a batch's window is at most a day).
+POLICY_MARGIN_S = 2 * 24 * 3600
+
+
+def prune_score_policies(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
+    """Delete the moderation policies no job has named since the job retention (and a
+    margin): every job that named them has been pruned or ended. Each new job naming a
+    policy marks it used in its own transaction, so a policy in use is never that old."""
+    if not runtime.settings.job_retention_s:
+        return 0
+    cutoff = before(runtime.settings.job_retention_s + POLICY_MARGIN_S)
+
+    def chunk(session: Session, limit: int) -> int:
+        hashes = list(
+            session.scalars(
+                sa.select(ScorePolicy.sha256).where(ScorePolicy.used_at < cutoff).limit(limit)
+            )
+        )
+        if not hashes:
+            return 0
+        return rows_changed(
+            session,
+            sa.delete(ScorePolicy).where(
+                ScorePolicy.sha256.in_(hashes), ScorePolicy.used_at < cutoff
+            ),
+        )
+
+    return drain(runtime, chunk, max_chunks)
+
+
 def prune_file_chunks(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
     """Delete the chunks of files that `prune_files` will delete (past their `expires_at`,
     needed by no unfinished batch)."""
@@ -390,6 +422,7 @@ PRUNERS: dict[str, Callable[[Runtime, int], int]] = {
     "batches": prune_batches,
     "jobs": prune_jobs,
     "images": prune_images,
+    "score_policies": prune_score_policies,
     "file_chunks": prune_file_chunks,
     "files": prune_files,
     "webhook_attempts": prune_webhook_attempts,

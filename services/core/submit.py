@@ -45,6 +45,7 @@ from services.core.jobs.service import get_job
 from services.core.logs import current_request_id
 from services.core.model_info import served_model, served_revision
 from services.core.moderation.service import moderation_jobs_spec
+from services.core.moderation.stored import store_policies, stored_params
 from services.core.presets import with_preset
 from services.core.quota import refuse_over_quota
 from services.core.requests.chat import ChatCompletionRequest
@@ -248,6 +249,7 @@ def create_jobs(
         jobs.append(job)
     with runtime.unit_of_work() as session:
         images = [image for spec in specs for image in spec.request.images]
+        store_policies(session, [spec.params for spec in specs])
         add_jobs(session, jobs, images, claim)
     logs.annotate(job_id=jobs[0].id)
     for job in jobs:
@@ -328,7 +330,7 @@ def job_values(
         kind=options.kind,
         model=options.model or settings.model_id,
         messages=spec.request.messages,
-        params=spec.params.model_dump(mode="json"),
+        params=stored_params(spec.params),
         status=JobStatus.QUEUED.value,
         cache_key=request_cache_key(settings, tenant_id, spec),
         first_image=next(iter(image_hashes(spec.request.messages)), None),

@@ -122,6 +122,19 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
+class ScorePolicy(Base):
+    """The questions of a moderation policy, stored once per content hash: a moderation job
+    names them by hash (`params.score_policy`) instead of carrying a copy of its own."""
+
+    __tablename__ = "score_policies"
+
+    sha256: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # {category: question}
+    questions: Mapped[dict[str, str]] = mapped_column(sa.JSON)
+    # When a job last named it; pruning removes the policies no job has named for a while.
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
 class Job(Base):
     """One request to the model and everything that happened to it."""
 

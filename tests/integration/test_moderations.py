@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.core.config import Settings
+from services.core.moderation.policy import MAX_CATEGORIES
+from services.core.moderation.stored import policy_hash
+from services.core.runtime import Runtime
+from services.core.tables import Job, ScorePolicy
 from tests.support import data_url, shape_png
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -94,3 +101,50 @@ def test_inputs_per_request_are_capped(
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["param"] == "input" and str(cap) in error["message"]
+
+
+def test_policy_sizes_are_bounded(
+    client: FlaskClient, auth: dict[str, str], settings: Settings
+) -> None:
+    too_long = "is it red? " * (settings.max_question_chars // 10)
+    half = "x" * (settings.max_policy_chars // 2)
+    refused = {
+        "question": {"red": too_long},
+        "policy": {"a": half, "b": half, "c": "and one more?"},
+        "name": {"n" * 65: "is it red?"},
+    }
+    for what, categories in refused.items():
+        for method, path, body in [
+            ("put", "/v1/moderations/policy", {"categories": categories}),
+            ("post", "/v1/moderations", {"input": "text", "categories": categories}),
+        ]:
+            response = getattr(client, method)(path, json=body, headers=auth)
+            assert response.status_code == 400, (what, path, response.get_json())
+            assert response.get_json()["error"]["code"] == "invalid_request", what
+
+
+def test_a_policy_is_stored_once_not_copied_into_every_job(
+    client: FlaskClient, auth: dict[str, str], settings: Settings, runtime: Runtime
+) -> None:
+    # The largest policy allowed, over as many inputs as one request may carry.
+    size = settings.max_policy_chars // MAX_CATEGORIES - 20
+    categories = {f"c{n}": f"is it number {n}? " + "q" * size for n in range(MAX_CATEGORIES)}
+    inputs = [f"text {n}" for n in range(settings.max_moderation_inputs)]
+    response = client.post(
+        "/v1/moderations", json={"input": inputs, "categories": categories}, headers=auth
+    )
+    assert response.status_code == 200, response.get_json()
+    results = response.get_json()["results"]
+    assert len(results) == len(inputs) and all(len(r["categories"]) == 32 for r in results)
+    questions = {name: question.strip() for name, question in categories.items()}
+    with runtime.sessions() as session:
+        params = session.scalars(
+            sa.select(Job.params).where(Job.kind == "moderation").order_by(Job.created_at.desc())
+        ).all()[: len(inputs)]
+        sha = params[0]["score_policy"]
+        stored = session.get(ScorePolicy, sha)
+    assert stored is not None and stored.questions == questions
+    assert sha == policy_hash(stored.questions)
+    # Each job names the policy: a few hundred bytes, not the policy's 16,000 characters.
+    assert all(p["score_policy"] == sha and p["score_questions"] is None for p in params)
+    assert max(len(json.dumps(p)) for p in params) < 1_000

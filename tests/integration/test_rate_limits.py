@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import secrets
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from flask import Flask
 
 from services.api import create_app
+from services.core.auth import authenticate
 from services.core.config import Settings
-from tests.support import data_url, shape_png
+from services.core.runtime import Runtime
+from tests.support import data_url, shape_png, wait_until
 from vlmq.cli import create_key
+
+
+def runtime_tenant(runtime: Runtime, auth: dict[str, str]) -> str:
+    """The tenant id of an Authorization header."""
+    with runtime.sessions() as session:
+        return authenticate(session, auth["Authorization"], runtime.settings).tenant_id
 
 
 def fresh_auth(settings: Settings) -> dict[str, str]:
@@ -151,3 +161,95 @@ def test_with_redis_down_limited_routes_fail_closed_with_503(settings: Settings)
         assert int(response.headers["Retry-After"]) >= 1
     finally:
         app.extensions["vlmq"].close()
+
+
+def test_requests_without_a_valid_key_are_limited_per_address(settings: Settings) -> None:
+    app = create_app(settings.with_overrides(unauthenticated_rate_limit="5/minute"))
+    client = app.test_client()
+    # Each test run is a new address, so that its counter starts at zero.
+    guesser = {"REMOTE_ADDR": f"127.0.{secrets.randbelow(250)}.{secrets.randbelow(250) + 2}"}
+    neighbour = {"REMOTE_ADDR": "127.0.0.1" if guesser["REMOTE_ADDR"] != "127.0.0.1" else "::1"}
+    wrong = {"Authorization": "Bearer vlmq_not-a-key"}
+    try:
+        statuses = [
+            client.get("/v1/jobs", headers=wrong, environ_base=guesser).status_code,
+            client.get("/v1/jobs", environ_base=guesser).status_code,  # no key at all
+            client.get("/openapi.json", environ_base=guesser).status_code,
+            *(
+                client.get("/v1/jobs", headers=wrong, environ_base=guesser).status_code
+                for _ in range(2)
+            ),
+        ]
+        assert statuses == [401, 401, 200, 401, 401]
+        refused = client.get("/v1/jobs", headers=fresh_auth(settings), environ_base=guesser)
+        # Over the limit, even a right key waits: the key is not looked up at all.
+        assert refused.status_code == 429
+        error = refused.get_json()["error"]
+        assert (
+            error["code"] == "rate_limit_exceeded" and "without a valid API key" in error["message"]
+        )
+        assert "5 per 1 minute" in error["message"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        # Health probes are never refused; another address and a valid key are not affected.
+        assert client.get("/healthz", environ_base=guesser).status_code == 200
+        assert client.get("/v1/jobs", headers=wrong, environ_base=neighbour).status_code == 401
+        assert client.get("/v1/jobs", headers=fresh_auth(settings)).status_code == 200
+    finally:
+        app.extensions["vlmq"].close()
+
+
+def test_a_tenant_holds_at_most_its_cap_of_calls_open(settings: Settings) -> None:
+    # A model no worker serves: every call waits until its (short) deadline.
+    capped = settings.with_overrides(
+        tenant_max_waiting=2,
+        sync_timeout_s=6,
+        served_model_name=f"unserved-{secrets.token_hex(3)}",
+    )
+    app = create_app(capped)
+    holder, other = fresh_auth(settings), fresh_auth(settings)
+    chat = {
+        "messages": [{"role": "user", "content": "hello?"}],
+        "max_tokens": 2,
+        "temperature": 1.0,
+    }
+    held: list[int] = []
+
+    def hold() -> None:
+        held.append(
+            app.test_client().post("/v1/chat/completions", json=chat, headers=holder).status_code
+        )
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        runtime = app.extensions["vlmq"]
+        tenant = runtime_tenant(runtime, holder)
+        wait_until(
+            lambda: runtime.redis.zcard(f"vlmq:waiting:{tenant}") == 2, 10, "two calls held open"
+        )
+        client = app.test_client()
+        refused = client.post("/v1/chat/completions", json=chat, headers=holder)
+        assert refused.status_code == 429
+        assert refused.get_json()["error"]["code"] == "waiting_limit_exceeded"
+        assert "VLMQ_TENANT_MAX_WAITING" in refused.get_json()["error"]["message"]
+        assert refused.headers["Retry-After"]
+        stream = client.post("/v1/chat/completions", json={**chat, "stream": True}, headers=holder)
+        assert stream.status_code == 429
+        # Nothing was queued for the refused calls.
+        listed = client.get("/v1/jobs", headers=holder).get_json()["data"]
+        assert len(listed) == 2
+        # `Prefer: wait` is a preference: over the cap, the job is accepted and answered at once.
+        started = time.monotonic()
+        job = {"image": data_url(shape_png("red")), "question": "what color?", "temperature": 1.0}
+        accepted = client.post("/v1/jobs", json=job, headers={**holder, "Prefer": "wait=5"})
+        assert accepted.status_code == 202 and time.monotonic() - started < 2
+        # Another tenant's slots are its own: it waits as asked.
+        started = time.monotonic()
+        waited = client.post("/v1/jobs", json=job, headers={**other, "Prefer": "wait=1"})
+        assert waited.status_code == 202 and time.monotonic() - started >= 1
+    finally:
+        for thread in threads:
+            thread.join(timeout=20)
+        app.extensions["vlmq"].close()
+    assert held == [504, 504]

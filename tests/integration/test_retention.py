@@ -38,6 +38,7 @@ from services.core.tables import (
     Image,
     Job,
     OutboxEvent,
+    ScorePolicy,
     WebhookAttempt,
     WebhookDelivery,
 )
@@ -576,3 +577,17 @@ def test_the_maintenance_pass_prunes_once_a_minute(runtime: Runtime, owner: Owne
     runtime.redis.delete(maintenance.PRUNE_LOCK)
     assert maintenance.prune_if_due(runtime)["jobs"] >= 1
     assert not exists(runtime, Job, again.id)
+
+
+def test_moderation_policies_no_job_named_lately_go(runtime: Runtime) -> None:
+    kept_for = timedelta(seconds=runtime.settings.job_retention_s + retention.POLICY_MARGIN_S)
+    old = ScorePolicy(
+        sha256=secrets.token_hex(32), questions={"a": "q?"}, used_at=utcnow() - kept_for - DAY
+    )
+    recent = ScorePolicy(
+        sha256=secrets.token_hex(32), questions={"a": "q?"}, used_at=utcnow() - kept_for + DAY
+    )
+    add(runtime, old, recent)
+    retention.prune(runtime)
+    assert not exists(runtime, ScorePolicy, old.sha256)
+    assert exists(runtime, ScorePolicy, recent.sha256)

@@ -18,6 +18,7 @@ from services.core.requests.jobs import JobCreateRequest
 from services.core.responses.jobs import JobListResponse, JobResponse
 from services.core.responses.webhooks import WebhookDeliveryListResponse
 from services.core.submit import job_specs
+from services.core.waiting import take_slot
 from services.core.webhooks.status import deliveries_of
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -96,8 +97,13 @@ def create_job() -> Response:
     submitted = submit_as_caller(partial(job_specs, body=body, upload=upload))
     job = submitted.jobs[0]
     wait_s = prefer_wait_s(rt.settings.max_prefer_wait_s)
-    if wait_s > 0:
-        job, _ = jobs.wait_until_terminal(rt.sessions, rt.job_ends, job, wait_s)
+    # A tenant holding all its waiting slots is answered at once (`Prefer` is a preference).
+    slot = take_slot(rt, job.tenant_id, refuse=False) if wait_s > 0 else None
+    if slot is not None:
+        try:
+            job, _ = jobs.wait_until_terminal(rt.sessions, rt.job_ends, job, wait_s)
+        finally:
+            slot.release()
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -16,6 +16,7 @@ from services.core.moderation.service import set_tenant_policy, tenant_policy
 from services.core.requests.moderations import ModerationRequest, PolicyRequest
 from services.core.responses.moderations import ModerationPolicyResponse, ModerationResponse
 from services.core.submit import moderation_specs
+from services.core.waiting import waiting
 
 bp = Blueprint("moderations", __name__, url_prefix="/v1/moderations")
 
@@ -25,7 +26,7 @@ bp = Blueprint("moderations", __name__, url_prefix="/v1/moderations")
     summary="OpenAI moderation of images (and text), each category a yes/no question.",
     tag="openai",
     answers={200: ModerationResponse},
-    errors=(400, 404, 409, 413, 415, 422, 500, 504),
+    errors=(400, 404, 409, 413, 415, 422, 429, 500, 504),
     body=ModerationRequest,
     params=(IDEMPOTENCY_KEY,),
     creates_jobs=True,
@@ -34,8 +35,12 @@ def create_moderation() -> Response:
     """Score every input against the policy in force; runs as queued jobs and waits."""
     rt = runtime()
     body = body_as(ModerationRequest)
-    submitted = submit_as_caller(partial(moderation_specs, body=body), replay_finished_only=True)
-    return respond(ModerationResponse.of(wait_for_all(rt, submitted.jobs)))
+    # The call holds this thread until its jobs end (one deadline for all its inputs).
+    with waiting(rt, tenant_id()):
+        submitted = submit_as_caller(
+            partial(moderation_specs, body=body), replay_finished_only=True
+        )
+        return respond(ModerationResponse.of(wait_for_all(rt, submitted.jobs)))
 
 
 @bp.get("/policy")
@@ -64,5 +69,5 @@ def put_policy() -> Response:
     """Replace the tenant's policy."""
     body = body_as(PolicyRequest)
     with runtime().unit_of_work() as session:
-        policy = set_tenant_policy(session, tenant_id(), body.categories)
+        policy = set_tenant_policy(session, runtime().settings, tenant_id(), body.categories)
     return respond(ModerationPolicyResponse.of(policy))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -32,8 +32,10 @@ from services.core.errors import (
 )
 from services.core.files import file_lines
 from services.core.inputs.images import CheckedImage
+from services.core.inputs.prompts import GenerationParams
 from services.core.job_spec import JobSpec, SubmitOptions
 from services.core.moderation.service import tenant_policy
+from services.core.moderation.stored import store_policies
 from services.core.requests.base import parse
 from services.core.requests.batches import MAX_CUSTOM_ID_CHARS, BatchLine
 from services.core.requests.chat import ChatCompletionRequest
@@ -55,8 +57,14 @@ MODERATIONS = "/v1/moderations"
 EXPAND_LEASE_S = 60
 MAX_EXPAND_ATTEMPTS = 3
 
-# A line's job (its column values, for a bulk insert) and the images it stores.
-LineJob = tuple[dict[str, Any], list[CheckedImage]]
+
+class LineJob(NamedTuple):
+    """A line's job: its column values (for a bulk insert), the images it stores, and the
+    parameters it was made with (None for a line that failed: it stores no policy)."""
+
+    values: dict[str, Any]
+    images: list[CheckedImage]
+    params: GenerationParams | None = None
 
 
 def line_job_id(batch_id: str, line_number: int) -> str:
@@ -127,8 +135,10 @@ def line_job(
         options = SubmitOptions(
             kind=kind, batch_id=batch.id, custom_id=custom_id_of(raw), band=Band.BATCH
         )
-        return failed_job_values(settings, batch.tenant_id, exc, options, job_id), []
-    return job_values(settings, batch.tenant_id, spec, job_id), spec.request.images
+        return LineJob(failed_job_values(settings, batch.tenant_id, exc, options, job_id), [])
+    return LineJob(
+        job_values(settings, batch.tenant_id, spec, job_id), spec.request.images, spec.params
+    )
 
 
 def custom_id_of(raw: bytes) -> str | None:
@@ -145,7 +155,7 @@ def commit_page(runtime: Runtime, batch_id: str, page: list[LineJob]) -> bool:
 
     False, with nothing stored, when the batch is no longer `validating`.
     """
-    ids = [job["id"] for job, _ in page]
+    ids = [line.values["id"] for line in page]
     with runtime.unit_of_work() as session:
         # A no-op write that locks the batch row: a cancel or an expiry that commits
         # first stops the page, and one that comes later waits for it.
@@ -158,12 +168,17 @@ def commit_page(runtime: Runtime, batch_id: str, page: list[LineJob]) -> bool:
         if not still_validating:
             return False
         existing = set(session.scalars(sa.select(Job.id).where(Job.id.in_(ids))))
-        fresh = [(job, images) for job, images in page if job["id"] not in existing]
-        store_images(session, [image for _, images in fresh for image in images])
+        fresh = [line for line in page if line.values["id"] not in existing]
+        store_images(session, [image for line in fresh for image in line.images])
+        store_policies(session, [line.params for line in fresh if line.params is not None])
         if fresh:
             # A bulk insert of plain rows: no ORM object per line.
-            session.execute(sa.insert(Job), [job for job, _ in fresh])
-    queued = [queued_work(job) for job, _ in fresh if job["status"] == JobStatus.QUEUED.value]
+            session.execute(sa.insert(Job), [line.values for line in fresh])
+    queued = [
+        queued_work(line.values)
+        for line in fresh
+        if line.values["status"] == JobStatus.QUEUED.value
+    ]
     enqueue_after_commit(runtime, queued)
     return True
 

@@ -50,6 +50,9 @@ class GenerationParams(BaseModel):
     # Moderation: instead of generating, score each yes/no question {category: question}
     # with the model's probability of "yes".
     score_questions: dict[str, str] | None = None
+    # How a job row names those questions: the hash of a stored policy (see
+    # `services.core.moderation.stored`); never set together with `score_questions`.
+    score_policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,11 @@ def check_fits_context(
         for part in message["content"]
         if part.get("type") == "text"
     ]
-    # Scoring runs one forward pass and generates nothing.
+    # Scoring runs one forward pass per question over the input and generates nothing: the
+    # longest question must fit with it.
     completion = 1 if params.score_questions else params.max_tokens
+    if params.score_questions:
+        texts.append(max(params.score_questions.values(), key=len))
     return model_limits(settings.model).check_context(
         texts,
         [(image.width, image.height) for image in request.images],

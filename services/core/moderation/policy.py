@@ -14,6 +14,8 @@ from services.core.errors import InvalidRequestError
 
 DEFAULT_THRESHOLD = 0.5
 MAX_CATEGORIES = 32
+# A category's name is a key of every result: short, like OpenAI's category names.
+MAX_NAME_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,9 @@ class Category:
 Policy = dict[str, Category]
 
 
-def parse_policy(raw: Any, param: str = "categories") -> Policy:
-    """A policy from `{name: question}` or `{name: {"question": ..., "threshold": ...}}`."""
+def parse_policy(raw: Any, settings: Settings, param: str = "categories") -> Policy:
+    """A policy from `{name: question}` or `{name: {"question": ..., "threshold": ...}}`,
+    within the size limits: every job it scores asks each question over its input."""
     if not isinstance(raw, dict) or not raw:
         raise InvalidRequestError(
             f"{param} must be a non-empty object of category: question", param=param
@@ -43,8 +46,24 @@ def parse_policy(raw: Any, param: str = "categories") -> Policy:
         threshold = spec.get("threshold", DEFAULT_THRESHOLD) if isinstance(spec, dict) else None
         if not isinstance(question, str) or not question.strip():
             raise InvalidRequestError(f"category {name!r} needs a question", param=param)
+        if not str(name) or len(str(name)) > MAX_NAME_CHARS:
+            raise InvalidRequestError(
+                f"a category name is 1 to {MAX_NAME_CHARS} characters", param=param
+            )
+        if len(question) > settings.max_question_chars:
+            raise InvalidRequestError(
+                f"category {name!r}: question is over {settings.max_question_chars} characters",
+                param=param,
+            )
         policy[str(name)] = Category(
             question.strip(), check_threshold(threshold, f"{param}.{name}")
+        )
+    total = sum(len(category.question) for category in policy.values())
+    if total > settings.max_policy_chars:
+        raise InvalidRequestError(
+            f"the policy's questions are {total} characters together, over the limit of "
+            f"{settings.max_policy_chars}",
+            param=param,
         )
     return policy
 
@@ -64,11 +83,11 @@ def resolve_policy(
 ) -> Policy:
     """The policy in force for one request."""
     if categories is not None:
-        policy = parse_policy(categories)
+        policy = parse_policy(categories, settings)
     elif tenant_policy:
-        policy = parse_policy(tenant_policy, "policy")
+        policy = parse_policy(tenant_policy, settings, "policy")
     elif settings.moderation_policy:
-        policy = parse_policy(settings.moderation_policy, "VLMQ_MODERATION_POLICY")
+        policy = parse_policy(settings.moderation_policy, settings, "VLMQ_MODERATION_POLICY")
     else:
         raise InvalidRequestError("no moderation policy: send categories or configure one")
     if thresholds is not None:

@@ -66,9 +66,12 @@ def tenant_policy(session: Session, tenant_id: str) -> dict[str, Any]:
     return dict(tenant.moderation_policy or {}) if tenant else {}
 
 
-def set_tenant_policy(session: Session, tenant_id: str, categories: Any) -> dict[str, Any]:
+def set_tenant_policy(
+    session: Session, settings: Settings, tenant_id: str, categories: Any
+) -> dict[str, Any]:
     """Replace the tenant's policy with `categories` (checked); returns it as stored."""
-    policy = {name: asdict(category) for name, category in parse_policy(categories).items()}
+    parsed = parse_policy(categories, settings)
+    policy = {name: asdict(category) for name, category in parsed.items()}
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
         raise LookupError(tenant_id)

@@ -8,9 +8,16 @@ read `where` ("endpoint" or "batch_line").
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+)
 
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
@@ -48,6 +55,16 @@ class VlmqRequest(BaseModel):
 
 
 OPENAI_COMPATIBLE = ConfigDict(extra="ignore")
+
+# OpenAI's metadata: up to 16 pairs, keys up to 64 characters, values up to 512 (every job
+# of a request keeps a copy).
+Metadata = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=512)],
+    ],
+    Field(max_length=16),
+]
 
 
 def parse(

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from services.core.requests.base import VlmqRequest
+from services.core.requests.base import Metadata, VlmqRequest
 
 MAX_CUSTOM_ID_CHARS = 200
 
@@ -24,7 +24,7 @@ class BatchCreateRequest(VlmqRequest):
     input_file_id: str
     endpoint: str
     completion_window: str = "24h"
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: Metadata | None = None
     output_expires_after: ExpiresAfter | None = None
     webhook: str | None = None
 

@@ -15,6 +15,8 @@ from services.core.inputs.prompts import GenerationParams
 from services.core.requests.base import VlmqRequest, parse, settings_of
 
 MAX_STOP_STRINGS = 4
+# Each stop string is searched for in the answer at every decode step of its row.
+MAX_STOP_CHARS = 256
 
 
 class GenerationRequest(VlmqRequest):
@@ -44,6 +46,9 @@ class GenerationRequest(VlmqRequest):
     def _few_stop_strings(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and len(value) > MAX_STOP_STRINGS:
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
+        strings = [value] if isinstance(value, str) else value or []
+        if any(len(text) > MAX_STOP_CHARS for text in strings):
+            raise ValueError(f"a stop string is at most {MAX_STOP_CHARS} characters")
         return value
 
     @model_validator(mode="after")

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, model_validator
 
 from services.core.errors import InvalidRequestError
-from services.core.requests.base import EXAMPLE_IMAGE
+from services.core.requests.base import EXAMPLE_IMAGE, Metadata
 from services.core.requests.generation import GenerationRequest
 from services.core.requests.queueing import QueueingRequest
 
@@ -27,7 +27,7 @@ class JobCreateRequest(GenerationRequest, QueueingRequest):
     image: str | None = None
     question: Any = None
     messages: Any = None
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    metadata: Metadata = Field(default_factory=dict)
     # Where to POST the job's events ("start", "completed"; default both), signed per
     # Standard Webhooks. Checked by `webhooks.subscriptions.parse_subscription`.
     webhook: str | None = None
