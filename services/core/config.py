@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 25 * 1024 * 1024
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 36_000_000
+    # Memory the image decodes of one API process may hold at once (an image larger than
+    # the model needs is decoded once, to be downscaled); more decodes wait for room.
+    decode_memory_mb: int = 160
     max_images_per_request: int = 8
     max_question_chars: int = 8000
     # A moderation policy's questions together (each is also within max_question_chars).

@@ -15,10 +15,12 @@ from services.core.config import Settings
 from services.core.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     UndecodableImageError,
     UnsupportedImageError,
 )
 from services.core.inputs import images
+from services.core.inputs.decode_budget import DecodeBudget
 from services.core.inputs.images import (
     check_image,
     decode_data_url,
@@ -175,3 +177,25 @@ def test_an_interlaced_png_is_checked_pass_by_pass() -> None:
     assert check_image(png_of_raw_rows(width, height, raw, interlace=1), SETTINGS).height == 11
     with pytest.raises(UndecodableImageError):
         check_image(png_of_raw_rows(width, height, raw[:-5], interlace=1), SETTINGS)
+
+
+def test_decodes_share_a_memory_budget_and_wait_for_room() -> None:
+    budget = DecodeBudget(100)
+    with budget.reserve(60, timeout_s=1):
+        with pytest.raises(ServiceUnavailableError) as refused, budget.reserve(60, 0.05):
+            pass
+        assert refused.value.code == "decode_capacity_exceeded"
+        with budget.reserve(40, timeout_s=0.05):
+            assert budget.reserved == 100
+    # A decode larger than the whole budget runs once nothing else holds any of it.
+    with budget.reserve(500, timeout_s=0.05):
+        assert budget.reserved == 100
+    assert budget.reserved == 0
+
+
+def test_a_large_palette_or_1_bit_image_is_reduced_before_it_becomes_rgb() -> None:
+    for mode in ("1", "P", "L", "RGBA"):
+        buffer = io.BytesIO()
+        Image.new(mode, (4000, 3000)).save(buffer, "PNG")
+        rgb = to_rgb(buffer.getvalue(), at_least=1000)
+        assert rgb.mode == "RGB" and rgb.height == 1000 and rgb.width in (1333, 1334), mode

@@ -91,21 +91,21 @@ def encoded(width: int, height: int, fmt: str = "PNG") -> CheckedImage:
 
 
 def test_large_images_are_downscaled_keeping_their_aspect_ratio() -> None:
-    tall = fit_image(encoded(600, 1800), 1024)
+    tall = fit_image(encoded(600, 1800), 1024, settings())
     assert (tall.width, tall.height) == (341, 1024)
     assert tall.media_type == "image/png"
-    photo = fit_image(encoded(3000, 2000, "JPEG"), 1024)
+    photo = fit_image(encoded(3000, 2000, "JPEG"), 1024, settings())
     assert (photo.width, photo.height) == (1024, 683) and photo.media_type == "image/jpeg"
     assert Image.open(io.BytesIO(photo.data)).size == (1024, 683)
     # Deterministic: the same image and side give the same bytes (and cache key).
-    assert fit_image(encoded(3000, 2000, "JPEG"), 1024).sha256 == photo.sha256
+    assert fit_image(encoded(3000, 2000, "JPEG"), 1024, settings()).sha256 == photo.sha256
 
 
 def test_small_images_and_no_limit_leave_the_image_alone() -> None:
     small = encoded(300, 200)
-    assert fit_image(small, 1024) is small
+    assert fit_image(small, 1024, settings()) is small
     large = encoded(3000, 200)
-    assert fit_image(large, 0) is large
+    assert fit_image(large, 0, settings()) is large
 
 
 def test_low_detail_asks_for_the_smaller_side() -> None:

@@ -28,6 +28,7 @@ from services.core.errors import (
     UndecodableImageError,
     UnsupportedImageError,
 )
+from services.core.inputs.decode_budget import decode_budget, decoded_bytes
 from services.core.inputs.model_limits import model_limits
 from services.core.outbound import fetch
 
@@ -42,6 +43,7 @@ ACCEPTED_FORMATS = {
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Inflated PNG data is produced (and dropped) this much at a time: memory stays flat.
 INFLATE_PIECE_BYTES = 1 << 20
+MIB = 1 << 20
 DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I
 )
@@ -235,18 +237,22 @@ def png_raw_size(data: bytes) -> int:
     return total
 
 
-def fit_image(image: CheckedImage, side: int) -> CheckedImage:
+def fit_image(image: CheckedImage, side: int, settings: Settings) -> CheckedImage:
     """The image downscaled, aspect ratio kept, so that its longer side is at most `side`
     pixels (unchanged when it fits, or when `side` is 0).
 
     Done once, when the request is accepted: the smaller image is what is stored, what the
     worker decodes, and (by its hash) what the cache key names. A JPEG stays a JPEG
-    (quality 95); anything else becomes a PNG.
+    (quality 95); anything else becomes a PNG. The decode holds memory from the process's
+    decode budget (see `services.core.inputs.decode_budget`) while it runs.
     """
     if side <= 0 or max(image.width, image.height) <= side:
         return image
-    decoded = to_rgb(image.data, at_least=side)
-    decoded.thumbnail((side, side), PILImage.Resampling.LANCZOS)
+    scale = jpeg_draft_scale(image, side) if image.media_type == "image/jpeg" else 1
+    budget = decode_budget(settings.decode_memory_mb * MIB)
+    with budget.reserve(decoded_bytes(image.width // scale, image.height // scale)):
+        decoded = to_rgb(image.data, at_least=side)
+        decoded.thumbnail((side, side), PILImage.Resampling.LANCZOS)
     buffer = io.BytesIO()
     if image.media_type == "image/jpeg":
         decoded.save(buffer, "JPEG", quality=95)
@@ -269,11 +275,15 @@ def to_rgb(data: bytes, at_least: int | None = None) -> PILImage.Image:
     `at_least`: a JPEG may be decoded at a reduced scale that keeps both sides at least this
     many pixels (much faster, for an image about to be downscaled anyway).
     """
-    image = PILImage.open(io.BytesIO(data))
+    image: PILImage.Image = PILImage.open(io.BytesIO(data))
     image.seek(0)
     if at_least is not None and image.format in ("JPEG", "MPO"):
         image.draft("RGB", (at_least, at_least))
-    upright = ImageOps.exif_transpose(image) or image
+    if at_least is not None:
+        image = reduced(image, at_least)
+    # In place: without it, an image with no EXIF orientation is copied whole.
+    ImageOps.exif_transpose(image, in_place=True)
+    upright = image
     if upright.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grey: scale to 8 bits (a plain convert would clip everything above 255).
         upright = upright.point(lambda value: value / 256).convert("L")
@@ -282,3 +292,28 @@ def to_rgb(data: bytes, at_least: int | None = None) -> PILImage.Image:
         background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
         return PILImage.alpha_composite(background, rgba).convert("RGB")
     return upright.convert("RGB")
+
+
+def reduced(image: PILImage.Image, at_least: int) -> PILImage.Image:
+    """The image shrunk by a whole factor that keeps both sides at least `at_least` pixels,
+    in its own mode, before any conversion to RGB: the conversion then copies a small image,
+    not a large one (a 1-bit image becomes greyscale first, a palette one RGBA)."""
+    factor = min(image.width, image.height) // max(1, at_least)
+    if factor < 2:
+        return image
+    if image.mode == "1":
+        image = image.convert("L")
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode `reduce` does not take (16-bit grey): converted whole
+        return image
+
+
+def jpeg_draft_scale(image: CheckedImage, side: int) -> int:
+    """The scale (1, 2, 4 or 8) a JPEG is decoded at to keep both sides at least `side`."""
+    scale = 1
+    while scale < 8 and min(image.width, image.height) // (scale * 2) >= side:
+        scale *= 2
+    return scale

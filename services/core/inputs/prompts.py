@@ -93,7 +93,7 @@ def canonical_from_question(
 ) -> CanonicalRequest:
     """The shorthand `{image, question}` (or a multipart upload) as canonical messages."""
     question = check_question(question, settings)
-    image = fit_image(image, settings.max_image_side)
+    image = fit_image(image, settings.max_image_side, settings)
     message = {
         "role": "user",
         "content": [{"type": "image", "sha256": image.sha256}, {"type": "text", "text": question}],
@@ -193,7 +193,7 @@ def canonical_part(
                 f"at most {settings.max_images_per_request} images per request", param="messages"
             )
         image = check_image(image_bytes_from_reference(url, settings), settings)
-        image = fit_image(image, image_side(detail, settings))
+        image = fit_image(image, image_side(detail, settings), settings)
         images.append(image)
         return {"type": "image", "sha256": image.sha256}
     raise InvalidRequestError(
