@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from services.api.context import caller, runtime, tenant_id
 from services.api.request_parsing import idempotency_key
 from services.core.config import Settings
+from services.core.inputs.fetch_slots import fetching_for
 from services.core.job_spec import JobSpec
 from services.core.submit import Submitted, submit
 
@@ -21,7 +22,8 @@ def submit_as_caller(specs_of: SpecsOf, *, replay_finished_only: bool = False) -
     """The jobs `specs_of` makes of this request, submitted by its caller under its
     `Idempotency-Key` (the one submit use case, `services.core.submit`)."""
     rt = runtime()
-    with rt.sessions() as session:
+    # Image fetches count against the caller's share of the fetch slots.
+    with rt.sessions() as session, fetching_for(tenant_id()):
         specs = specs_of(session, rt.settings, tenant_id())
     return submit(
         rt,

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # hosts/CIDRs allowed despite being private.
     fetch_timeout_s: float = 10.0
     max_concurrent_fetches: int = 16
+    # ... of which one tenant may hold this many (more of its fetches get 429 at once).
+    tenant_max_fetches: int = 4
     outbound_allowlist: str = ""
 
     # Per-tenant request rate (Flask-Limiter syntax, e.g. "600/minute;20/second"; empty

@@ -18,10 +18,12 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
+from services.core import outbound
 from services.core.auth import get_or_create_tenant
-from services.core.batches.expand import expand_batch
+from services.core.batches.expand import MAX_EXPAND_ATTEMPTS, expand_batch
 from services.core.batches.finalize import advance_batch
 from services.core.db import utcnow
+from services.core.errors import ServiceUnavailableError
 from services.core.ids import new_id
 from services.core.runtime import Runtime
 from services.core.tables import Batch, File, Job, JobStatus
@@ -247,3 +249,46 @@ def test_a_custom_id_over_200_characters_fails_its_line_alone(
         "the batch to complete",
     )
     assert (batch.total, batch.completed, batch.failed) == (2, 1, 1)
+
+
+def test_no_fetch_capacity_delays_an_expansion_without_failing_it(
+    client: FlaskClient, auth: dict[str, str], runtime: Runtime
+) -> None:
+    batch_id = make_batch(runtime, "validating")
+    line = {
+        "custom_id": "remote",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/a.png"}},
+                        {"type": "text", "text": "what color?"},
+                    ],
+                }
+            ]
+        },
+    }
+    file_id = upload_batch_input(client, auth, (json.dumps(line) + "\n").encode())
+    with runtime.sessions.begin() as session:
+        session.execute(sa.update(Batch).where(Batch.id == batch_id).values(input_file_id=file_id))
+    # Every host name lookup slot of this process is taken (by other tenants' slow hosts).
+    taken = 0
+    while outbound.RESOLVER_SLOTS.acquire(blocking=False):
+        taken += 1
+    try:
+        for _ in range(MAX_EXPAND_ATTEMPTS + 1):
+            with pytest.raises(ServiceUnavailableError):
+                expand_batch(runtime, batch_id)
+    finally:
+        for _ in range(taken):
+            outbound.RESOLVER_SLOTS.release()
+    # Not counted against the batch: it waits to be expanded again.
+    assert read_batch(runtime, batch_id).status == "validating"
+    assert runtime.redis.get(f"vlmq:batch-expand-attempts:{batch_id}") is None
+    expand_batch(runtime, batch_id)
+    # Expanded now; its one line fails alone (nothing listens on port 9).
+    assert read_batch(runtime, batch_id).status != "validating"
+    assert job_statuses(runtime, batch_id) == ["failed"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,9 +14,11 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from standardwebhooks import Webhook
 
-from services.core import maintenance
+from services.core import maintenance, outbound
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
+from services.core.db import session_scope, utcnow
+from services.core.ids import new_id
 from services.core.runtime import Runtime
 from services.core.tables import Job, Tenant, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.delivery import deliver
@@ -459,3 +462,41 @@ def test_a_refused_delivery_says_why(
     assert shown["status"] == "failed" and shown["attempts"] == 1
     assert shown["last_attempt"]["status_code"] is None
     assert shown["last_attempt"]["error"].startswith("refused:")
+
+
+def test_an_attempt_that_finds_no_outbound_capacity_is_not_counted(
+    runtime: Runtime, receiver: WebhookReceiver, auth: dict[str, str]
+) -> None:
+    with runtime.sessions() as session:
+        tenant_id = session.scalar(sa.select(Tenant.id).where(Tenant.name == "acme"))
+    delivery_id = new_id("msg")
+    with session_scope(runtime.sessions) as session:
+        session.add(
+            WebhookDelivery(
+                id=delivery_id,
+                tenant_id=tenant_id,
+                event="completed",
+                url=receiver.url("/hooks/no-capacity"),
+                payload={"hello": "world"},
+                status="pending",
+                attempts=0,
+                # Not due: the maintenance pass leaves it to this test.
+                next_attempt_at=utcnow() + timedelta(hours=1),
+            )
+        )
+    # Every host name lookup slot of this process is taken (by other tenants' slow hosts).
+    taken = 0
+    while outbound.RESOLVER_SLOTS.acquire(blocking=False):
+        taken += 1
+    try:
+        assert deliver(runtime, delivery_id, 1) == "pending"
+    finally:
+        for _ in range(taken):
+            outbound.RESOLVER_SLOTS.release()
+    # Not an attempt: nothing recorded, the count unchanged, the receiver never called.
+    assert delivery(runtime, delivery_id).attempts == 0
+    assert attempts(runtime, delivery_id) == []
+    # The same attempt is sent again shortly, and made (by the background worker).
+    assert settled(runtime, delivery_id).status == "delivered"
+    assert [attempt.attempt for attempt in attempts(runtime, delivery_id)] == [1]
+    assert len(receiver.requests("/hooks/no-capacity")) == 1

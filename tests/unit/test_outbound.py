@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from services.core.config import Settings
-from services.core.errors import InvalidRequestError, ServiceUnavailableError
+from services.core.errors import InvalidRequestError, ServiceUnavailableError, TooManyRequestsError
+from services.core.inputs.fetch_slots import fetching_for
 from services.core.inputs.images import fetch_image_url
 from services.core.outbound import (
     FetchError,
@@ -282,3 +283,36 @@ def test_image_fetches_past_the_process_cap_are_refused_at_once(
 def test_malformed_urls_are_a_400(url: str) -> None:
     with pytest.raises(InvalidRequestError):
         fetch(url, allowlist=[], timeout_s=1, max_bytes=10)
+
+
+def test_one_tenant_holds_at_most_its_share_of_the_fetch_slots(
+    dripping_server: RawHttpServer,
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        max_concurrent_fetches=3,
+        tenant_max_fetches=2,
+        fetch_timeout_s=2,
+        outbound_allowlist="127.0.0.1",
+    )
+    url = f"http://127.0.0.1:{dripping_server.port}/slow.png"
+
+    def slow_fetch(tenant: str) -> None:
+        with fetching_for(tenant), contextlib.suppress(FetchError):
+            fetch_image_url(url, settings)
+
+    holders = [threading.Thread(target=slow_fetch, args=("slow-tenant",)) for _ in range(2)]
+    for thread in holders:
+        thread.start()
+    wait_until(lambda: dripping_server.connections == 2, 10, "the slow tenant's two fetches")
+    with fetching_for("slow-tenant"), pytest.raises(TooManyRequestsError) as refused:
+        fetch_image_url(url, settings)
+    assert refused.value.code == "fetch_quota_exceeded"
+    assert "VLMQ_TENANT_MAX_FETCHES" in str(refused.value)
+    assert dripping_server.connections == 2
+    # Another tenant still has a slot of its own.
+    other = threading.Thread(target=slow_fetch, args=("other-tenant",))
+    other.start()
+    wait_until(lambda: dripping_server.connections == 3, 10, "the other tenant's fetch")
+    for thread in [*holders, other]:
+        thread.join()

@@ -28,9 +28,11 @@ from services.core.db import rows_changed, utcnow
 from services.core.errors import (
     InvalidRequestError,
     ServiceUnavailableError,
+    TooManyRequestsError,
     VlmqError,
 )
 from services.core.files import file_lines
+from services.core.inputs.fetch_slots import fetching_for
 from services.core.inputs.images import CheckedImage
 from services.core.inputs.prompts import GenerationParams
 from services.core.job_spec import JobSpec, SubmitOptions
@@ -128,8 +130,9 @@ def line_job(
     job_id = line_job_id(batch.id, line_number)
     try:
         spec = parse_line(session, settings, batch, raw, stored_policy)
-    except ServiceUnavailableError:
-        raise  # passing (a fetch capacity or dependency outage): the expansion runs again
+    except (ServiceUnavailableError, TooManyRequestsError):
+        # Passing (no fetch slot free, a dependency outage): the expansion runs again.
+        raise
     except VlmqError as exc:
         kind = "moderation" if batch.endpoint == MODERATIONS else "chat"
         options = SubmitOptions(
@@ -222,6 +225,10 @@ def expand_batch(runtime: Runtime, batch_id: str) -> None:
         # The lines' jobs carry the batch's request id (`job_values` reads it from here).
         with logs.bound(request_id=batch.request_id, batch_id=batch_id):
             expand_lines(runtime, batch)
+    except (ServiceUnavailableError, TooManyRequestsError):
+        # Passing (no fetch slot free, a dependency briefly down): the maintenance pass
+        # runs the expansion again, and it does not count towards failing the batch.
+        raise
     except Exception as exc:
         attempts = int(cast(int, runtime.redis.incr(f"vlmq:batch-expand-attempts:{batch_id}")))
         runtime.redis.expire(f"vlmq:batch-expand-attempts:{batch_id}", 24 * 3600)
@@ -255,7 +262,9 @@ def expand_lines(runtime: Runtime, batch: Batch) -> None:
         for line_number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
-            page.append(line_job(reads, settings, batch, line_number, raw, policy))
+            # The lines' image fetches count against the batch's tenant's share.
+            with fetching_for(batch.tenant_id):
+                page.append(line_job(reads, settings, batch, line_number, raw, policy))
             if len(page) >= PAGE:
                 reads.rollback()  # end the read transaction: no snapshot held across pages
                 if not commit_page(runtime, batch.id, page):

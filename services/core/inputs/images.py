@@ -12,7 +12,6 @@ import hashlib
 import io
 import re
 import struct
-import threading
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -24,11 +23,11 @@ from services.core.config import Settings
 from services.core.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
-    ServiceUnavailableError,
     UndecodableImageError,
     UnsupportedImageError,
 )
 from services.core.inputs.decode_budget import decode_budget, decoded_bytes
+from services.core.inputs.fetch_slots import fetch_slots
 from services.core.inputs.model_limits import model_limits
 from services.core.outbound import fetch
 
@@ -76,38 +75,21 @@ def decode_data_url(url: str, settings: Settings) -> bytes:
         raise InvalidRequestError("image data URL is not valid base64", param="image") from exc
 
 
-def fetch_slots(limit: int) -> threading.BoundedSemaphore:
-    """The process-wide slots for image fetches (one semaphore per configured limit)."""
-    with _FETCH_SLOTS_LOCK:
-        return _FETCH_SLOTS.setdefault(limit, threading.BoundedSemaphore(limit))
-
-
-_FETCH_SLOTS: dict[int, threading.BoundedSemaphore] = {}
-_FETCH_SLOTS_LOCK = threading.Lock()
-
-
 def fetch_image_url(url: str, settings: Settings) -> bytes:
     """Download a remote image under the outbound address rules, deadline and byte cap.
 
-    At most `max_concurrent_fetches` run at once in this process: past that the request is
-    refused at once (503), so slow image servers cannot take every request thread.
+    At most `max_concurrent_fetches` run at once in this process, and `tenant_max_fetches`
+    of one tenant (see `services.core.inputs.fetch_slots`): past either the request is
+    refused at once, so slow image servers cannot take every request thread.
     """
-    slots = fetch_slots(settings.max_concurrent_fetches)
-    if not slots.acquire(blocking=False):
-        raise ServiceUnavailableError(
-            "too many image downloads are in progress; retry shortly",
-            code="fetch_capacity_exceeded",
-            retry_after_s=1,
-        )
-    try:
+    slots = fetch_slots(settings.max_concurrent_fetches, settings.tenant_max_fetches)
+    with slots.slot():
         response = fetch(
             url,
             allowlist=settings.outbound_allowed,
             timeout_s=settings.fetch_timeout_s,
             max_bytes=settings.max_image_bytes,
         )
-    finally:
-        slots.release()
     if response.status >= 400:
         raise InvalidRequestError(f"image URL answered HTTP {response.status}", param="image")
     return response.body

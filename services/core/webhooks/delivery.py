@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from services.core import logs, metrics, outbound
 from services.core.config import Settings
 from services.core.db import rows_changed, session_scope, utcnow
-from services.core.errors import InvalidRequestError, VlmqError
+from services.core.errors import InvalidRequestError, ServiceUnavailableError, VlmqError
 from services.core.runtime import Runtime
 from services.core.tables import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.signing import payload_body, signed_headers, tenant_secret
@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 
 # Only a receiver's status matters; read little of its body.
 MAX_RESPONSE_BYTES = 64 * 1024
+# An attempt that found no outbound capacity free is sent again this much later.
+NO_CAPACITY_RETRY_S = 2.0
 # An attempt in progress holds its delivery this much past its deadline, so the maintenance
 # pass does not re-send a delivery that is being attempted right now.
 ATTEMPT_LEASE_GRACE_S = 5.0
@@ -40,6 +42,9 @@ class AttemptResult:
     error: str | None
     latency_ms: float
     permanent: bool = False
+    # Not made at all: this process had no outbound capacity free (not the receiver's
+    # doing, so it is not counted as an attempt).
+    no_capacity: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -121,6 +126,8 @@ def post(claim: ClaimedAttempt, settings: Settings) -> AttemptResult:
         return AttemptResult(None, f"refused: {exc.message}", elapsed_ms(), permanent=True)
     except InvalidRequestError as exc:
         return AttemptResult(None, f"invalid URL: {exc.message}", elapsed_ms(), permanent=True)
+    except ServiceUnavailableError as exc:
+        return AttemptResult(None, exc.message, elapsed_ms(), no_capacity=True)
     except VlmqError as exc:  # unreachable, timed out, too many redirects, huge answer
         return AttemptResult(None, exc.message, elapsed_ms())
     except Exception as exc:  # a receiver must never crash the worker
@@ -190,6 +197,8 @@ def attempt_delivery(runtime: Runtime, claim: ClaimedAttempt) -> str:
     """POST a claimed attempt, record it, and send the retry if one is due."""
     settings = runtime.settings
     result = post(claim, settings)
+    if result.no_capacity:
+        return put_back(runtime, claim)
     status, delay_s = outcome(result, claim.attempt, settings)
     with session_scope(runtime.sessions) as session:
         record_attempt(session, claim, result, status, delay_s)
@@ -210,6 +219,29 @@ def attempt_delivery(runtime: Runtime, claim: ClaimedAttempt) -> str:
         except Exception:
             log.exception("webhook_enqueue_failed")
     return status
+
+
+def put_back(runtime: Runtime, claim: ClaimedAttempt) -> str:
+    """Give a claimed attempt back unmade (no outbound capacity was free) and send it again
+    shortly, under the same number: another tenant's slow endpoints or lookups never use up
+    this delivery's attempts."""
+    with session_scope(runtime.sessions) as session:
+        session.execute(
+            sa.update(WebhookDelivery)
+            .where(pending_after(claim.delivery_id, claim.attempt))
+            .values(
+                attempts=claim.attempt - 1,
+                next_attempt_at=utcnow() + timedelta(seconds=NO_CAPACITY_RETRY_S),
+            )
+        )
+    log.info("webhook_attempt_put_back", attempt=claim.attempt, reason="no_capacity")
+    try:
+        runtime.broker.enqueue_webhook(
+            claim.delivery_id, claim.attempt, countdown_s=NO_CAPACITY_RETRY_S
+        )
+    except Exception:
+        log.exception("webhook_enqueue_failed")
+    return DeliveryStatus.PENDING
 
 
 def outcome_label(result: AttemptResult, status: str) -> str:
