@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import redis
 from flask.testing import FlaskClient
 from PIL import Image, ImageDraw
 
+from services.core import outbound
 from services.core.config import Settings
 from services.core.heartbeats import live_model_workers
 
@@ -211,3 +212,15 @@ def upload_batch_input(client: FlaskClient, auth: dict[str, str], raw: bytes) ->
     )
     assert response.status_code == 200, response.get_json()
     return str(response.get_json()["id"])
+
+
+@contextlib.contextmanager
+def all_lookups_taken() -> Iterator[None]:
+    """Every host name lookup of this process in use (by other tenants' hosts that hang)."""
+    outbound.LOOKUPS.running["other-tenants"] += outbound.MAX_LOOKUPS
+    try:
+        yield
+    finally:
+        outbound.LOOKUPS.running["other-tenants"] -= outbound.MAX_LOOKUPS
+        if outbound.LOOKUPS.running["other-tenants"] <= 0:
+            del outbound.LOOKUPS.running["other-tenants"]

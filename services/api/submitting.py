@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from services.api.context import caller, runtime, tenant_id
 from services.api.request_parsing import idempotency_key
 from services.core.config import Settings
-from services.core.inputs.fetch_slots import fetching_for
 from services.core.job_spec import JobSpec
+from services.core.outbound import fetching_for
 from services.core.submit import Submitted, submit
 
 # How a route turns its parsed body into jobs: (session, settings, tenant id) -> specs.

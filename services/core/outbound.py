@@ -14,9 +14,14 @@ import ipaddress
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
@@ -25,6 +30,7 @@ from services.core.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     ServiceUnavailableError,
+    TooManyRequestsError,
     VlmqError,
 )
 
@@ -39,13 +45,15 @@ EXTRA_BLOCKED = [
 ]
 MAX_REDIRECTS = 3
 READ_CHUNK_BYTES = 64 * 1024
-# `getaddrinfo` has no timeout of its own: lookups run here and are waited for until the
-# fetch's deadline. A hung lookup holds one of these threads, never a request thread.
-RESOLVER_THREADS = 8
-RESOLVER = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="vlmq-resolve")
-# Lookups queued or running: past the pool's size a lookup is refused at once, so hung
-# lookups can never pile up behind each other and starve every other fetch.
-RESOLVER_SLOTS = threading.BoundedSemaphore(RESOLVER_THREADS)
+# `getaddrinfo` has no timeout of its own: each lookup runs in a thread of its own, and the
+# fetch waits for it until the fetch's deadline, then goes on without it. A lookup that
+# hangs on holds its thread, and counts against its owner (see `fetching_for`) until it
+# returns: an owner holds at most `MAX_LOOKUPS_PER_OWNER`, all owners `MAX_LOOKUPS`. A
+# tenant whose hosts never answer then fills its own share, not everyone's.
+MAX_LOOKUPS = 32
+MAX_LOOKUPS_PER_OWNER = 4
+# Whose outbound requests are being made (a tenant id; None: no tenant).
+FETCHING_FOR: ContextVar[str | None] = ContextVar("vlmq_fetching_for", default=None)
 # The well-known NAT64 prefix: 64:ff9b::a.b.c.d reaches the IPv4 address a.b.c.d.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -114,21 +122,72 @@ def is_allowed(host: str, address: IPAddress, allowlist: list[str]) -> bool:
     return False
 
 
+@contextmanager
+def fetching_for(tenant_id: str) -> Iterator[None]:
+    """Count the outbound requests made in the block (their lookups, their fetch slots)
+    against `tenant_id`."""
+    token = FETCHING_FOR.set(tenant_id)
+    try:
+        yield
+    finally:
+        FETCHING_FOR.reset(token)
+
+
+class Lookups:
+    """The host name lookups running in this process, in all and per owner."""
+
+    def __init__(self) -> None:
+        self.running: Counter[str | None] = Counter()
+        self.lock = threading.Lock()
+
+    def start(self, owner: str | None) -> None:
+        """Count a lookup of `owner`, or refuse it at once (its share, or all, in use)."""
+        with self.lock:
+            if owner is not None and self.running[owner] >= MAX_LOOKUPS_PER_OWNER:
+                raise TooManyRequestsError(
+                    f"this API key's tenant already has {MAX_LOOKUPS_PER_OWNER} host name "
+                    "lookups in progress; retry once its hosts answer",
+                    code="fetch_quota_exceeded",
+                    retry_after_s=1,
+                )
+            if sum(self.running.values()) >= MAX_LOOKUPS:
+                raise ServiceUnavailableError(
+                    "too many host name lookups are in progress; retry shortly",
+                    code="fetch_capacity_exceeded",
+                    retry_after_s=1,
+                )
+            self.running[owner] += 1
+
+    def end(self, owner: str | None) -> None:
+        """A lookup of `owner` returned."""
+        with self.lock:
+            self.running[owner] -= 1
+            if self.running[owner] <= 0:
+                del self.running[owner]
+
+
+LOOKUPS = Lookups()
+
+
 def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
     """Every address the host resolves to (a literal IP resolves to itself), within
     `timeout_s`."""
-    if not RESOLVER_SLOTS.acquire(blocking=False):
-        raise ServiceUnavailableError(
-            "too many host name lookups are in progress; retry shortly",
-            code="fetch_capacity_exceeded",
-            retry_after_s=1,
-        )
-    lookup = RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-    lookup.add_done_callback(lambda _: RESOLVER_SLOTS.release())
+    owner = FETCHING_FOR.get()
+    LOOKUPS.start(owner)
+    answer: Future[list[Any]] = Future()
+
+    def look_up() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting fetch
+            answer.set_exception(exc)
+        finally:
+            LOOKUPS.end(owner)
+
+    threading.Thread(target=look_up, name="vlmq-resolve", daemon=True).start()
     try:
-        infos = lookup.result(timeout=max(timeout_s, 0.0))
+        infos = answer.result(timeout=max(timeout_s, 0.0))
     except FutureTimeoutError as exc:
-        lookup.cancel()  # if it has not started, it never will (and frees its slot)
         raise FetchError(f"resolving {host!r} took longer than the fetch deadline") from exc
     except (socket.gaierror, UnicodeError) as exc:
         raise FetchError(f"cannot resolve host {host!r}") from exc

@@ -18,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from services.core import outbound
 from services.core.auth import get_or_create_tenant
 from services.core.batches.expand import MAX_EXPAND_ATTEMPTS, expand_batch
 from services.core.batches.finalize import advance_batch
@@ -27,7 +26,7 @@ from services.core.errors import ServiceUnavailableError
 from services.core.ids import new_id
 from services.core.runtime import Runtime
 from services.core.tables import Batch, File, Job, JobStatus
-from tests.support import chat_batch_input, upload_batch_input, wait_until
+from tests.support import all_lookups_taken, chat_batch_input, upload_batch_input, wait_until
 from tests.webhook_receiver import WebhookReceiver
 
 
@@ -274,17 +273,10 @@ def test_no_fetch_capacity_delays_an_expansion_without_failing_it(
     file_id = upload_batch_input(client, auth, (json.dumps(line) + "\n").encode())
     with runtime.sessions.begin() as session:
         session.execute(sa.update(Batch).where(Batch.id == batch_id).values(input_file_id=file_id))
-    # Every host name lookup slot of this process is taken (by other tenants' slow hosts).
-    taken = 0
-    while outbound.RESOLVER_SLOTS.acquire(blocking=False):
-        taken += 1
-    try:
+    with all_lookups_taken():
         for _ in range(MAX_EXPAND_ATTEMPTS + 1):
             with pytest.raises(ServiceUnavailableError):
                 expand_batch(runtime, batch_id)
-    finally:
-        for _ in range(taken):
-            outbound.RESOLVER_SLOTS.release()
     # Not counted against the batch: it waits to be expanded again.
     assert read_batch(runtime, batch_id).status == "validating"
     assert runtime.redis.get(f"vlmq:batch-expand-attempts:{batch_id}") is None

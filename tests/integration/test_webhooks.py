@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 from standardwebhooks import Webhook
 
-from services.core import maintenance, outbound
+from services.core import maintenance
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.db import session_scope, utcnow
@@ -24,7 +24,7 @@ from services.core.tables import Job, Tenant, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.delivery import deliver
 from services.core.webhooks.scheduling import schedule_delivery, schedule_job_event
 from services.core.webhooks.signing import new_secret
-from tests.support import data_url, shape_png, wait_until
+from tests.support import all_lookups_taken, data_url, shape_png, wait_until
 from tests.webhook_receiver import ReceivedRequest, Reply, WebhookReceiver
 
 pytestmark = pytest.mark.usefixtures("background_worker")
@@ -484,15 +484,8 @@ def test_an_attempt_that_finds_no_outbound_capacity_is_not_counted(
                 next_attempt_at=utcnow() + timedelta(hours=1),
             )
         )
-    # Every host name lookup slot of this process is taken (by other tenants' slow hosts).
-    taken = 0
-    while outbound.RESOLVER_SLOTS.acquire(blocking=False):
-        taken += 1
-    try:
+    with all_lookups_taken():
         assert deliver(runtime, delivery_id, 1) == "pending"
-    finally:
-        for _ in range(taken):
-            outbound.RESOLVER_SLOTS.release()
     # Not an attempt: nothing recorded, the count unchanged, the receiver never called.
     assert delivery(runtime, delivery_id).attempts == 0
     assert attempts(runtime, delivery_id) == []

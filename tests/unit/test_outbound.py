@@ -13,15 +13,18 @@ import pytest
 
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError, ServiceUnavailableError, TooManyRequestsError
-from services.core.inputs.fetch_slots import fetching_for
 from services.core.inputs.images import fetch_image_url
 from services.core.outbound import (
+    LOOKUPS,
+    MAX_LOOKUPS_PER_OWNER,
     FetchError,
     OutboundRefusedError,
     checked_address,
     fetch,
+    fetching_for,
     is_allowed,
     is_blocked_address,
+    resolve,
 )
 from services.core.webhooks.subscriptions import check_webhook_url, literal_address
 from tests.support import wait_until
@@ -316,3 +319,33 @@ def test_one_tenant_holds_at_most_its_share_of_the_fetch_slots(
     wait_until(lambda: dripping_server.connections == 3, 10, "the other tenant's fetch")
     for thread in [*holders, other]:
         thread.join()
+
+
+def test_a_tenants_hung_lookups_fill_its_own_share_not_everyones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answer = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def hung_fake_getaddrinfo(host: str, *args: object, **kwargs: object) -> list[object]:
+        """A resolver whose `hung.example` answers only once the test lets it."""
+        if host == "hung.example":
+            answer.wait(30)
+            return []
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung_fake_getaddrinfo)
+    try:
+        with fetching_for("hung-tenant"):
+            for _ in range(MAX_LOOKUPS_PER_OWNER):
+                # Each fetch gives up at its deadline; its lookup goes on, counted.
+                with pytest.raises(FetchError, match="longer than the fetch deadline"):
+                    resolve("hung.example", 80, 0.2)
+            with pytest.raises(TooManyRequestsError) as refused:
+                resolve("hung.example", 80, 0.2)
+            assert refused.value.code == "fetch_quota_exceeded"
+        with fetching_for("other-tenant"):
+            assert resolve("127.0.0.1", 80, 2.0) == [ipaddress.ip_address("127.0.0.1")]
+    finally:
+        answer.set()
+    wait_until(lambda: not LOOKUPS.running, 10, "the hung lookups to return")

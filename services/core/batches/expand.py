@@ -32,12 +32,12 @@ from services.core.errors import (
     VlmqError,
 )
 from services.core.files import file_lines
-from services.core.inputs.fetch_slots import fetching_for
 from services.core.inputs.images import CheckedImage
 from services.core.inputs.prompts import GenerationParams
 from services.core.job_spec import JobSpec, SubmitOptions
 from services.core.moderation.service import tenant_policy
 from services.core.moderation.stored import store_policies
+from services.core.outbound import fetching_for
 from services.core.requests.base import parse
 from services.core.requests.batches import MAX_CUSTOM_ID_CHARS, BatchLine
 from services.core.requests.chat import ChatCompletionRequest

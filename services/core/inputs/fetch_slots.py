@@ -4,8 +4,9 @@ At most `VLMQ_MAX_CONCURRENT_FETCHES` image downloads run at once in a process, 
 tenant holds at most `VLMQ_TENANT_MAX_FETCHES` of them: a tenant whose image URLs are slow
 is refused (`429 fetch_quota_exceeded`) for its own next fetch, while the other tenants keep
 the rest of the slots. Only when every slot is taken by several tenants is a fetch refused
-for capacity (`503 fetch_capacity_exceeded`). Whose fetch it is comes from `fetching_for`,
-set by whoever builds a tenant's jobs (the API's submit path, a batch's expansion).
+for capacity (`503 fetch_capacity_exceeded`). Whose fetch it is comes from
+`services.core.outbound.fetching_for`, set by whoever builds a tenant's jobs (the API's
+submit path, a batch's expansion).
 """
 
 from __future__ import annotations
@@ -14,22 +15,9 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 from services.core.errors import ServiceUnavailableError, TooManyRequestsError
-
-# The tenant whose request is being turned into jobs (None: no tenant, such as a test).
-FETCHING_FOR: ContextVar[str | None] = ContextVar("vlmq_fetching_for", default=None)
-
-
-@contextmanager
-def fetching_for(tenant_id: str) -> Iterator[None]:
-    """Count the image fetches made in the block against `tenant_id`."""
-    token = FETCHING_FOR.set(tenant_id)
-    try:
-        yield
-    finally:
-        FETCHING_FOR.reset(token)
+from services.core.outbound import FETCHING_FOR
 
 
 class FetchSlots:

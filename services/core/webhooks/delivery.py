@@ -18,7 +18,12 @@ from sqlalchemy.orm import Session
 from services.core import logs, metrics, outbound
 from services.core.config import Settings
 from services.core.db import rows_changed, session_scope, utcnow
-from services.core.errors import InvalidRequestError, ServiceUnavailableError, VlmqError
+from services.core.errors import (
+    InvalidRequestError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+    VlmqError,
+)
 from services.core.runtime import Runtime
 from services.core.tables import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.signing import payload_body, signed_headers, tenant_secret
@@ -62,6 +67,8 @@ class ClaimedAttempt:
     body: str
     secret: str
     request_id: str | None = None
+    # Whose delivery it is: its host name lookups count against this tenant's share.
+    tenant_id: str | None = None
 
 
 def pending_after(delivery_id: str, attempts: int) -> sa.ColumnElement[bool]:
@@ -100,6 +107,7 @@ def claim_attempt(runtime: Runtime, delivery_id: str, attempt: int) -> ClaimedAt
         body=payload_body(delivery.payload),
         secret=tenant_secret(runtime.sessions, delivery.tenant_id),
         request_id=delivery.request_id,
+        tenant_id=delivery.tenant_id,
     )
 
 
@@ -126,7 +134,7 @@ def post(claim: ClaimedAttempt, settings: Settings) -> AttemptResult:
         return AttemptResult(None, f"refused: {exc.message}", elapsed_ms(), permanent=True)
     except InvalidRequestError as exc:
         return AttemptResult(None, f"invalid URL: {exc.message}", elapsed_ms(), permanent=True)
-    except ServiceUnavailableError as exc:
+    except (ServiceUnavailableError, TooManyRequestsError) as exc:
         return AttemptResult(None, exc.message, elapsed_ms(), no_capacity=True)
     except VlmqError as exc:  # unreachable, timed out, too many redirects, huge answer
         return AttemptResult(None, exc.message, elapsed_ms())
@@ -196,7 +204,11 @@ def deliver(runtime: Runtime, delivery_id: str, attempt: int) -> str | None:
 def attempt_delivery(runtime: Runtime, claim: ClaimedAttempt) -> str:
     """POST a claimed attempt, record it, and send the retry if one is due."""
     settings = runtime.settings
-    result = post(claim, settings)
+    if claim.tenant_id is None:
+        result = post(claim, settings)
+    else:
+        with outbound.fetching_for(claim.tenant_id):
+            result = post(claim, settings)
     if result.no_capacity:
         return put_back(runtime, claim)
     status, delay_s = outcome(result, claim.attempt, settings)
