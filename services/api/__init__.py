@@ -15,6 +15,7 @@ from services.api.moderations.routes import bp as moderations_bp
 from services.api.openapi.routes import bp as openapi_bp
 from services.api.playground.routes import bp as playground_bp
 from services.api.presets.routes import bp as presets_bp
+from services.api.usage.routes import bp as usage_bp
 from services.api.webhooks.routes import bp as webhooks_bp
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         webhooks_bp,
         model_cards_bp,
         presets_bp,
+        usage_bp,
     )
     for blueprint in (*resources, health_bp, playground_bp, openapi_bp):
         app.register_blueprint(blueprint)

@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     # Synchronous calls and streams one tenant may hold open at once (each holds an API
     # thread until its jobs end); keep it under the API's threads. 0: no cap.
     tenant_max_waiting: int = 32
+    # What one tenant keeps stored: files and its jobs' images (bytes), and its batches that
+    # have not ended; 0: no cap.
+    tenant_max_stored_bytes: int = 10 * 1024**3
+    tenant_max_open_batches: int = 100
     max_prefer_wait_s: float = 60.0
 
     # Webhooks: seconds to wait before each retry (the first attempt is immediate, so

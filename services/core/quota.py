@@ -16,7 +16,9 @@ from services.core.tables import UNFINISHED_STATUSES, Job
 QUOTA_RETRY_AFTER_S = 1
 
 
-def unfinished_interactive_work(tenant_id: Any) -> tuple[sa.ScalarSelect[int], ...]:
+def unfinished_interactive_work(
+    tenant_id: Any,
+) -> tuple[sa.ScalarSelect[int], sa.ScalarSelect[int]]:
     """How many of the tenant's interactive jobs are unfinished, and the tokens they may
     cost (batch lines do not count: a batch has its own line cap); `tenant_id` is an id or a
     column holding one."""

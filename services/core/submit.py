@@ -52,6 +52,7 @@ from services.core.requests.chat import ChatCompletionRequest
 from services.core.requests.jobs import JobCreateRequest
 from services.core.requests.moderations import ModerationRequest
 from services.core.runtime import Runtime
+from services.core.storage import count_stored, refuse_over_storage
 from services.core.tables import Image, Job, JobStatus, image_hashes
 from services.core.webhooks.subscriptions import parse_subscription
 
@@ -195,7 +196,11 @@ def submit(
             adding_tokens=sum(spec.cost_tokens for spec in specs),
         )
         admit(runtime, caller.tenant_id, specs)
-        return create_jobs(runtime, caller.tenant_id, specs, claim)
+        image_bytes = sum(len(image.data) for spec in specs for image in spec.request.images)
+        refuse_over_storage(runtime, caller.tenant_id, image_bytes)
+        jobs = create_jobs(runtime, caller.tenant_id, specs, claim)
+        count_stored(runtime, caller.tenant_id, image_bytes)
+        return jobs
 
     def replay(job_id: str) -> list[Job]:
         with runtime.sessions() as session:
@@ -334,6 +339,7 @@ def job_values(
         status=JobStatus.QUEUED.value,
         cache_key=request_cache_key(settings, tenant_id, spec),
         first_image=next(iter(image_hashes(spec.request.messages)), None),
+        image_bytes=sum(len(image.data) for image in spec.request.images),
         stream=options.stream,
         metadata_=options.metadata,
         webhook=options.webhook,

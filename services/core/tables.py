@@ -185,6 +185,8 @@ class Job(Base):
     # `max_tokens`): what fair queuing and the token quota read.
     band: Mapped[int] = mapped_column(sa.SmallInteger, default=1, server_default="1")
     cost_tokens: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # The bytes of the images the request brought (what its tenant's storage quota counts).
+    image_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # Not started by then: it ends `expired` (`max_queue_ms`).
     queue_deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

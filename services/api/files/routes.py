@@ -22,6 +22,7 @@ from services.core.files import (
     upload_chunks,
 )
 from services.core.responses.files import FileDeletedResponse, FileListResponse, FileResponse
+from services.core.storage import count_stored, refuse_over_storage
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 MAX_FILENAME_CHARS = 255
@@ -77,7 +78,7 @@ def requested_life_s() -> int | None:
     summary="Upload a JSONL batch input file (multipart: `file`, `purpose=batch`).",
     tag="openai",
     answers={200: FileResponse},
-    errors=(400, 413),
+    errors=(400, 413, 429),
     multipart=FILE_FORM,
     links=FILE_LINKS,
 )
@@ -91,6 +92,8 @@ def upload_file() -> Response:
     if purpose != "batch":
         raise InvalidRequestError("purpose must be 'batch'", param="purpose")
     rt = runtime()
+    # The body's size bounds the file's: checked before a byte is stored.
+    refuse_over_storage(rt, tenant_id(), request.content_length or 0)
     file = store_file(
         rt.sessions,
         tenant_id(),
@@ -99,6 +102,7 @@ def upload_file() -> Response:
         upload_chunks(upload.stream),
         expires_after_s=file_life_s(rt.settings, requested_life_s()),
     )
+    count_stored(rt, tenant_id(), file.bytes)
     return respond(FileResponse.of(file))
 
 

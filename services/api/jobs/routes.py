@@ -81,7 +81,7 @@ def parse_submission() -> tuple[JobCreateRequest, bytes | None]:
     "question, or OpenAI `messages`.",
     tag="jobs",
     answers={202: JobResponse},
-    errors=(400, 404, 409, 413, 415, 422),
+    errors=(400, 404, 409, 413, 415, 422, 429),
     body=JobCreateRequest,
     multipart=JOB_FORM,
     params=(PREFER, IDEMPOTENCY_KEY),

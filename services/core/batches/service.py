@@ -24,6 +24,7 @@ from services.core.ids import new_id
 from services.core.logs import current_request_id
 from services.core.pagination import newest_first_page
 from services.core.runtime import Runtime
+from services.core.storage import refuse_over_open_batches
 from services.core.tables import UNFINISHED_STATUSES, Batch, BatchStatus, Job, JobStatus
 from services.core.tenancy import get_owned
 from services.core.webhooks.subscriptions import check_webhook_url
@@ -61,6 +62,7 @@ def create_batch(
         raise InvalidRequestError("completion_window must be '24h'", param="completion_window")
     now = utcnow()
     with runtime.sessions() as session:
+        refuse_over_open_batches(session, runtime.settings, tenant_id)
         file = get_file(session, tenant_id, input_file_id)
         if file.purpose != "batch":
             raise InvalidRequestError(

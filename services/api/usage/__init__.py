@@ -1,0 +1,1 @@
+"""`/v1/usage`: what a tenant holds now, beside its limits."""
