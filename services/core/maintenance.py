@@ -196,7 +196,8 @@ def run_pass(runtime: Runtime) -> int:
     try:
         expire_overdue_jobs(runtime)
         # Units of work whose message was lost (with a worker, or before it was sent).
-        runtime.broker.send_missing_messages()
+        if sent := runtime.broker.send_missing_messages():
+            log.info("missing_messages_sent", messages=sent)
         sync_tenant_weights(runtime)
     except Exception:
         log.exception("fair_queue_upkeep_failed")

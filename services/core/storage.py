@@ -4,14 +4,16 @@
 error files) and the images its retained jobs brought (an image two jobs share counts for
 each); `VLMQ_TENANT_MAX_OPEN_BATCHES` counts its batches that have not ended. Each write
 that adds bytes is checked before anything is stored (`429 storage_quota_exceeded`, `429
-batch_quota_exceeded`). The stored total is read from the database at most once a minute
-per tenant and kept in Redis, where every accepted write adds to it; deletions and pruning
-show up at the next read.
+batch_quota_exceeded`). Each API process reads a tenant's stored total from the database
+at most once a minute and adds what it stores meanwhile (no round trip per request);
+deletions, pruning and other processes' writes show up at the next read.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+import threading
+import time
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,14 +22,37 @@ from services.core.errors import VlmqError
 from services.core.runtime import Runtime
 from services.core.tables import BATCH_TERMINAL_STATUSES, Batch, File, Job
 
-KEY_PREFIX = "vlmq:stored-bytes:"
 # How long a tenant's stored total read from the database is used.
-CACHED_S = 60
-# Add to a cached total only while it is cached (a total read later includes the write).
-ADD_IF_CACHED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
-return nil
-"""
+CACHED_S = 60.0
+
+
+class StoredTotals:
+    """Each tenant's stored bytes as this process last read them, plus what it stored since."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, tuple[int, float]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, tenant_id: str) -> int | None:
+        """The tenant's total, unless it is missing or older than `CACHED_S`."""
+        with self.lock:
+            total, read_at = self.totals.get(tenant_id, (0, -CACHED_S))
+        return total if time.monotonic() - read_at < CACHED_S else None
+
+    def put(self, tenant_id: str, total: int) -> None:
+        """A total just read from the database."""
+        with self.lock:
+            self.totals[tenant_id] = (total, time.monotonic())
+
+    def add(self, tenant_id: str, added: int) -> None:
+        """Bytes this process just stored for the tenant."""
+        with self.lock:
+            if tenant_id in self.totals:
+                total, read_at = self.totals[tenant_id]
+                self.totals[tenant_id] = (total + added, read_at)
+
+
+TOTALS = StoredTotals()
 
 
 class QuotaExceededError(VlmqError):
@@ -70,14 +95,11 @@ def refuse_over_storage(runtime: Runtime, tenant_id: str, adding: int) -> None:
     cap = runtime.settings.tenant_max_stored_bytes
     if cap <= 0 or adding <= 0:
         return
-    key = KEY_PREFIX + tenant_id
-    cached = cast("bytes | None", runtime.redis.get(key))
-    if cached is None:
+    total = TOTALS.get(tenant_id)
+    if total is None:
         with runtime.sessions() as session:
             total = stored_bytes(session, tenant_id)
-        runtime.redis.set(key, total, ex=CACHED_S, nx=True)
-    else:
-        total = int(cached)
+        TOTALS.put(tenant_id, total)
     if total + adding > cap:
         raise QuotaExceededError(
             f"this API key's tenant stores {total} bytes and this request {adding} more; the "
@@ -86,10 +108,10 @@ def refuse_over_storage(runtime: Runtime, tenant_id: str, adding: int) -> None:
         )
 
 
-def count_stored(runtime: Runtime, tenant_id: str, added: int) -> None:
-    """Add bytes just stored to the tenant's cached total (if it is cached)."""
+def count_stored(tenant_id: str, added: int) -> None:
+    """Add bytes just stored to this process's total of the tenant (if it has one)."""
     if added > 0:
-        runtime.redis.eval(ADD_IF_CACHED, 1, KEY_PREFIX + tenant_id, added)
+        TOTALS.add(tenant_id, added)
 
 
 def refuse_over_open_batches(session: Session, settings: Any, tenant_id: str) -> None:

@@ -199,7 +199,7 @@ def submit(
         image_bytes = sum(len(image.data) for spec in specs for image in spec.request.images)
         refuse_over_storage(runtime, caller.tenant_id, image_bytes)
         jobs = create_jobs(runtime, caller.tenant_id, specs, claim)
-        count_stored(runtime, caller.tenant_id, image_bytes)
+        count_stored(caller.tenant_id, image_bytes)
         return jobs
 
     def replay(job_id: str) -> list[Job]:

@@ -1,75 +1,76 @@
-"""Held-open requests per tenant: synchronous calls and streams, each holding an API thread
-until its jobs end (up to `sync_timeout_s`).
+"""Held-open requests per tenant: synchronous calls and streams, each holding one of the API
+process's threads until its jobs end (up to `sync_timeout_s`).
 
-A tenant holds at most `VLMQ_TENANT_MAX_WAITING` of them at once, across every API process
-(a sorted set per tenant in Redis, each entry expiring at its request's deadline, so a
-process that dies mid-wait frees its entries then). Over the cap, a call that must wait is
-refused with `429` before anything is queued; other tenants' calls, and the API's own
-threads, stay free.
+A tenant holds at most `VLMQ_TENANT_MAX_WAITING` of them at once in each API process: the
+threads are the process's, so that is where they are counted (in memory, no round trip).
+Over the cap, a call that must wait is refused with `429` before anything is queued; the
+other tenants, and the health checks, keep the rest of the process's threads.
 """
 
 from __future__ import annotations
 
-import secrets
-import time
+import threading
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-
-import redis
+from contextlib import contextmanager
 
 from services.core.errors import TooManyRequestsError
 from services.core.runtime import Runtime
 
-KEY_PREFIX = "vlmq:waiting:"
-# Entries outlive their request's deadline by this much (a wait may end a little late).
-GRACE_S = 30
 
-# Drop expired entries, then add this one unless the tenant holds `cap` already.
-ACQUIRE = """
-local key, now, deadline, cap, token = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]),
-  tonumber(ARGV[3]), ARGV[4]
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-if redis.call('ZCARD', key) >= cap then return 0 end
-redis.call('ZADD', key, deadline, token)
-redis.call('EXPIRE', key, math.ceil(deadline - now))
-return 1
-"""
+class WaitingSlots:
+    """The held-open requests of each tenant in this process."""
+
+    def __init__(self) -> None:
+        self.held: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def take(self, tenant_id: str, cap: int) -> bool:
+        """Count one more held-open request of the tenant, unless it holds `cap` already."""
+        with self.lock:
+            if cap > 0 and self.held[tenant_id] >= cap:
+                return False
+            self.held[tenant_id] += 1
+            return True
+
+    def give_back(self, tenant_id: str) -> None:
+        """One of the tenant's held-open requests ended."""
+        with self.lock:
+            self.held[tenant_id] -= 1
+            if self.held[tenant_id] <= 0:
+                del self.held[tenant_id]
+
+
+SLOTS = WaitingSlots()
 
 
 class WaitingSlot:
-    """One held-open request of a tenant, until `release`."""
+    """One held-open request of a tenant, until `release` (which may be called again)."""
 
-    def __init__(self, client: redis.Redis, key: str, token: str) -> None:
-        self.client, self.key, self.token = client, key, token
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.released = False
 
     def release(self) -> None:
-        """Free the slot (once the request's wait or stream ended); if Redis is down, the
-        entry expires at the request's deadline instead."""
-        with suppress(redis.RedisError):
-            self.client.zrem(self.key, self.token)
+        """Free the slot (once the request's wait or stream ended)."""
+        if not self.released:
+            self.released = True
+            SLOTS.give_back(self.tenant_id)
 
 
 def take_slot(runtime: Runtime, tenant_id: str, *, refuse: bool = True) -> WaitingSlot | None:
-    """A waiting slot of the tenant, or, when it holds all of `tenant_max_waiting` already,
-    a `429` (None with `refuse=False`: the caller answers without waiting). No cap: a slot
-    that holds nothing."""
-    settings = runtime.settings
-    key = f"{KEY_PREFIX}{tenant_id}"
-    token = secrets.token_hex(8)
-    cap = settings.tenant_max_waiting
-    if cap <= 0:
-        return WaitingSlot(runtime.redis, key, token)
-    now = time.time()
-    taken = runtime.redis.eval(
-        ACQUIRE, 1, key, now, now + settings.sync_timeout_s + GRACE_S, cap, token
-    )
-    if taken:
-        return WaitingSlot(runtime.redis, key, token)
+    """One of the tenant's waiting slots in this process, or, when it holds all of
+    `tenant_max_waiting` already, a `429` (None with `refuse=False`: the caller answers
+    without waiting)."""
+    cap = runtime.settings.tenant_max_waiting
+    if SLOTS.take(tenant_id, cap):
+        return WaitingSlot(tenant_id)
     if not refuse:
         return None
     raise TooManyRequestsError(
-        f"this API key's tenant already holds {cap} synchronous calls and streams open "
-        "(VLMQ_TENANT_MAX_WAITING); wait for one to end, or submit without waiting and poll",
+        f"this API key's tenant already holds {cap} synchronous calls and streams open on "
+        "this server (VLMQ_TENANT_MAX_WAITING); wait for one to end, or submit without "
+        "waiting and poll",
         code="waiting_limit_exceeded",
         retry_after_s=1,
     )

@@ -91,6 +91,10 @@ def test_a_backlog_longer_than_the_requeue_threshold_is_sent_once(tmp_path: Path
             max_queue_length=max(queue_lengths),
         )
         assert backlog_s > 3 * timing["requeue_after_s"]
-        assert deliveries == len(ids)
+        # A message is a "run the next unit" token, not a job's: one per job was sent, and a
+        # waiting job was never sent again (that would be about one more per job for every
+        # 2 s of the backlog). Under a loaded host a broker reconnect may hand a worker one
+        # message twice; such a message finds nothing more to run and is acknowledged.
+        assert len(ids) <= deliveries <= len(ids) * 1.01
         assert attempts == {1}
         assert max(queue_lengths) <= len(ids)

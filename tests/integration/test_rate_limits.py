@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 
 from services.api import create_app
+from services.core import waiting
 from services.core.auth import authenticate
 from services.core.config import Settings
 from services.core.runtime import Runtime
@@ -225,10 +226,13 @@ def test_a_tenant_holds_at_most_its_cap_of_calls_open(settings: Settings) -> Non
             thread.start()
         runtime = app.extensions["vlmq"]
         tenant = runtime_tenant(runtime, holder)
-        wait_until(
-            lambda: runtime.redis.zcard(f"vlmq:waiting:{tenant}") == 2, 10, "two calls held open"
-        )
         client = app.test_client()
+
+        def held_open() -> bool:
+            listed = client.get("/v1/jobs", headers=holder).get_json()["data"]
+            return waiting.SLOTS.held[tenant] == 2 and len(listed) == 2
+
+        wait_until(held_open, 10, "two calls held open, their jobs queued")
         refused = client.post("/v1/chat/completions", json=chat, headers=holder)
         assert refused.status_code == 429
         assert refused.get_json()["error"]["code"] == "waiting_limit_exceeded"

@@ -102,7 +102,7 @@ def upload_file() -> Response:
         upload_chunks(upload.stream),
         expires_after_s=file_life_s(rt.settings, requested_life_s()),
     )
-    count_stored(rt, tenant_id(), file.bytes)
+    count_stored(tenant_id(), file.bytes)
     return respond(FileResponse.of(file))
 
 
