@@ -141,6 +141,9 @@ class BackgroundWorkerProcess(VlmqProcess):
             log_path,
             VLMQ_WEBHOOK_RETRY_SCHEDULE_S=TEST_RETRY_SCHEDULE_S,
             VLMQ_WEBHOOK_TIMEOUT_S=TEST_WEBHOOK_TIMEOUT_S,
+            # The suite fails deliveries to one receiver on purpose, test after test: a
+            # breaker would pause it for the tests that follow (unit-tested on its own).
+            VLMQ_WEBHOOK_BREAKER_FAILURES="0",
         )
 
     def wait_ready(self, client: redis.Redis, timeout_s: float = 60) -> BackgroundWorkerProcess:

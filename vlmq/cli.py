@@ -234,12 +234,20 @@ def worker(supervise: bool) -> None:
 
 
 @main.command("background-worker")
-def background_worker() -> None:
-    """Run a webhook delivery worker (no model; any number of them, anywhere)."""
+@click.option(
+    "--queues",
+    type=click.Choice(["all", "webhooks", "batches"]),
+    default="all",
+    show_default=True,
+    help="webhook deliveries, batch bookkeeping, or both (production runs them apart)",
+)
+def background_worker(queues: str) -> None:
+    """Run a background worker: webhook deliveries and batch bookkeeping (no model; any
+    number of them, anywhere)."""
     share_metrics(Settings())
     from workers.background import run_background_worker
 
-    run_background_worker(Settings())
+    run_background_worker(Settings(), queues=queues)
 
 
 @main.command()

@@ -78,15 +78,26 @@ def create_background_app(settings: Settings) -> Celery:
     return app
 
 
-def run_background_worker(settings: Settings, extra_args: list[str] | None = None) -> None:
-    """Run a background worker in the foreground on the webhook and batch queues."""
+# The queues a background worker takes, by the name `vlmq background-worker --queues` uses.
+QUEUES = {
+    "all": [WEBHOOK_QUEUE, BATCHES_QUEUE],
+    "webhooks": [WEBHOOK_QUEUE],
+    "batches": [BATCHES_QUEUE],
+}
+
+
+def run_background_worker(
+    settings: Settings, extra_args: list[str] | None = None, queues: str = "all"
+) -> None:
+    """Run a background worker in the foreground on the webhook queue, the batch queue, or
+    both (`queues`, a key of `QUEUES`)."""
     create_background_app(settings).worker_main(
         [
             *celery_banner_args(settings),
             "worker",
             "--pool=threads",
             f"--concurrency={settings.background_worker_concurrency}",
-            f"--queues={WEBHOOK_QUEUE},{BATCHES_QUEUE}",
+            f"--queues={','.join(QUEUES[queues])}",
             f"--loglevel={settings.log_level}",
             # A name of its own: it may share a host with inference workers.
             "--hostname=background@%h",

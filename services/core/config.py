@@ -186,6 +186,13 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     webhook_redeliver_after_s: float = 120.0
     background_worker_concurrency: int = 8
+    # Webhook attempts one tenant may have in progress in one background worker (a tenant
+    # whose endpoint hangs holds no more of its threads than this).
+    tenant_max_deliveries: int = 2
+    # An endpoint that failed this many attempts in a row (no answer, 5xx) is paused this
+    # long; its deliveries wait, their attempts unspent (0 failures: never paused).
+    webhook_breaker_failures: int = 5
+    webhook_breaker_pause_s: float = 30.0
 
     # How long an `Idempotency-Key` names the object it made.
     idempotency_ttl_s: int = 24 * 3600

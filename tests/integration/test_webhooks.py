@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import time
 from datetime import timedelta
 from typing import Any
@@ -24,8 +25,10 @@ from services.core.tables import Job, Tenant, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.delivery import deliver
 from services.core.webhooks.scheduling import schedule_delivery, schedule_job_event
 from services.core.webhooks.signing import new_secret
+from tests.faults.stack import report
 from tests.support import all_lookups_taken, data_url, shape_png, wait_until
 from tests.webhook_receiver import ReceivedRequest, Reply, WebhookReceiver
+from vlmq.cli import create_key
 
 pytestmark = pytest.mark.usefixtures("background_worker")
 
@@ -493,3 +496,30 @@ def test_an_attempt_that_finds_no_outbound_capacity_is_not_counted(
     assert settled(runtime, delivery_id).status == "delivered"
     assert [attempt.attempt for attempt in attempts(runtime, delivery_id)] == [1]
     assert len(receiver.requests("/hooks/no-capacity")) == 1
+
+
+def test_one_tenants_hanging_endpoint_delays_another_tenants_webhook_by_seconds_at_most(
+    runtime: Runtime, settings: Settings, receiver: WebhookReceiver, other_api_key: str
+) -> None:
+    # A tenant of its own, so that the other tests' tenants keep their share. Its endpoint
+    # answers every attempt after 2.5 s: each times out (the test worker gives an attempt
+    # 1 s), and is retried. Forty of them arrive first: five rounds of the worker's eight
+    # threads, were they all given to that tenant.
+    hanger = f"hanger-{secrets.token_hex(3)}"
+    create_key(settings, hanger, "tests")
+    hanging = []
+    for n in range(40):
+        receiver.script(f"/hooks/hang-{n}", *[Reply(200, delay_s=2.5)] * 8)
+        hanging.append(schedule(runtime, receiver.url(f"/hooks/hang-{n}"), tenant=hanger))
+    other = WebhookReceiver()
+    try:
+        started = time.monotonic()
+        delivery_id = schedule(runtime, other.url("/hooks/fine"), tenant="globex")
+        row = settled(runtime, delivery_id)
+        took_s = time.monotonic() - started
+    finally:
+        other.close()
+    report("webhook_isolation", hanging=len(hanging), other_tenant_seconds=round(took_s, 2))
+    assert row.status == "delivered"
+    # The hanging tenant holds at most `tenant_max_deliveries` of the worker's threads.
+    assert took_s < 2.0

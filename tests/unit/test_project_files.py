@@ -61,7 +61,7 @@ def test_the_monitoring_profile_scrapes_every_process_and_provisions_the_dashboa
         for config in job["dns_sd_configs"]
     }
     assert targets["api"] == int(services["api"]["environment"]["VLMQ_PORT"])
-    for name in ("worker", "background"):
+    for name in ("worker", "webhooks", "batches"):
         assert targets[name] == int(services[name]["environment"]["VLMQ_METRICS_PORT"])
     provisioned = REPO_ROOT / "deploy" / "monitoring" / "grafana" / "provisioning"
     datasource = yaml.safe_load((provisioned / "datasources" / "prometheus.yml").read_text())

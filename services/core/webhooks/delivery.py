@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import structlog
@@ -26,6 +27,7 @@ from services.core.errors import (
 )
 from services.core.runtime import Runtime
 from services.core.tables import DeliveryStatus, WebhookAttempt, WebhookDelivery
+from services.core.webhooks.sharing import DeliverySharing, delivery_sharing
 from services.core.webhooks.signing import payload_body, signed_headers, tenant_secret
 
 log = structlog.get_logger(__name__)
@@ -189,28 +191,60 @@ def record_attempt(
 
 def deliver(runtime: Runtime, delivery_id: str, attempt: int) -> str | None:
     """Make attempt `attempt` of a delivery; returns the delivery's new status, or None when
-    there was nothing to do (already delivered, gone or failed, or the attempt was taken)."""
+    there was nothing to do (already delivered, gone or failed, or the attempt was taken),
+    or no room now (see `services.core.webhooks.sharing`: the same attempt is sent again)."""
     settings = runtime.settings
     if attempt > max_attempts(settings):
         # Re-sent by the maintenance pass after the last attempt's worker died: nothing is left.
         return give_up(runtime, delivery_id, attempt)
-    claim = claim_attempt(runtime, delivery_id, attempt)
-    if claim is None:
+    target = delivery_target(runtime, delivery_id)
+    if target is None:
         return None
-    with logs.bound(request_id=claim.request_id, delivery_id=delivery_id):
-        return attempt_delivery(runtime, claim)
+    tenant, endpoint = target
+    sharing = delivery_sharing(settings.webhook_breaker_failures, settings.webhook_breaker_pause_s)
+    with sharing.attempt(tenant, endpoint, settings.tenant_max_deliveries) as wait_s:
+        if wait_s > 0:
+            # The tenant's attempts are all in progress, or its host is paused: the same
+            # attempt is sent again later, nothing claimed or counted.
+            log.info("webhook_attempt_deferred", delivery_id=delivery_id, retry_in_s=wait_s)
+            try:
+                runtime.broker.enqueue_webhook(delivery_id, attempt, countdown_s=wait_s)
+            except Exception:  # the maintenance pass sends it once it is overdue
+                log.exception("webhook_enqueue_failed")
+            return None
+        claim = claim_attempt(runtime, delivery_id, attempt)
+        if claim is None:
+            return None
+        with logs.bound(request_id=claim.request_id, delivery_id=delivery_id):
+            return attempt_delivery(runtime, claim, endpoint, sharing)
 
 
-def attempt_delivery(runtime: Runtime, claim: ClaimedAttempt) -> str:
-    """POST a claimed attempt, record it, and send the retry if one is due."""
+def delivery_target(runtime: Runtime, delivery_id: str) -> tuple[str, str] | None:
+    """The tenant and receiving endpoint (host and port) of a pending delivery (None when it
+    is not pending)."""
+    with runtime.sessions() as session:
+        row = session.execute(
+            sa.select(WebhookDelivery.tenant_id, WebhookDelivery.url).where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == DeliveryStatus.PENDING.value,
+            )
+        ).first()
+    if row is None:
+        return None
+    return str(row.tenant_id), urlsplit(row.url).netloc
+
+
+def attempt_delivery(
+    runtime: Runtime, claim: ClaimedAttempt, endpoint: str, sharing: DeliverySharing
+) -> str:
+    """POST a claimed attempt, record it (and its outcome against its endpoint's breaker),
+    and send the retry if one is due."""
     settings = runtime.settings
-    if claim.tenant_id is None:
+    with outbound.fetching_for(claim.tenant_id or ""):
         result = post(claim, settings)
-    else:
-        with outbound.fetching_for(claim.tenant_id):
-            result = post(claim, settings)
     if result.no_capacity:
-        return put_back(runtime, claim)
+        return put_back(runtime, claim, NO_CAPACITY_RETRY_S, reason="no_capacity")
+    sharing.record(endpoint, failed=receiver_failed(result))
     status, delay_s = outcome(result, claim.attempt, settings)
     with session_scope(runtime.sessions) as session:
         record_attempt(session, claim, result, status, delay_s)
@@ -233,24 +267,30 @@ def attempt_delivery(runtime: Runtime, claim: ClaimedAttempt) -> str:
     return status
 
 
-def put_back(runtime: Runtime, claim: ClaimedAttempt) -> str:
+def receiver_failed(result: AttemptResult) -> bool:
+    """Whether an attempt failed on the receiver's side (no answer, or a 5xx): what pauses a
+    host once it happens again and again."""
+    if result.status_code is None:
+        return not result.permanent
+    return result.status_code >= 500
+
+
+def put_back(runtime: Runtime, claim: ClaimedAttempt, delay_s: float, reason: str) -> str:
     """Give a claimed attempt back unmade (no outbound capacity was free) and send it again
-    shortly, under the same number: another tenant's slow endpoints or lookups never use up
-    this delivery's attempts."""
+    after `delay_s`, under the same number: other tenants' slow endpoints or lookups never
+    use up this delivery's attempts."""
     with session_scope(runtime.sessions) as session:
         session.execute(
             sa.update(WebhookDelivery)
             .where(pending_after(claim.delivery_id, claim.attempt))
             .values(
                 attempts=claim.attempt - 1,
-                next_attempt_at=utcnow() + timedelta(seconds=NO_CAPACITY_RETRY_S),
+                next_attempt_at=utcnow() + timedelta(seconds=delay_s),
             )
         )
-    log.info("webhook_attempt_put_back", attempt=claim.attempt, reason="no_capacity")
+    log.info("webhook_attempt_put_back", attempt=claim.attempt, reason=reason, retry_in_s=delay_s)
     try:
-        runtime.broker.enqueue_webhook(
-            claim.delivery_id, claim.attempt, countdown_s=NO_CAPACITY_RETRY_S
-        )
+        runtime.broker.enqueue_webhook(claim.delivery_id, claim.attempt, countdown_s=delay_s)
     except Exception:
         log.exception("webhook_enqueue_failed")
     return DeliveryStatus.PENDING
