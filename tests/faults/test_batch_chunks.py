@@ -154,6 +154,8 @@ def test_an_interactive_job_goes_ahead_of_a_batch_backlog(tmp_path: Path) -> Non
             interactive_seconds=waited_s,
         )
         assert job.status == "succeeded"
-        # It waited for the model call under way (and perhaps the one after), not the backlog.
-        assert lines_done <= 4 * CHUNK
+        # It waited for a few model calls, not the backlog (64 lines). Alone it waits for the
+        # call under way and the one after (23 lines done); on a loaded host, sometimes two
+        # calls more (39).
+        assert lines_done <= 6 * CHUNK
         assert batch_status(stack, batch_id)["status"] != "completed"
