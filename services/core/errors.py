@@ -102,6 +102,15 @@ class TooManyRequestsError(VlmqError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)}, **kwargs)
 
 
+class QuotaExceededError(VlmqError):
+    """429: the tenant keeps as much as its quota allows; retrying does not help until it
+    deletes something or its data expires (OpenAI's `insufficient_quota`)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "storage_quota_exceeded"
+
+
 class ServiceUnavailableError(VlmqError):
     """503: a dependency (database, Redis, workers) is down."""
 

@@ -133,47 +133,65 @@ def fetching_for(tenant_id: str) -> Iterator[None]:
         FETCHING_FOR.reset(token)
 
 
-class Lookups:
-    """The host name lookups running in this process, in all and per owner."""
+class OwnerSlots:
+    """Slots of a shared outbound resource: at most `per_owner` held by one owner (a
+    tenant, see `fetching_for`), `total` in all. Over its share, an owner is refused for
+    itself (`429 fetch_quota_exceeded`, with `advice`); only when several owners fill every
+    slot is a request refused for capacity (`503 fetch_capacity_exceeded`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: int, per_owner: int, what: str, advice: str) -> None:
+        self.total = max(1, total)
+        self.per_owner = max(1, per_owner)
+        self.what, self.advice = what, advice
         self.running: Counter[str | None] = Counter()
         self.lock = threading.Lock()
 
-    def start(self, owner: str | None) -> None:
-        """Count a lookup of `owner`, or refuse it at once (its share, or all, in use)."""
+    def take(self, owner: str | None) -> None:
+        """Count one more slot of `owner`, or refuse at once."""
         with self.lock:
-            if owner is not None and self.running[owner] >= MAX_LOOKUPS_PER_OWNER:
+            if owner is not None and self.running[owner] >= self.per_owner:
                 raise TooManyRequestsError(
-                    f"this API key's tenant already has {MAX_LOOKUPS_PER_OWNER} host name "
-                    "lookups in progress; retry once its hosts answer",
+                    f"this API key's tenant already has {self.per_owner} {self.what} in "
+                    f"progress{self.advice}",
                     code="fetch_quota_exceeded",
                     retry_after_s=1,
                 )
-            if sum(self.running.values()) >= MAX_LOOKUPS:
+            if sum(self.running.values()) >= self.total:
                 raise ServiceUnavailableError(
-                    "too many host name lookups are in progress; retry shortly",
+                    f"too many {self.what} are in progress; retry shortly",
                     code="fetch_capacity_exceeded",
                     retry_after_s=1,
                 )
             self.running[owner] += 1
 
-    def end(self, owner: str | None) -> None:
-        """A lookup of `owner` returned."""
+    def give_back(self, owner: str | None) -> None:
+        """One of `owner`'s slots is free again."""
         with self.lock:
             self.running[owner] -= 1
             if self.running[owner] <= 0:
                 del self.running[owner]
 
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot of the current owner (`FETCHING_FOR`) for the block."""
+        owner = FETCHING_FOR.get()
+        self.take(owner)
+        try:
+            yield
+        finally:
+            self.give_back(owner)
 
-LOOKUPS = Lookups()
+
+LOOKUPS = OwnerSlots(
+    MAX_LOOKUPS, MAX_LOOKUPS_PER_OWNER, "host name lookups", "; retry once its hosts answer"
+)
 
 
 def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
     """Every address the host resolves to (a literal IP resolves to itself), within
     `timeout_s`."""
     owner = FETCHING_FOR.get()
-    LOOKUPS.start(owner)
+    LOOKUPS.take(owner)
     answer: Future[list[Any]] = Future()
 
     def look_up() -> None:
@@ -182,7 +200,7 @@ def resolve(host: str, port: int, timeout_s: float) -> list[IPAddress]:
         except BaseException as exc:  # handed to the waiting fetch
             answer.set_exception(exc)
         finally:
-            LOOKUPS.end(owner)
+            LOOKUPS.give_back(owner)
 
     threading.Thread(target=look_up, name="vlmq-resolve", daemon=True).start()
     try:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.core.errors import VlmqError
+from services.core.config import Settings
+from services.core.errors import QuotaExceededError
 from services.core.runtime import Runtime
 from services.core.tables import BATCH_TERMINAL_STATUSES, Batch, File, Job
 
@@ -53,15 +53,6 @@ class StoredTotals:
 
 
 TOTALS = StoredTotals()
-
-
-class QuotaExceededError(VlmqError):
-    """429: the tenant keeps as much as its quota allows; retrying does not help until it
-    deletes something or its data expires (OpenAI's `insufficient_quota`)."""
-
-    status = 429
-    type = "insufficient_quota"
-    code = "storage_quota_exceeded"
 
 
 def stored_bytes(session: Session, tenant_id: str) -> int:
@@ -114,7 +105,7 @@ def count_stored(tenant_id: str, added: int) -> None:
         TOTALS.add(tenant_id, added)
 
 
-def refuse_over_open_batches(session: Session, settings: Any, tenant_id: str) -> None:
+def refuse_over_open_batches(session: Session, settings: Settings, tenant_id: str) -> None:
     """A 429 when the tenant has as many unfinished batches as it may."""
     cap = settings.tenant_max_open_batches
     if cap <= 0:

@@ -12,57 +12,19 @@ submit path, a batch's expansion).
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from services.core.errors import ServiceUnavailableError, TooManyRequestsError
-from services.core.outbound import FETCHING_FOR
+from services.core.outbound import OwnerSlots
 
 
-class FetchSlots:
-    """The fetches running in this process, in all and per tenant."""
-
-    def __init__(self, total: int, per_tenant: int) -> None:
-        self.total = max(1, total)
-        self.per_tenant = max(1, per_tenant)
-        self.running: Counter[str | None] = Counter()
-        self.lock = threading.Lock()
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold a slot for one fetch of the current tenant, or refuse at once."""
-        tenant = FETCHING_FOR.get()
-        with self.lock:
-            if tenant is not None and self.running[tenant] >= self.per_tenant:
-                raise TooManyRequestsError(
-                    f"this API key's tenant already has {self.per_tenant} image downloads in "
-                    "progress (VLMQ_TENANT_MAX_FETCHES); retry once they finish, or send the "
-                    "images as data URLs",
-                    code="fetch_quota_exceeded",
-                    retry_after_s=1,
-                )
-            if sum(self.running.values()) >= self.total:
-                raise ServiceUnavailableError(
-                    "too many image downloads are in progress; retry shortly",
-                    code="fetch_capacity_exceeded",
-                    retry_after_s=1,
-                )
-            self.running[tenant] += 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.running[tenant] -= 1
-                if self.running[tenant] <= 0:
-                    del self.running[tenant]
-
-
-def fetch_slots(total: int, per_tenant: int) -> FetchSlots:
+def fetch_slots(total: int, per_tenant: int) -> OwnerSlots:
     """The process-wide fetch slots (one set per configured limits)."""
     with _LOCK:
-        return _SLOTS.setdefault((total, per_tenant), FetchSlots(total, per_tenant))
+        if (total, per_tenant) not in _SLOTS:
+            _SLOTS[(total, per_tenant)] = OwnerSlots(total, per_tenant, "image downloads", ADVICE)
+        return _SLOTS[(total, per_tenant)]
 
 
-_SLOTS: dict[tuple[int, int], FetchSlots] = {}
+# What a tenant over its share is told.
+ADVICE = " (VLMQ_TENANT_MAX_FETCHES); retry once they finish, or send the images as data URLs"
+_SLOTS: dict[tuple[int, int], OwnerSlots] = {}
 _LOCK = threading.Lock()
