@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from services.api import create_app
 from services.core.bootstrap import create_runtime
@@ -24,7 +22,7 @@ from services.core.config import Settings
 from services.core.migrate import upgrade
 from services.core.runtime import Runtime
 from tests.fake_stack import fake_stack_fixture
-from tests.support import WorkerProcess, make_settings
+from tests.support import WorkerProcess, make_settings, serving
 from tests.webhook_receiver import BackgroundWorkerProcess, WebhookReceiver
 from vlmq.cli import create_key
 from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
@@ -165,13 +163,11 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="session")
-def live_server(app: Flask) -> Iterator[str]:
-    """The API on a real HTTP port on loopback; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+def live_server(app: Flask, settings: Settings) -> Iterator[str]:
+    """The API on a real HTTP port on loopback, served as `vlmq up` serves it; yields its
+    base URL."""
+    with serving(app, settings) as url:
+        yield url
 
 
 # Every test under these directories is slow: the fault suite kills and restarts real

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +20,26 @@ import redis
 from flask.testing import FlaskClient
 from PIL import Image, ImageDraw
 
+from services.api.server import create_server, listening_socket
 from services.core import outbound
 from services.core.config import Settings
 from services.core.heartbeats import live_model_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def serving(app: Any, settings: Settings) -> Iterator[str]:
+    """`app` served by the API's own server (services.api.server) on a free loopback port,
+    from a thread of this process; yields its base URL."""
+    sock = listening_socket("127.0.0.1", 0)
+    server = create_server(app, settings, sock=sock)
+    threading.Thread(target=server.run, name="vlmq-test-server", daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.task_dispatcher.shutdown(timeout=5)
+        server.close()
 
 
 def shape_png(color: str = "red", shape: str = "circle", size: int = 64, fmt: str = "PNG") -> bytes:
@@ -61,12 +77,12 @@ class VlmqProcess:
 
     command = "worker"
 
-    def __init__(self, settings: Settings, log_path: Path, **extra_env: str) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *args: str, **extra_env: str) -> None:
         self.settings = settings
         self.log_path = log_path
         self.log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "vlmq.cli", self.command],
+            [sys.executable, "-m", "vlmq.cli", self.command, *args],
             cwd=REPO_ROOT,
             env=settings_env(settings, **extra_env),
             stdout=self.log,
@@ -92,7 +108,7 @@ class VlmqProcess:
 
 
 class ApiProcess(VlmqProcess):
-    """A real `vlmq api` (gunicorn with two worker processes)."""
+    """A real `vlmq api` (two API processes unless `--workers` says otherwise)."""
 
     command = "api"
 

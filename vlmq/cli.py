@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import structlog
 
 from services.core.config import Settings
 
@@ -251,35 +252,53 @@ def background_worker(queues: str) -> None:
 
 
 @main.command()
+@click.option("--workers", "processes", default=2, show_default=True, help="API processes")
 @click.option(
-    "--workers", "processes", default=2, show_default=True, help="gunicorn worker processes"
+    "--threads",
+    default=None,
+    type=int,
+    help="threads per process that answer requests  [default: VLMQ_API_THREADS, 48]",
 )
-@click.option("--threads", default=16, show_default=True, help="threads per process")
-def api(processes: int, threads: int) -> None:
-    """Run the API under gunicorn (production)."""
+def api(processes: int, threads: int | None) -> None:
+    """Run the API (production): `--workers` processes accepting from one listening socket,
+    each reading whole requests before a thread answers them (services.api.server)."""
+    from services.api.server import check_threads, listening_socket
+    from services.core.logs import configure_logging
+    from vlmq.supervisor import supervise_all
+
+    if threads:  # the processes' settings (and their waiting caps) follow the option
+        os.environ["VLMQ_API_THREADS"] = str(threads)
     settings = Settings()
     share_metrics(settings)
-    os.execvp(  # noqa: S606 (replaces this process with gunicorn)
-        sys.executable,
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            str(processes),
-            "--threads",
-            str(threads),
-            "--bind",
-            f"{settings.host}:{settings.port}",
-            "--timeout",
-            str(int(settings.sync_timeout_s) + 30),
-            "--logger-class",
-            "services.api.gunicorn_logging.VlmqGunicornLogger",
-            "services.api:create_app()",
-        ],
+    check_threads(settings)
+    sock = listening_socket(settings.host, settings.port)
+    argv = ["api-process", "--fd", str(sock.fileno())]
+    configure_logging(settings)
+    start = functools.partial(start_vlmq, argv, None, sock.fileno())
+    structlog.get_logger("vlmq.api").info(
+        "api_listening", url=f"http://{settings.host}:{settings.port}", processes=processes
     )
+    supervise_all({f"api-{index}": start for index in range(processes)})
+
+
+@main.command("api-process", hidden=True)
+@click.option("--fd", type=int, required=True, help="the listening socket, inherited")
+def api_process(fd: int) -> None:
+    """One API process of `vlmq api`, answering from the listening socket it inherited."""
+    import socket
+
+    from services.api import create_app
+    from services.api.server import create_server
+
+    settings = Settings()
+    share_metrics(settings)
+    sock = socket.socket(fileno=fd)
+    server = create_server(create_app(settings), settings, sock=sock)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        server.run()
+    finally:
+        server.close()
 
 
 @main.command()
@@ -288,9 +307,8 @@ def up() -> None:
     worker and the API."""
     # This run's numbers start from zero.
     share_metrics(Settings(), fresh=True)
-    from werkzeug.serving import make_server
-
     from services.api import create_app
+    from services.api.server import check_threads, create_server
     from services.core.migrate import upgrade
     from vlmq.embedded_redis import start_embedded_redis
     from vlmq.supervisor import Supervisor
@@ -305,8 +323,8 @@ def up() -> None:
         raise click.ClickException(f"model directory {settings.model} does not exist")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Bind the port first, so a busy port fails before anything else starts.
-    app = create_app(settings)
-    server = make_server(settings.host, settings.port, app, threaded=True)
+    check_threads(settings)
+    server = create_server(create_app(settings), settings)
     supervisor = Supervisor()
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
@@ -331,18 +349,21 @@ def up() -> None:
             f"  curl -s {base}/v1/jobs -H 'Authorization: Bearer {key}' -H 'Prefer: wait=30' \\\n"
             "    -F image=@tests/data/red_circle.png -F question='what color is the shape?'\n"
         )
-        server.serve_forever()
+        server.run()  # until SIGTERM or Ctrl-C
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()
         supervisor.stop()
 
 
-def start_vlmq(args: list[str], env: dict[str, str] | None) -> subprocess.Popen[bytes]:
-    """Start `vlmq <args>` as a child process with `env` (None: this process's)."""
+def start_vlmq(
+    args: list[str], env: dict[str, str] | None, *pass_fds: int
+) -> subprocess.Popen[bytes]:
+    """Start `vlmq <args>` as a child process with `env` (None: this process's), handing it
+    the descriptors `pass_fds`."""
     argv = [sys.executable, "-m", "vlmq.cli", *args]
-    return subprocess.Popen(argv, env=env)  # noqa: S603 (our own command)
+    return subprocess.Popen(argv, env=env, pass_fds=pass_fds)  # noqa: S603 (our own command)
 
 
 def raise_keyboard_interrupt(*_: object) -> None:

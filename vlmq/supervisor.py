@@ -123,6 +123,12 @@ class Supervisor:
 def supervise(name: str, start: Starter, **backoff: float) -> int:
     """Run one child in the foreground, restarted whenever it dies, until SIGTERM or SIGINT
     (passed on to it); returns its exit code. `backoff`: `Supervisor`'s delays."""
+    return supervise_all({name: start}, **backoff)[0]
+
+
+def supervise_all(starters: dict[str, Starter], **backoff: float) -> list[int]:
+    """Run children in the foreground, each restarted whenever it dies, until SIGTERM or
+    SIGINT (passed on to them); returns their exit codes. `backoff`: `Supervisor`'s delays."""
     supervisor = Supervisor(**backoff)
     stopped = threading.Event()
 
@@ -132,8 +138,8 @@ def supervise(name: str, start: Starter, **backoff: float) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    child = supervisor.add(name, start)
+    children = [supervisor.add(name, start) for name, start in starters.items()]
     while not stopped.wait(1.0):
         pass
     supervisor.wait(None)
-    return child.process.returncode
+    return [child.process.returncode for child in children]

@@ -167,6 +167,18 @@ class Settings(BaseSettings):
     batch_finalize_stale_s: float = 120.0
     worker_heartbeat_s: float = 5.0
 
+    # The API server (services.api.server): threads per process (`vlmq up`; `vlmq api
+    # --threads`), the time a request has to send its headers and then its body (counted
+    # from its first byte), how long a kept-alive connection may stay silent, the
+    # connections one process holds, and the address of a proxy in front whose
+    # X-Forwarded-For names the client ("" for none).
+    api_threads: int = 48
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 120.0
+    idle_timeout_s: float = 60.0
+    max_connections: int = 2000
+    trusted_proxy: str = ""
+
     # Synchronous calls (`/v1/chat/completions`, `Prefer: wait=N`): the longest wait.
     sync_timeout_s: float = 600.0
     # Synchronous calls and streams one tenant may hold open at once (each holds an API

@@ -1,7 +1,7 @@
 """One log format for every vlmq process (API, workers, background worker, `vlmq up`).
 
 structlog renders every line, vlmq's own and those of the libraries that log through the
-standard library (Celery, gunicorn, SQLAlchemy), as `key=value` pairs (`VLMQ_LOG_FORMAT=text`,
+standard library (Celery, waitress, SQLAlchemy), as `key=value` pairs (`VLMQ_LOG_FORMAT=text`,
 the default: no colour codes, greppable) or as one JSON object per line (`json`). The request
 id bound by the API (`x-request-id`) is stored with the job, and the worker and the webhook
 delivery bind it again, so one id finds a job's lines in every process.

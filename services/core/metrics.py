@@ -8,7 +8,7 @@ model worker (jobs, tokens, latencies, batch sizes, GPU) and the background work
 (webhook deliveries).
 
 Aggregation is prometheus-client's multiprocess mode. Every process of one host (the API's
-gunicorn workers, the model worker, the background worker) writes its samples into files in
+API processes, the model worker, the background worker) writes its samples into files in
 `VLMQ_METRICS_DIR`, and a scrape adds them up: `vlmq up`'s `/metrics` shows the whole
 deployment. Where processes run on different hosts (containers), each host's processes share
 a folder of their own and a worker serves it on `VLMQ_METRICS_PORT`; Prometheus scrapes them
@@ -333,7 +333,7 @@ _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
 
 def forget_dead_processes(directory: Path) -> None:
-    """Drop the live gauges of processes that are gone (a gunicorn worker recycled, a worker
+    """Drop the live gauges of processes that are gone (an API process restarted, a worker
     killed), so `vlmq_model_loaded` and in-flight counts describe live processes only.
     Their counters and histograms stay: totals never go down."""
     for path in directory.glob("gauge_live*.db"):

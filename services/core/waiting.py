@@ -4,7 +4,9 @@ process's threads until its jobs end (up to `sync_timeout_s`).
 A tenant holds at most `VLMQ_TENANT_MAX_WAITING` of them at once in each API process: the
 threads are the process's, so that is where they are counted (in memory, no round trip).
 Over the cap, a call that must wait is refused with `429` before anything is queued; the
-other tenants, and the health checks, keep the rest of the process's threads.
+other tenants, and the health checks, keep the rest of the process's threads. All tenants
+together hold at most the process's threads less `SHORT_CALL_THREADS`, so that a short call
+(a submit, a poll, a health check) always finds a thread however many tenants wait.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from contextlib import contextmanager
 from services.core.errors import TooManyRequestsError
 from services.core.runtime import Runtime
 
+# Threads of an API process that held-open requests never take.
+SHORT_CALL_THREADS = 8
+
 
 class WaitingSlots:
     """The held-open requests of each tenant in this process."""
@@ -25,13 +30,16 @@ class WaitingSlots:
         self.held: Counter[str] = Counter()
         self.lock = threading.Lock()
 
-    def take(self, tenant_id: str, cap: int) -> bool:
-        """Count one more held-open request of the tenant, unless it holds `cap` already."""
+    def take(self, tenant_id: str, cap: int, process_cap: int) -> str | None:
+        """Count one more held-open request of the tenant; or, when the tenant holds `cap`
+        already or the process `process_cap`, the setting that refuses it."""
         with self.lock:
             if cap > 0 and self.held[tenant_id] >= cap:
-                return False
+                return "VLMQ_TENANT_MAX_WAITING"
+            if sum(self.held.values()) >= process_cap:
+                return "VLMQ_API_THREADS"
             self.held[tenant_id] += 1
-            return True
+            return None
 
     def give_back(self, tenant_id: str) -> None:
         """One of the tenant's held-open requests ended."""
@@ -62,15 +70,21 @@ def take_slot(runtime: Runtime, tenant_id: str, *, refuse: bool = True) -> Waiti
     """One of the tenant's waiting slots in this process, or, when it holds all of
     `tenant_max_waiting` already, a `429` (None with `refuse=False`: the caller answers
     without waiting)."""
-    cap = runtime.settings.tenant_max_waiting
-    if SLOTS.take(tenant_id, cap):
+    settings = runtime.settings
+    cap = settings.tenant_max_waiting
+    process_cap = max(1, settings.api_threads - SHORT_CALL_THREADS)
+    limit = SLOTS.take(tenant_id, cap, process_cap)
+    if limit is None:
         return WaitingSlot(tenant_id)
     if not refuse:
         return None
+    if limit == "VLMQ_TENANT_MAX_WAITING":
+        held = f"this API key's tenant already holds {cap}"
+    else:
+        held = f"this server's tenants together hold {process_cap}"
     raise TooManyRequestsError(
-        f"this API key's tenant already holds {cap} synchronous calls and streams open on "
-        "this server (VLMQ_TENANT_MAX_WAITING); wait for one to end, or submit without "
-        "waiting and poll",
+        f"{held} synchronous calls and streams open on this server ({limit}); wait for one "
+        "to end, or submit without waiting and poll",
         code="waiting_limit_exceeded",
         retry_after_s=1,
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import math
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from easy_vqa import get_test_image_paths, get_test_questions
 from flask.testing import FlaskClient
 from PIL import Image
 from playwright.sync_api import Browser, expect
-from werkzeug.serving import make_server
 
 from services.api import create_app
 from services.core.bootstrap import create_runtime
@@ -26,7 +24,7 @@ from services.core.config import BUNDLED_ADAPTER_NAME, BUNDLED_MODEL_DIR, Settin
 from services.core.runtime import Runtime
 from services.core.tables import Image as StoredImage
 from services.core.tables import Job
-from tests.support import WorkerProcess, data_url, make_settings, wait_until
+from tests.support import WorkerProcess, data_url, make_settings, serving, wait_until
 from workers.models.evaluate_easyvqa import FRENCH_ANSWERS
 
 FR = BUNDLED_ADAPTER_NAME
@@ -61,15 +59,11 @@ def stack(
     runtime = create_runtime(settings)
     worker = WorkerProcess(settings, tmp / "worker.log")
     app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        worker.wait_ready(runtime.redis)
-        url = f"http://127.0.0.1:{server.server_port}"
-        yield Stack(settings, runtime, app.test_client(), url, worker)
+        with serving(app, settings) as url:
+            worker.wait_ready(runtime.redis)
+            yield Stack(settings, runtime, app.test_client(), url, worker)
     finally:
-        server.shutdown()
         worker.stop()
         runtime.close()
 

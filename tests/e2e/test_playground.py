@@ -8,31 +8,28 @@ the test sees the answer arrive in pieces and has time to cancel; what is tested
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from werkzeug.serving import make_server
 
 from services.api import create_app
 from tests.fake_stack import FakeStack
+from tests.support import serving
 
 
 @pytest.fixture()
 def page(fake_stack: FakeStack, browser: Browser, api_key: str) -> Iterator[Page]:
     """The playground of the fake stack on a real port, with the key filled in."""
     fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="0.4")
-    server = make_server("127.0.0.1", 0, create_app(fake_stack.settings), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    context = browser.new_context()
-    opened = context.new_page()
-    opened.goto(f"http://127.0.0.1:{server.server_port}/")
-    opened.fill("#key", api_key)
-    opened.dispatch_event("#key", "change")
-    yield opened
-    context.close()
-    server.shutdown()
+    with serving(create_app(fake_stack.settings), fake_stack.settings) as url:
+        context = browser.new_context()
+        opened = context.new_page()
+        opened.goto(f"{url}/")
+        opened.fill("#key", api_key)
+        opened.dispatch_event("#key", "change")
+        yield opened
+        context.close()
 
 
 def pick_sample(page: Page, name: str = "red-circle") -> None:

@@ -38,7 +38,7 @@ def test_compose_services_run_real_cli_commands() -> None:
         env = services[name]["environment"]
         assert env["VLMQ_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["VLMQ_REDIS_URL"].startswith("redis://")
-    assert "gunicorn" in (REPO_ROOT / "vlmq" / "cli.py").read_text()
+    assert "create_server" in (REPO_ROOT / "vlmq" / "cli.py").read_text()
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert (
         "pip install" in dockerfile
