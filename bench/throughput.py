@@ -22,6 +22,7 @@ import io
 import json
 import multiprocessing
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -181,11 +182,12 @@ class NaiveService:
 
     def __init__(self, model: str, tmp: Path) -> None:
         redis_port = free_port()
-        self.redis = start_embedded_redis(tmp / "naive-redis", redis_port)
+        password = secrets.token_urlsafe(16)
+        self.redis = start_embedded_redis(tmp / "naive-redis", redis_port, password)
         self.port = free_port()
         env = {
             **os.environ,
-            "NAIVE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "NAIVE_REDIS_URL": f"redis://:{password}@127.0.0.1:{redis_port}/0",
             "NAIVE_MODEL": model,
             "NAIVE_PORT": str(self.port),
         }

@@ -18,6 +18,12 @@ import click
 import structlog
 
 from services.core.config import Settings
+from services.core.local_files import (
+    REDIS_PASSWORD_FILE,
+    private_data_dir,
+    read_or_create_secret,
+    set_private_umask,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -29,6 +35,9 @@ LOCAL_KEY_FILE = "api-key"
 @click.group()
 def main() -> None:
     """vlmq: a job queue for vision-language models."""
+    # What any command writes (databases, keys, metrics, the embedded Redis's files) is
+    # its owner's alone.
+    set_private_umask()
 
 
 def share_metrics(settings: Settings, *, fresh: bool = False) -> None:
@@ -310,18 +319,18 @@ def up() -> None:
     from services.api import create_app
     from services.api.server import check_threads, create_server
     from services.core.migrate import upgrade
-    from vlmq.embedded_redis import start_embedded_redis
+    from vlmq.embedded_redis import redis_server_binary, start_embedded_redis
     from vlmq.supervisor import Supervisor
 
     settings = Settings()
-    if not settings.redis_url:
-        settings = settings.with_overrides(redis_url=settings.broker_url)
-        embedded = True
-    else:
-        embedded = False
     if not Path(settings.model).exists() and Path(settings.model).is_absolute():
         raise click.ClickException(f"model directory {settings.model} does not exist")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(settings.data_dir)
+    embedded = not settings.redis_url
+    if embedded:
+        password_file = settings.data_dir / REDIS_PASSWORD_FILE
+        password = read_or_create_secret(password_file)
+        settings = settings.with_overrides(redis_url=settings.broker_url)
     # Bind the port first, so a busy port fails before anything else starts.
     check_threads(settings)
     server = create_server(create_app(settings), settings)
@@ -331,8 +340,9 @@ def up() -> None:
         if embedded:
             redis_dir = settings.data_dir / "redis"
             port = settings.embedded_redis_port
-            supervisor.add("redis", lambda: start_embedded_redis(redis_dir, port))
-            click.echo(f"embedded Redis on {settings.broker_url}")
+            binary = redis_server_binary()
+            supervisor.add("redis", lambda: start_embedded_redis(redis_dir, port, password, binary))
+            click.echo(f"embedded {binary.label} on 127.0.0.1:{port} (password in {password_file})")
         upgrade(settings.sqlalchemy_url)
         key = local_key(settings)
         env = {**os.environ, "VLMQ_REDIS_URL": settings.broker_url}

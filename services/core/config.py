@@ -10,9 +10,12 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.local_files import REDIS_PASSWORD_FILE, read_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_MODEL_DIR = REPO_ROOT / "workers" / "models" / "easyvqa-glm4v"
@@ -245,8 +248,13 @@ class Settings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        """The Redis URL, with the embedded Redis default filled in."""
-        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+        """The Redis URL, with the embedded Redis default filled in (with the password that
+        `vlmq up` keeps in the data folder)."""
+        if self.redis_url:
+            return self.redis_url
+        password_file = self.data_dir / REDIS_PASSWORD_FILE
+        auth = f":{quote(read_secret(password_file))}@" if password_file.exists() else ""
+        return f"redis://{auth}127.0.0.1:{self.embedded_redis_port}/0"
 
     @property
     def model_id(self) -> str:
