@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     redis_url: str = ""
     # Port of the embedded Redis that `vlmq up` starts when `redis_url` is empty.
     embedded_redis_port: int = 6399
+    # The key that seals secrets stored in the database (webhook signing secrets); empty:
+    # a random one kept in `<data_dir>/secret-key`. Set it wherever several hosts share
+    # the database (compose requires it).
+    secret_key: str = ""
 
     # The model: a local Hugging Face directory, or a hub id (downloaded only if named).
     model: str = str(BUNDLED_MODEL_DIR)
@@ -208,6 +212,9 @@ class Settings(BaseSettings):
     # long; its deliveries wait, their attempts unspent (0 failures: never paused).
     webhook_breaker_failures: int = 5
     webhook_breaker_pause_s: float = 30.0
+    # After `POST /v1/webhooks/default/secret/rotate`, how long the old secret still signs
+    # beside the new one (receivers verify either while they switch).
+    webhook_secret_overlap_s: float = 24 * 3600.0
 
     # How long an `Idempotency-Key` names the object it made.
     idempotency_ttl_s: int = 24 * 3600

@@ -77,9 +77,12 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # The Standard Webhooks secret (`whsec_...`) that signs this tenant's webhooks. Kept in
-    # the clear: signing needs it.
-    webhook_secret: Mapped[str | None] = mapped_column(sa.String(80))
+    # The Standard Webhooks secret (`whsec_...`) that signs this tenant's webhooks, sealed
+    # with the deployment's secret key (services.core.secret_box); after a rotation, the one
+    # it replaced, which signs beside it until `previous_webhook_secret_until`.
+    webhook_secret: Mapped[str | None] = mapped_column(sa.String(400))
+    previous_webhook_secret: Mapped[str | None] = mapped_column(sa.String(400))
+    previous_webhook_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The tenant's moderation policy: {category: {"question": ..., "threshold": ...}}.
     moderation_policy: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
     # Its share of the model against other backlogged tenants (2: twice a weight-1 tenant's).

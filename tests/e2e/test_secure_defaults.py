@@ -12,7 +12,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -109,13 +108,28 @@ def test_the_embedded_redis_wants_its_password_and_refuses_admin_commands(up: Up
             assert password_file.read_text().strip().encode() not in cmdline
 
 
+def auth(up: Up) -> dict[str, str]:
+    return {"Authorization": f"Bearer {(up.data_dir / 'api-key').read_text().strip()}"}
+
+
+def test_webhook_secrets_are_not_in_the_database_file_in_the_clear(up: Up) -> None:
+    status, _, body = get(f"{up.base}/v1/webhooks/default/secret", auth(up))
+    assert status == 200
+    secret = json.loads(body)["key"]
+    stored = b"".join(path.read_bytes() for path in up.data_dir.glob("vlmq.db*") if path.is_file())
+    assert secret.encode() not in stored
+    assert secret.removeprefix("whsec_").encode() not in stored
+    assert b"enc:v1:" in stored
+
+
 def test_every_file_in_the_data_folder_is_its_owners_alone(up: Up) -> None:
-    # A job, so that every kind of file exists: database rows, the Redis log, metrics.
-    key = (up.data_dir / "api-key").read_text().strip()
-    assert get(f"{up.base}/v1/jobs", {"Authorization": f"Bearer {key}"})[0] == 200
+    # Requests, so that every kind of file exists: database rows, the secret key, metrics.
+    assert get(f"{up.base}/v1/jobs", auth(up))[0] == 200
+    assert get(f"{up.base}/v1/webhooks/default/secret", auth(up))[0] == 200
     assert stat.S_IMODE(up.data_dir.stat().st_mode) == 0o700
     found = {path.relative_to(up.data_dir).as_posix(): path for path in up.data_dir.rglob("*")}
-    for name in ("vlmq.db", "api-key", "redis/password", "redis/redis.conf", "stale.log"):
+    kept = ("vlmq.db", "api-key", "secret-key", "redis/password", "redis/redis.conf", "stale.log")
+    for name in kept:
         assert name in found, sorted(found)
     assert any(name.startswith("metrics/") for name in found), sorted(found)
     assert any("appendonly" in name for name in found), sorted(found)
@@ -126,7 +140,3 @@ def test_every_file_in_the_data_folder_is_its_owners_alone(up: Up) -> None:
     }
     assert loose == {}
     assert "loose_files_fixed" in up.log_text()
-
-
-def json_body(body: bytes) -> Any:
-    return json.loads(body)

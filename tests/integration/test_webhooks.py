@@ -24,7 +24,7 @@ from services.core.runtime import Runtime
 from services.core.tables import Job, Tenant, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.delivery import deliver
 from services.core.webhooks.scheduling import schedule_delivery, schedule_job_event
-from services.core.webhooks.signing import new_secret
+from services.core.webhooks.signing import new_secret, signing_secrets
 from tests.faults.stack import report
 from tests.support import all_lookups_taken, data_url, shape_png, wait_until
 from tests.webhook_receiver import ReceivedRequest, Reply, WebhookReceiver
@@ -523,3 +523,39 @@ def test_one_tenants_hanging_endpoint_delays_another_tenants_webhook_by_seconds_
     assert row.status == "delivered"
     # The hanging tenant holds at most `tenant_max_deliveries` of the worker's threads.
     assert took_s < 2.0
+
+
+def test_secrets_are_sealed_at_rest_and_rotate_with_an_overlap(
+    client: FlaskClient,
+    auth: dict[str, str],
+    runtime: Runtime,
+    receiver: WebhookReceiver,
+    secret: str,
+) -> None:
+    with runtime.sessions() as session:
+        stored = session.scalar(sa.select(Tenant.webhook_secret).where(Tenant.name == "acme"))
+    assert stored is not None and stored.startswith("enc:v1:")
+    assert secret not in stored and secret.removeprefix("whsec_") not in stored
+    with runtime.sessions() as session:
+        tenant_id = session.scalar(sa.select(Tenant.id).where(Tenant.name == "acme"))
+    assert tenant_id is not None
+    rotated = client.post("/v1/webhooks/default/secret/rotate", headers=auth)
+    assert rotated.status_code == 200
+    fresh = rotated.get_json()["key"]
+    assert fresh != secret and fresh.startswith("whsec_")
+    assert client.get("/v1/webhooks/default/secret", headers=auth).get_json() == {"key": fresh}
+    assert signing_secrets(runtime, tenant_id) == [fresh, secret]
+    # During the overlap a webhook is signed by both: a receiver verifies with either.
+    delivery_id = schedule(runtime, receiver.url("/hooks/rotated"))
+    [request] = receiver.wait_for("/hooks/rotated", 1)
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    assert verified(fresh, request) == verified(secret, request) == {"hello": "world"}
+    assert settled(runtime, delivery_id).status == "delivered"
+    # Once the overlap is over, the new secret alone signs.
+    with session_scope(runtime.sessions) as session:
+        session.execute(
+            sa.update(Tenant)
+            .where(Tenant.id == tenant_id)
+            .values(previous_webhook_secret_until=utcnow() - timedelta(seconds=1))
+        )
+    assert signing_secrets(runtime, tenant_id) == [fresh]

@@ -28,7 +28,7 @@ from services.core.errors import (
 from services.core.runtime import Runtime
 from services.core.tables import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.sharing import DeliverySharing, delivery_sharing
-from services.core.webhooks.signing import payload_body, signed_headers, tenant_secret
+from services.core.webhooks.signing import payload_body, signed_headers, signing_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,8 @@ class ClaimedAttempt:
     attempt: int
     url: str
     body: str
-    secret: str
+    # The secrets that sign it (the tenant's, and during a rotation the one before).
+    signing: list[str]
     request_id: str | None = None
     # Whose delivery it is: its host name lookups count against this tenant's share.
     tenant_id: str | None = None
@@ -107,7 +108,7 @@ def claim_attempt(runtime: Runtime, delivery_id: str, attempt: int) -> ClaimedAt
         attempt=attempt,
         url=delivery.url,
         body=payload_body(delivery.payload),
-        secret=tenant_secret(runtime.sessions, delivery.tenant_id),
+        signing=signing_secrets(runtime, delivery.tenant_id),
         request_id=delivery.request_id,
         tenant_id=delivery.tenant_id,
     )
@@ -115,7 +116,7 @@ def claim_attempt(runtime: Runtime, delivery_id: str, attempt: int) -> ClaimedAt
 
 def post(claim: ClaimedAttempt, settings: Settings) -> AttemptResult:
     """POST the signed payload under the outbound address rules; never raises."""
-    headers = signed_headers(claim.secret, claim.delivery_id, claim.body, utcnow())
+    headers = signed_headers(claim.signing, claim.delivery_id, claim.body, utcnow())
     start = time.monotonic()
 
     def elapsed_ms() -> float:
