@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response
 
 from services.api import address_limit, auth, errors, limits, observability
 from services.api.batches.routes import bp as batches_bp
@@ -51,4 +51,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     for blueprint in (*resources, health_bp, playground_bp, openapi_bp):
         app.register_blueprint(blueprint)
+    app.after_request(security_headers)
     return app
+
+
+def security_headers(response: Response) -> Response:
+    """What every answer tells the browser: take content types as sent, and send no
+    `Referer` (a page's address can carry a job id) to where a link leads."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response

@@ -128,8 +128,12 @@ class Settings(BaseSettings):
     max_queue_wait_s: float = 300.0
     batch_min_share: float = 0.15
     default_max_queue_ms: int = 0
-    # Name tenants by id in the per-tenant queue gauge (off: a short hash of the id).
+    # Name tenants by id in `/metrics` labels (off: a short, stable hash of the id).
     metrics_tenant_ids: bool = False
+    # A bearer token for the operator's views on the API port: `/metrics` from any address
+    # (without a token, only from this host) and `/readyz`'s reasons (without it, only which
+    # check failed). Empty: no token.
+    operator_token: str = ""
 
     # Retention: how long finished jobs, images no queued or running job uses, files and webhook
     # deliveries with their attempts are kept (0 keeps them forever); idempotency keys go

@@ -5,7 +5,6 @@ live workers."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
 import time
 from collections.abc import Iterable
@@ -35,13 +34,11 @@ class DeploymentCollector:
         ttl_s: float = 2.0,
         *,
         fair: FairQueue | None = None,
-        show_tenant_ids: bool = False,
     ) -> None:
         self.sessions = sessions
         self.redis = client
         self.model = model
         self.fair = fair
-        self.show_tenant_ids = show_tenant_ids
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._read_at = 0.0
@@ -84,7 +81,7 @@ class DeploymentCollector:
             labels=["model", "tenant"],
         )
         for tenant, tokens in sorted(self.fair.tenant_tokens().items()):
-            family.add_metric([self.model, tenant_label(tenant, self.show_tenant_ids)], tokens)
+            family.add_metric([self.model, tenant], tokens)
         return [family]
 
     def _job_counts(self) -> list[Metric]:
@@ -115,11 +112,3 @@ class DeploymentCollector:
         for (model, status, priority), count in sorted(counts.items()):
             gauges[status].add_metric([model, priority], count)
         return list(gauges.values())
-
-
-def tenant_label(tenant_id: str, show: bool) -> str:
-    """A tenant as a metric label: its id when the operator opted in, else a short hash
-    (stable, so a dashboard can follow one tenant without the metrics naming it)."""
-    if show:
-        return tenant_id
-    return "t_" + hashlib.sha256(tenant_id.encode()).hexdigest()[:12]

@@ -19,6 +19,7 @@ a process (jobs queued and running, live workers) are read at scrape time by
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -366,17 +367,49 @@ class ProcessFilesCollector:
         return prometheus_multiprocess.MultiProcessCollector.merge(files, accumulate=True)
 
 
-def scrape_registry(extra: Iterable[Any] = ()) -> CollectorRegistry:
+def tenant_label(tenant_id: str, show: bool) -> str:
+    """A tenant as a metric label: its id when the operator opted in, else a short hash
+    (stable, so a dashboard can follow one tenant without the metrics naming it)."""
+    if show:
+        return tenant_id
+    return "t_" + hashlib.sha256(tenant_id.encode()).hexdigest()[:12]
+
+
+class TenantLabels:
+    """A collector whose samples' `tenant` labels are shown as `tenant_label` says."""
+
+    def __init__(self, inner: Any, show: bool) -> None:
+        self.inner, self.show = inner, show
+
+    def collect(self) -> Iterable[Metric]:
+        """The inner collector's metrics, tenant labels replaced."""
+        for metric in self.inner.collect():
+            if not self.show:
+                metric.samples = [
+                    sample._replace(
+                        labels={
+                            **sample.labels,
+                            "tenant": tenant_label(sample.labels["tenant"], False),
+                        }
+                    )
+                    if "tenant" in sample.labels
+                    else sample
+                    for sample in metric.samples
+                ]
+            yield metric
+
+
+def scrape_registry(
+    extra: Iterable[Any] = (), *, show_tenant_ids: bool = False
+) -> CollectorRegistry:
     """A registry of this host's processes (or of this process outside multiprocess mode),
-    plus `extra` collectors."""
+    plus `extra` collectors; tenants labelled by a hash of their id unless
+    `show_tenant_ids`."""
     registry = CollectorRegistry(auto_describe=False)
     directory = multiprocess_dir()
-    if directory is not None:
-        registry.register(ProcessFilesCollector(directory))
-    else:
-        registry.register(REGISTRY)  # type: ignore[arg-type]  # a registry is a collector
-    for collector in extra:
-        registry.register(collector)
+    own: Any = ProcessFilesCollector(directory) if directory is not None else REGISTRY
+    for collector in [own, *extra]:
+        registry.register(TenantLabels(collector, show_tenant_ids))  # type: ignore[arg-type]
     return registry
 
 

@@ -220,7 +220,9 @@ def checked_address(
     for address in addresses:
         if is_blocked_address(address) and not is_allowed(host, address, allowlist):
             raise OutboundRefusedError(
-                f"{host} resolves to {address}, a private or reserved address", param="url"
+                f"{host} is not an address vlmq may reach (private or reserved); the operator "
+                "can allow it with VLMQ_OUTBOUND_ALLOWLIST",
+                param="url",
             )
     return addresses[0]
 

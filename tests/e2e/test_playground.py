@@ -111,3 +111,20 @@ def test_the_page_serves_its_samples_and_icon_and_shows_moderation(page: Page) -
     expect(page.locator("#moderation")).to_be_visible()
     page.click("#moderate-button")
     expect(page.locator("#mod-error")).to_contain_text("pick an image")
+
+
+@pytest.mark.fake_backend("StreamingFakeBackend")
+def test_the_page_runs_under_its_policy_and_keeps_the_key_in_the_tab(
+    page: Page, api_key: str
+) -> None:
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text))
+    page.reload()
+    expect(page.locator("#key")).to_have_value(api_key)  # the tab still has it
+    assert not [line for line in refused if "Content Security Policy" in line], refused
+    assert page.evaluate("localStorage.getItem('vlmq-key')") is None
+    assert page.evaluate("sessionStorage.getItem('vlmq-key')") == api_key
+    page.check("#remember")
+    assert page.evaluate("localStorage.getItem('vlmq-key')") == api_key
+    page.uncheck("#remember")
+    assert page.evaluate("localStorage.getItem('vlmq-key')") is None

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from services.api import create_app
 from tests.fake_stack import FakeStack, job, submit, terminal
 from tests.support import WorkerProcess, wait_until
 
@@ -104,7 +105,8 @@ def test_a_worker_whose_model_cannot_load_takes_no_job(
         "the worker to exit twice with MODEL_LOAD_FAILED",
     )
     assert job(fake_stack, auth, job_id)["status"] == "queued"
-    ready = fake_stack.client.get("/readyz")
+    operator = create_app(fake_stack.settings.with_overrides(operator_token="operator"))
+    ready = operator.test_client().get("/readyz", headers={"Authorization": "Bearer operator"})
     assert ready.status_code == 503
     assert "model.safetensors not found" in ready.get_json()["reasons"]["worker"]
 

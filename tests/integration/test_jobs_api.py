@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,7 +190,7 @@ def test_models_lists_the_served_model_with_its_root(
     models = client.get("/v1/models", headers=auth).get_json()
     assert models["object"] == "list"
     assert models["data"][0]["id"] == settings.model_id
-    assert models["data"][0]["root"] == settings.model
+    assert models["data"][0]["root"] == Path(settings.model).name  # the folder, not its path
 
 
 def test_unknown_model_is_404(client: FlaskClient, auth: dict[str, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from services.core.model_info import ServedModel
@@ -28,10 +29,17 @@ class ModelCardResponse(ResponseModel):
             object="model",
             created=served.created,
             owned_by="vlmq",
-            root=served.root,
+            root=public_root(served.root),
             parent=served.parent,
             revision=served.revision,
         )
+
+
+def public_root(root: str) -> str:
+    """What `root` shows of a checkpoint: a hub id as it is, a local folder by its name
+    alone (the server's paths are not the client's business)."""
+    path = Path(root)
+    return path.name if path.is_absolute() or path.exists() else root
 
 
 class ModelListResponse(ResponseModel):
