@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick test-fast install lint typecheck check clean
+.PHONY: run test test-quick test-fast install lint typecheck check clean compose-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test-fast: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest -m "not slow"
+
+## docker-compose.yml renders under the Compose specification and defaults no secret.
+compose-check: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit/test_compose.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check services workers vlmq tests bench
