@@ -387,8 +387,14 @@ url_option = click.option(
     default=None,
     help="API base URL (or VLMQ_URL; default: http://127.0.0.1:VLMQ_PORT)",
 )
+# The key never on the command line, where `ps` and shell histories show it: from the
+# environment, or from a file.
 key_option = click.option(
-    "--key", envvar="VLMQ_API_KEY", default=None, help="API key (or VLMQ_API_KEY)"
+    "--key-file",
+    envvar="VLMQ_API_KEY_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="a file holding the API key (or VLMQ_API_KEY_FILE; else VLMQ_API_KEY)",
 )
 
 
@@ -401,12 +407,14 @@ def api_base(url: str | None) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def required_key(key: str | None) -> str:
-    """The API key, or a usage error that says where to put one."""
+def required_key(key_file: Path | None) -> str:
+    """The API key, from `key_file` or `VLMQ_API_KEY`, or a usage error that says where to
+    put one."""
+    key = key_file.read_text().strip() if key_file else os.environ.get("VLMQ_API_KEY", "")
     if not key:
         raise click.UsageError(
-            "no API key: pass --key or set VLMQ_API_KEY (`vlmq up` prints one; "
-            "`vlmq keys create --tenant NAME` makes one)"
+            "no API key: set VLMQ_API_KEY or pass --key-file (`vlmq up` prints one and keeps "
+            "it in var/api-key; `vlmq keys create --tenant NAME` makes one)"
         )
     return key
 
@@ -439,7 +447,7 @@ def ask(
     image: Path,
     question: str,
     url: str | None,
-    key: str | None,
+    key_file: Path | None,
     timeout: float,
     model: str | None,
     preset: str | None,
@@ -447,7 +455,7 @@ def ask(
     """Ask a question about an image and print the answer."""
     from vlmq.client import get_job, submit_upload
 
-    base, key = api_base(url), required_key(key)
+    base, key = api_base(url), required_key(key_file)
     fields = {"question": question}
     fields.update({name: value for name, value in (("model", model), ("preset", preset)) if value})
     job = submit_upload(base, key, (image.name, image.read_bytes()), fields, 30, timeout)
@@ -481,7 +489,7 @@ def batch_submit(
     wait: bool,
     output: Path | None,
     url: str | None,
-    key: str | None,
+    key_file: Path | None,
 ) -> None:
     """Upload FILE.jsonl, start a batch, and (with --wait) save its output file."""
     import json
@@ -490,7 +498,7 @@ def batch_submit(
 
     from vlmq.client import api_request, download_file, upload_batch_file
 
-    base, key = api_base(url), required_key(key)
+    base, key = api_base(url), required_key(key_file)
     data = jsonl.read_bytes()
     if endpoint is None:
         first = next((line for line in data.splitlines() if line.strip()), b"{}")

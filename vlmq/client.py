@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from http.client import HTTPResponse
 from typing import Any
 from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
+from urllib.parse import urlsplit
+from urllib.request import HTTPRedirectHandler, Request, build_opener
 
 # What to try next, by status code of a refused request.
 HINTS = {
@@ -54,11 +55,35 @@ def refusal(error: HTTPError) -> ApiError:
     return ApiError(f"HTTP {error.code}: {message}", hint, error.code)
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """A URL's scheme, host and port."""
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+class KeyStaysHome(HTTPRedirectHandler):
+    """Follows redirects, sending the API key only to the origin it was given for (urllib
+    would carry `Authorization` to wherever a redirect points)."""
+
+    def redirect_request(
+        self, req: Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Request | None:
+        """The request to the redirect's target, without the key if it is elsewhere."""
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None and origin(newurl) != origin(req.full_url):
+            redirected.remove_header("Authorization")
+        return redirected
+
+
+OPENER = build_opener(KeyStaysHome)
+
+
 @contextlib.contextmanager
 def opened(request: Request, timeout_s: float) -> Iterator[HTTPResponse]:
-    """`urlopen`, with every failure turned into an `ApiError`."""
+    """The request's answer (redirects followed, the key kept to its origin), with every
+    failure turned into an `ApiError`."""
     try:
-        with urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the caller's API URL)
+        with OPENER.open(request, timeout=timeout_s) as response:
             yield response
     except HTTPError as error:
         raise refusal(error) from None

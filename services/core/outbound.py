@@ -274,9 +274,12 @@ def fetch(
     method: str = "GET",
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
+    follow_redirects: bool = True,
 ) -> FetchedResponse:
     """Request `url` under the address rules, with one deadline for everything (DNS,
-    connect, redirects, body) and a byte cap on the answer."""
+    connect, redirects, body) and a byte cap on the answer. Redirects are followed (each
+    hop under the same rules) unless `follow_redirects` is off: then a redirect is the
+    answer."""
     deadline = time.monotonic() + timeout_s
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port = parse_http_url(url)
@@ -308,7 +311,8 @@ def fetch(
                 redirect=False,
                 preload_content=False,
             )
-            if response.status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
+            redirected = response.status in (301, 302, 303, 307, 308)
+            if follow_redirects and redirected and response.headers.get("Location"):
                 url = urljoin(url, response.headers["Location"])
                 response.release_conn()
                 continue

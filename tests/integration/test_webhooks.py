@@ -255,15 +255,16 @@ def test_blocked_address_at_delivery_fails_without_retries(runtime: Runtime) -> 
     assert attempt.error and attempt.error.startswith("refused:") and "127.0.0.2" in attempt.error
 
 
-def test_redirect_to_a_private_address_is_refused(
+def test_a_redirect_is_a_failed_attempt_never_followed(
     runtime: Runtime, receiver: WebhookReceiver
 ) -> None:
-    receiver.script("/hooks/redirect", Reply(302, location="http://127.0.0.2/"))
+    receiver.script("/hooks/redirect", Reply(307, location=receiver.url("/hooks/elsewhere")))
     delivery_id = schedule(runtime, receiver.url("/hooks/redirect"))
-    row = settled(runtime, delivery_id)
-    assert row.status == "failed" and row.attempts == 1
-    [attempt] = attempts(runtime, delivery_id)
-    assert attempt.error and "127.0.0.2" in attempt.error
+    first = wait_until(lambda: attempts(runtime, delivery_id), 30, "the first attempt")[0]
+    assert first.status_code == 307
+    assert first.error and "redirect, not followed" in first.error
+    # The signed request went to the URL given, and nowhere else.
+    assert receiver.requests("/hooks/elsewhere") == []
 
 
 def test_a_finished_delivery_is_a_no_op(runtime: Runtime, receiver: WebhookReceiver) -> None:

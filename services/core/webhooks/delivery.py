@@ -131,6 +131,8 @@ def post(claim: ClaimedAttempt, settings: Settings) -> AttemptResult:
             method="POST",
             body=claim.body.encode(),
             headers=headers,
+            # A signed request goes to the URL the tenant gave, nowhere a receiver points.
+            follow_redirects=False,
         )
     except outbound.OutboundRefusedError as exc:
         # The address rules will refuse it every time: retrying cannot help.
@@ -145,6 +147,9 @@ def post(claim: ClaimedAttempt, settings: Settings) -> AttemptResult:
         return AttemptResult(None, f"{exc.__class__.__name__}: {exc}", elapsed_ms())
     if 200 <= response.status < 300:
         return AttemptResult(response.status, None, elapsed_ms())
+    if 300 <= response.status < 400:
+        error = f"HTTP {response.status}: a redirect, not followed (webhooks go to their URL only)"
+        return AttemptResult(response.status, error, elapsed_ms())
     return AttemptResult(response.status, f"HTTP {response.status}", elapsed_ms())
 
 
