@@ -140,3 +140,22 @@ def test_every_file_in_the_data_folder_is_its_owners_alone(up: Up) -> None:
     }
     assert loose == {}
     assert "loose_files_fixed" in up.log_text()
+
+
+def test_the_public_port_shows_nothing_internal(up: Up) -> None:
+    # /metrics answers this host (Prometheus beside `vlmq up`), naming tenants by hash only.
+    status, _, body = get(f"{up.base}/metrics")
+    assert status == 200 and b"vlmq_http_requests_total" in body
+    assert b'tenant="ten_' not in body
+    # /readyz: ready or not, and which check; no hosts, ports or paths.
+    wait_until(lambda: get(f"{up.base}/readyz")[0] == 200, 60, "a ready stack")
+    status, _, body = get(f"{up.base}/readyz")
+    assert b"127.0.0.1" not in body and str(up.data_dir).encode() not in body
+    # /v1/models names checkpoints, never where they lie on the server.
+    status, _, body = get(f"{up.base}/v1/models", auth(up))
+    assert status == 200 and str(up.settings.model).encode() not in body
+    # The playground: its policy, and no sniffing or referrers.
+    status, headers, _ = get(f"{up.base}/")
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
