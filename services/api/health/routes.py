@@ -92,6 +92,7 @@ def describe(exc: Exception) -> str:
     summary="Prometheus metrics of this host's vlmq processes (the operator's: see below).",
     tag="operations",
     answers={200: text("text/plain")},
+    errors=(404,),
     public=True,
 )
 def metrics() -> Response:
