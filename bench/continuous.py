@@ -2,9 +2,12 @@
 
 A random-weight GLM-4V large enough that inference dominates (`--random-model 512:8`),
 `--requests` jobs from `--concurrency` clients whose first requests are staggered, each job
-asking for 4 or 48 tokens (drawn with a fixed seed) with `ignore_eos`, so every answer has
-its asked length. Each mode gets its own `vlmq up` (`VLMQ_BATCHING=static|continuous`),
-warmed up first; the modes alternate for `--rounds` rounds and the medians are reported.
+asking for one of `--lengths` tokens (4 or 48 by default, drawn with a fixed seed) with
+`ignore_eos`, so every answer has its asked length. The light staggered load:
+`--requests 32 --concurrency 16 --stagger-ms 100 --lengths 4 32`. Each round also reports
+the CPU seconds per job of the service's processes. Each mode gets its own `vlmq up`
+(`VLMQ_BATCHING=static|continuous`), warmed up first; the modes alternate for `--rounds`
+rounds and the medians are reported.
 
     .venv/bin/python -m bench.continuous --random-model 512:8 --requests 64 --concurrency 16
 """
@@ -25,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.throughput import VlmqService, build_random_model, easyvqa_questions
+import psutil
 
-LENGTHS = (4, 48)
+from bench.throughput import VlmqService, build_random_model, cpu_seconds, easyvqa_questions
+
 MODES = ("static", "continuous")
 
 
@@ -52,6 +56,8 @@ class RoundResult:
     # counted) and the mean number of requests in each, from `vlmq_batch_size`.
     model_calls: int
     requests_per_call: float
+    # CPU milliseconds per job of all the service's processes.
+    cpu_ms_per_job: float
 
 
 def batch_size_totals(base: str) -> tuple[float, float]:
@@ -118,21 +124,32 @@ def run_round(
                 outcomes.append(Outcome(max_tokens, tokens, latency))
 
     calls_before, requests_before = batch_size_totals(service.base)
+    root = psutil.Process(service.process.pid)
+    cpu_before = cpu_seconds(root)
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         for future in [pool.submit(client, i) for i in range(concurrency)]:
             future.result()
     wall = time.perf_counter() - started
+    cpu_after = cpu_seconds(root)
+    service_cpu_s = sum(
+        seconds - cpu_before.get(role, 0.0)
+        for role, seconds in cpu_after.items()
+        if role != "load generator"
+    )
     calls_after, requests_after = batch_size_totals(service.base)
+    shortest = min(o.max_tokens for o in outcomes)
+    longest = max(o.max_tokens for o in outcomes)
     calls = int(calls_after - calls_before)
     assert all(o.completion_tokens == o.max_tokens for o in outcomes), "ignore_eos not honoured"
     return RoundResult(
         tokens_per_s=sum(o.completion_tokens for o in outcomes) / wall,
         requests_per_s=len(outcomes) / wall,
-        short_p50_s=statistics.median(o.latency_s for o in outcomes if o.max_tokens == 4),
-        long_p50_s=statistics.median(o.latency_s for o in outcomes if o.max_tokens == 48),
+        short_p50_s=statistics.median(o.latency_s for o in outcomes if o.max_tokens == shortest),
+        long_p50_s=statistics.median(o.latency_s for o in outcomes if o.max_tokens == longest),
         model_calls=calls,
         requests_per_call=(requests_after - requests_before) / max(1, calls),
+        cpu_ms_per_job=service_cpu_s * 1000 / len(outcomes),
     )
 
 
@@ -143,12 +160,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--stagger-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[4, 48])
     args = parser.parse_args()
     model = build_random_model(args.random_model)
     draw = random.Random(0)
     questions = easyvqa_questions(args.requests)
     # Every round sends the same load under a new tenant's key: nothing comes from the cache.
-    load = [(q.image, q.text, draw.choice(LENGTHS)) for q in questions]
+    load = [(q.image, q.text, draw.choice(args.lengths)) for q in questions]
     results: dict[str, list[RoundResult]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory() as tmp_name:
         services = {}
@@ -180,17 +198,19 @@ def report(args: argparse.Namespace, results: dict[str, list[RoundResult]]) -> N
         return statistics.median(getattr(r, field) for r in results[mode])
 
     print(
-        f"\n{args.requests} jobs, concurrency {args.concurrency}, max_tokens from {LENGTHS} "
+        f"\n{args.requests} jobs, concurrency {args.concurrency}, stagger {args.stagger_ms:g} ms, "
+        f"max_tokens from {args.lengths} "
         f"with ignore_eos, random GLM-4V {args.random_model}, medians of {args.rounds} rounds"
     )
     print(f"{'':24}{'static':>12}{'continuous':>12}{'ratio':>8}")
     for field, label in (
         ("tokens_per_s", "tokens/s"),
         ("requests_per_s", "requests/s"),
-        ("short_p50_s", "p50 4-token (s)"),
-        ("long_p50_s", "p50 48-token (s)"),
+        ("short_p50_s", f"p50 {min(args.lengths)}-token (s)"),
+        ("long_p50_s", f"p50 {max(args.lengths)}-token (s)"),
         ("model_calls", "model calls"),
         ("requests_per_call", "requests per call"),
+        ("cpu_ms_per_job", "service CPU ms per job"),
     ):
         static, continuous = med("static", field), med("continuous", field)
         print(f"{label:24}{static:12.2f}{continuous:12.2f}{continuous / static:8.2f}")
