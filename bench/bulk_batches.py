@@ -4,10 +4,13 @@ For each endpoint asked for (`/v1/moderations`, `/v1/chat/completions`), builds 
 of N lines (easy-VQA images, test split first, then train, then mirrored copies, so the
 cache answers none), and in one run measures:
 
-- raw: the backend called in-process on the same requests (the same canonical request and
-  parameters a worker builds, images decoded beforehand), in batches of `--batch`, over the
-  first `--raw-lines` lines, in a process of its own, once before and once after the
-  service's run (the machine's speed drifts; their mean is the baseline);
+- model alone (the ceiling): `transformers` with no vlmq code (bench/model_alone.py) on the
+  same images and questions, PNG decoding and the processor included, one forward pass
+  (moderation) or one `generate` (chat) per `--batch` rows, over the first `--raw-lines`
+  lines, in a process of its own, once before and once after the service's run (the
+  machine's speed drifts; their mean is the baseline);
+- vlmq's backend in-process on the same lines (the requests a worker builds, images decoded
+  beforehand), for where the gap lies: in the backend, or around it;
 - vlmq: `vlmq up` (SQLite, embedded Redis, one worker, `VLMQ_MAX_BATCH=--batch`), from
   the upload to `completed`, with the peak memory of each of its processes.
 
@@ -28,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from bench import model_alone
 from bench.moderation_batch import POLICY, VARIANTS, labelled_images, tree_rss, variant_png
 from bench.throughput import VlmqService
 from services.core.config import BUNDLED_MODEL_DIR, Settings
@@ -128,6 +132,25 @@ def raw_in_own_process(
         return pool.submit(raw_rate, model, endpoint, bodies, batch).result()
 
 
+def alone_rate(model: str, endpoint: str, bodies: list[dict[str, Any]], batch: int) -> float:
+    """Lines/s of the model alone on these lines (see bench/model_alone.py)."""
+    if endpoint == "/v1/moderations":
+        images = [data_url_bytes(body["input"][0]["image_url"]["url"]) for body in bodies]
+        questions = list(POLICY.values())
+        return model_alone.in_own_process(model_alone.scores_per_s, model, images, questions, batch)
+    items = []
+    for body in bodies:
+        image_part, text_part = body["messages"][0]["content"]
+        items.append((data_url_bytes(image_part["image_url"]["url"]), text_part["text"]))
+    max_tokens = int(bodies[0]["max_tokens"])
+    return model_alone.in_own_process(model_alone.answers_per_s, model, items, batch, max_tokens)
+
+
+def data_url_bytes(url: str) -> bytes:
+    """The bytes of a base64 data URL."""
+    return base64.b64decode(url.split(",", 1)[1])
+
+
 def run_batch(model: str, endpoint: str, jsonl: Path, tmp: Path, batch: int) -> dict[str, Any]:
     """The batch through `vlmq up`: lines/s and the peak memory of each process."""
     # A 50,000-line file is larger than the default body cap (25 MiB).
@@ -197,18 +220,24 @@ def main() -> None:
             size_mb = jsonl.stat().st_size / 1e6
             sample = bodies[: args.raw_lines]
             # The raw model before and after the service: this machine's speed drifts.
-            raw_before = raw_in_own_process(args.model, endpoint, sample, args.batch)
+            alone_before = alone_rate(args.model, endpoint, sample, args.batch)
+            backend = raw_in_own_process(args.model, endpoint, sample, args.batch)
             result = run_batch(args.model, endpoint, jsonl, tmp, args.batch)
-            raw_after = raw_in_own_process(args.model, endpoint, sample, args.batch)
-            raw = (raw_before + raw_after) / 2
+            alone_after = alone_rate(args.model, endpoint, sample, args.batch)
+            alone = (alone_before + alone_after) / 2
         print(f"{endpoint}: {args.lines} lines ({size_mb:.1f} MB), batch {args.batch}")
         print(
-            f"  raw model, in-process, first {len(sample)} lines: {raw:8.1f} requests/s "
-            f"(before {raw_before:.1f}, after {raw_after:.1f})"
+            f"  model alone (transformers), first {len(sample)} lines: {alone:8.1f} lines/s "
+            f"(before {alone_before:.1f}, after {alone_after:.1f})"
+        )
+        print(
+            f"  vlmq's backend in-process, same lines:       {backend:8.1f} lines/s "
+            f"= {backend / alone:.0%} of the model alone"
         )
         print(
             f"  vlmq batch {result['status']} {result['counts']} in {result['seconds']:.1f} s: "
-            f"{result['lines_per_s']:8.1f} lines/s = {result['lines_per_s'] / raw:.0%} of raw"
+            f"{result['lines_per_s']:8.1f} lines/s = {result['lines_per_s'] / alone:.0%} "
+            "of the model alone"
         )
         for command, rss in sorted(result["peak_rss"].items(), key=lambda item: -item[1]):
             cpu_s = result["cpu_s"].get(command, 0.0)

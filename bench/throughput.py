@@ -3,7 +3,8 @@
 All three serve the same model on the same easy-VQA test questions, one after the other in
 one run, so their ratios hold on a noisy machine:
 
-- raw ceiling: the backend called in-process, batched `generate` with batch size = concurrency;
+- model alone (the ceiling): `transformers` with no vlmq code (bench/model_alone.py), PNG
+  decoding and the processor included, one `generate` per batch of `concurrency` questions;
 - vlmq: `vlmq up` (embedded Redis, SQLite, one worker) over HTTP, `Prefer: wait`;
 - naive: bench/naive_service.py (one Celery task per request, no batching, no cache).
 
@@ -39,7 +40,6 @@ import psutil
 from PIL import Image
 
 from services.core.config import BUNDLED_MODEL_DIR
-from services.core.inputs.prompts import GenerationParams
 from tests.support import REPO_ROOT, wait_until
 from vlmq.client import submit_upload
 from vlmq.embedded_redis import start_embedded_redis
@@ -85,25 +85,11 @@ def run_load(
 
 
 def raw_ceiling(model: str, questions: list[Question], concurrency: int) -> float:
-    """Answers/s of the backend called in-process with batches of `concurrency`."""
-    from workers.backends.base import PredictRequest
-    from workers.backends.transformers_vlm import TransformersVLM
+    """Answers/s of the model alone (`transformers`, no vlmq code) in batches of
+    `concurrency`."""
+    from bench.model_alone import answers_per_s
 
-    backend = TransformersVLM(model)
-    backend.setup("auto")
-    params = GenerationParams(max_tokens=MAX_TOKENS)
-
-    def request(q: Question) -> PredictRequest:
-        image = Image.open(io.BytesIO(q.image)).convert("RGB")
-        content = [{"type": "image", "image": image}, {"type": "text", "text": q.text}]
-        return PredictRequest([{"role": "user", "content": content}], params)
-
-    requests = [request(q) for q in questions]
-    backend.predict(requests[:concurrency])  # warm-up
-    started = time.perf_counter()
-    for start in range(0, len(requests), concurrency):
-        backend.predict(requests[start : start + concurrency])
-    return len(requests) / (time.perf_counter() - started)
+    return answers_per_s(model, [(q.image, q.text) for q in questions], concurrency, MAX_TOKENS)
 
 
 class VlmqService:
@@ -427,7 +413,7 @@ def report(
 ) -> None:
     """Print each measurement next to what it compares with."""
     print(f"model {model}, {requests} easy-VQA questions per run, max_tokens={MAX_TOKENS}")
-    header = ["concurrency", "raw ceiling", "vlmq", "naive", "vlmq/raw", "vlmq/naive"]
+    header = ["concurrency", "model alone", "vlmq", "naive", "vlmq/alone", "vlmq/naive"]
     print("{:>12} {:>14} {:>14} {:>14} {:>9} {:>11}".format(*header))
     for c in concurrency:
         raw, ours, base = results["raw"][c], results["vlmq"][c], results["naive"][c]

@@ -297,3 +297,27 @@ def test_positions_equal_those_generate_computes(
                 want = want[1:]  # type: ignore[index]  # text positions first, for packing
             assert want.shape[-1] == got.shape[-1]  # type: ignore[attr-defined]
             assert (want.expand_as(got) == got).all(), (name, size)  # type: ignore[attr-defined]
+
+
+def test_stop_strings_cut_the_answer_where_generate_does(
+    backends: dict[str, TransformersVLM],
+) -> None:
+    # A stop word deep into the answer: only the tail of the answer is searched each step.
+    backend = backends["glm"]
+    full = backend.predict([ask("blue", (64, 64), "what color?", max_tokens=12)])[0]
+    words = full.raw.split()
+    # The last word (but the answer's last) that appears nowhere in the answer before.
+    late = [i for i, word in enumerate(words[:-1]) if i >= 3 and word not in " ".join(words[:i])]
+    assert late, f"the random model should say more: {full.raw!r}"
+    stop = [words[late[-1]]]
+    expected = backend.predict([ask("blue", (64, 64), "what color?", max_tokens=12, stop=stop)])[0]
+    engine = backend.continuous_engine()
+    assert isinstance(engine, ContinuousEngine)
+    request = ask("blue", (64, 64), "what color?", max_tokens=12, stop=stop)
+    finished, _ = run_staggered(
+        engine, [request, ask("red", (64, 64), "what color?", max_tokens=9)]
+    )
+    got = finished[0].prediction
+    assert got.finish_reason == "stop" == expected.finish_reason
+    assert got.raw == expected.raw and got.raw.split() == words[: late[-1]]
+    assert got.completion_tokens < full.completion_tokens  # it stopped there

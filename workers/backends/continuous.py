@@ -208,10 +208,12 @@ class ContinuousEngine:
                 logits_to_keep=1,
             )
         logits = output.logits[:, -1]
+        # Every row's greedy choice in one call (sampled rows pick their own).
+        greedy = torch.argmax(logits, dim=-1).tolist()
         for index, row in enumerate(self.rows):
             row.length += 1
             row.batch_size = max(row.batch_size, count)
-            self._take(row, logits[index])
+            self._take(row, logits[index], greedy[index])
         done = [row for row in self.rows if row.finish_reason is not None]
         if done:
             self._keep([i for i, row in enumerate(self.rows) if row.finish_reason is None])
@@ -247,11 +249,15 @@ class ContinuousEngine:
         )
         return positions, [int(delta) for delta in deltas.reshape(-1).tolist()]
 
-    def _pick(self, row: Row, logits: torch.Tensor) -> int:
-        """The row's next token: greedy, or sampled with its temperature, top_p and seed."""
+    def _pick(self, row: Row, logits: torch.Tensor, greedy: int | None = None) -> int:
+        """The row's next token: greedy (`greedy`, when the batch's argmax already gave it),
+        or sampled with its temperature, top_p and seed."""
         params = row.request.params
+        held = len(row.generated) < params.min_tokens and bool(self.vlm.eos_token_ids)
+        if row.generator is None and greedy is not None and not held:
+            return greedy
         logits = logits.float()
-        if len(row.generated) < params.min_tokens and self.vlm.eos_token_ids:
+        if held:
             logits = logits.clone()
             logits[list(self.vlm.eos_token_ids)] = float("-inf")
         if row.generator is None:
@@ -265,9 +271,9 @@ class ContinuousEngine:
             probabilities = torch.zeros_like(probabilities).scatter(0, order, ordered)
         return int(torch.multinomial(probabilities, 1, generator=row.generator))
 
-    def _take(self, row: Row, logits: torch.Tensor) -> None:
+    def _take(self, row: Row, logits: torch.Tensor, greedy: int | None = None) -> None:
         """Pick and record the row's next token; decide whether it finished the answer."""
-        token = self._pick(row, logits)
+        token = self._pick(row, logits, greedy)
         params = row.request.params
         now = time.perf_counter()
         row.first_at = row.first_at or now
@@ -284,7 +290,12 @@ class ContinuousEngine:
         if row.text is not None:
             row.text.push(token, entry)
         if params.stop:
-            text = self.vlm.processor.tokenizer.decode(row.generated, skip_special_tokens=False)
+            # Only a stop string that ends in the new token is new: a tail long enough to
+            # hold one is decoded, not the whole answer (a character takes at most 4 byte
+            # tokens).
+            window = 4 * max(len(stop) for stop in params.stop) + 4
+            tail = row.generated[-window:]
+            text = self.vlm.processor.tokenizer.decode(tail, skip_special_tokens=False)
             if any(stop in text for stop in params.stop):
                 row.finish_reason = "stop"
                 return

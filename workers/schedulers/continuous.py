@@ -23,6 +23,10 @@ PREFILL_COMPANY = 4
 # groups are small (on the tiny test model, 4 rows made a quiet tenant's p99 3.0-3.4x its
 # latency alone behind a flood, 2 rows 1.8-2.0x).
 MAX_PREFILL_WHILE_DECODING = 2
+# Arrivals wait for company (`prefill_wait_ms`) only while the batch holds at least
+# max_batch / BUSY_SHARE rows: a prefill stops few rows of a small batch, and on a light
+# load every arrival would otherwise pay the wait for company that never comes.
+BUSY_SHARE = 2
 # A full batch takes up to max_batch / HEADROOM_SHARE more rows (at least one) for tenants
 # that have none in it (see `ContinuousScheduler._newcomers`).
 HEADROOM_SHARE = 8
@@ -96,11 +100,12 @@ class ContinuousScheduler(Scheduler):
         """The waiting requests that fit the batch: the first ones in priority order that
         share its company limit, up to that limit. Blocks while the batch is empty.
 
-        While the batch decodes, a few arrivals wait up to `prefill_wait_ms` for company:
-        prompts prefilled together cost much less each than one by one, and the batch
-        goes on decoding meanwhile; an arrival of a tenant with no row in the batch does not
-        wait, and is prefilled without the others (`_newcomers_only`). A full batch still
-        takes such arrivals into its headroom (`_newcomers`).
+        While a busy batch decodes (half full or more), a few arrivals wait up to
+        `prefill_wait_ms` for company: prompts prefilled together cost much less each than
+        one by one, and the batch goes on decoding meanwhile; an arrival of a tenant with
+        no row in the batch does not wait, and is prefilled without the others
+        (`_newcomers_only`). A full batch still takes such arrivals into its headroom
+        (`_newcomers`).
         """
         rows = self.rows
         joining = [] if rows else [self.pending.get()[2]]
@@ -126,7 +131,8 @@ class ContinuousScheduler(Scheduler):
             taken += self._newcomers(company, [item for item, _ in taken])
         if rows and self._has_newcomer(taken):
             return joining + [item for item, _ in self._newcomers_only(taken)]
-        if rows and taken and room > 0 and len(taken) < PREFILL_COMPANY:
+        busy = len(rows) >= max(1, self.max_batch // BUSY_SHARE)
+        if busy and taken and room > 0 and len(taken) < PREFILL_COMPANY:
             oldest = min(item.queued_at for item, _ in taken)
             if time.monotonic() - oldest < self.prefill_wait_s:
                 for item, arrival in taken:
