@@ -16,7 +16,10 @@ from workers.state import init_state
 from workers.tasks import register_tasks
 
 # How often a saturated worker looks for a newcomer's job (see `workers.dispatch`).
-NEWCOMER_POLL_S = 0.005
+# The newcomer watch looks when interactive work is announced, at most every
+# NEWCOMER_GAP_S, and every NEWCOMER_FALLBACK_S in any case (see `workers.dispatch`).
+NEWCOMER_GAP_S = 0.005
+NEWCOMER_FALLBACK_S = 0.5
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -33,7 +36,8 @@ def create_worker_app(settings: Settings) -> Celery:
             worker_threads(settings),
             # One thread per headroom row the scheduler keeps for newcomers.
             spare=headroom_rows(settings.max_batch),
-            poll_s=NEWCOMER_POLL_S,
+            fallback_s=NEWCOMER_FALLBACK_S,
+            min_gap_s=NEWCOMER_GAP_S,
         ).start()
         serve_metrics(settings)
 

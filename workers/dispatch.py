@@ -9,7 +9,10 @@ While every task thread is busy, no thread is free to take a newcomer's job unti
 the running jobs ends, which under a flood of equally long answers may be a whole
 generation away. The newcomer watch (`NewcomerWatch`) looks for interactive work of tenants
 with nothing running in this worker meanwhile, and runs it in a few threads of its own; the
-scheduler gives such a request a row over the full batch (see `ContinuousScheduler`). The
+scheduler gives such a request a row over the full batch (see `ContinuousScheduler`). It
+looks when interactive work is announced on the fair queue's arrivals channel (and every
+`fallback_s` besides, for an announcement missed while Redis reconnected), never in a
+polling loop: a worker saturated by one tenant's bulk work spends nothing on the watch. The
 message sent for a job the watch ran finds other work, or nothing, later.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 
+import redis
 import structlog
 
 from services.core.bands import Band
@@ -93,15 +97,47 @@ def pick(
     )
 
 
-class NewcomerWatch:
-    """While all `threads` task threads are busy, looks every `poll_s` for interactive work
-    of a tenant with nothing running here, and runs it in one of `spare` threads of its own
-    (see the module)."""
+class Arrivals:
+    """The announcements of interactive work on one channel (see `FairQueue.push`)."""
 
-    def __init__(self, state: WorkerState, threads: int, spare: int, poll_s: float) -> None:
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self.client, self.channel = client, channel
+        self.pubsub: redis.client.PubSub | None = None
+
+    def wait(self, timeout_s: float) -> None:
+        """Return once work was announced (all announcements so far taken), or after
+        `timeout_s`; a broken connection is opened again at the next wait."""
+        try:
+            if self.pubsub is None:
+                self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                self.pubsub.subscribe(self.channel)
+            if self.pubsub.get_message(timeout=timeout_s) is not None:
+                while self.pubsub.get_message(timeout=0) is not None:
+                    pass
+        except (redis.RedisError, OSError):
+            if self.pubsub is not None:
+                self.pubsub.close()
+            self.pubsub = None
+            time.sleep(timeout_s)
+
+
+class NewcomerWatch:
+    """While all `threads` task threads are busy, looks for interactive work of a tenant
+    with nothing running here whenever some is announced (and every `fallback_s`), at most
+    once per `min_gap_s`, and runs it in one of `spare` threads of its own (see the
+    module)."""
+
+    def __init__(
+        self,
+        state: WorkerState,
+        threads: int,
+        spare: int,
+        fallback_s: float,
+        min_gap_s: float,
+    ) -> None:
         self.state = state
         state.in_flight.threads = threads
-        self.poll_s = poll_s
+        self.fallback_s, self.min_gap_s = fallback_s, min_gap_s
         self.spare = threading.BoundedSemaphore(max(1, spare))
 
     def start(self) -> None:
@@ -111,11 +147,14 @@ class NewcomerWatch:
     def _watch(self) -> None:
         state = self.state
         state.wait_ready()
+        arrivals = Arrivals(state.runtime.redis, state.runtime.broker.fair.arrivals_channel)
         while True:
             # Asleep until every task thread is busy: an idle or lightly loaded worker pays
-            # nothing for the watch.
+            # nothing for the watch (the announcements meanwhile wait on the channel, and
+            # are taken at the next wait).
             state.in_flight.saturated.wait()
-            time.sleep(self.poll_s)
+            arrivals.wait(self.fallback_s)
+            time.sleep(self.min_gap_s)
             if not state.in_flight.saturated.is_set() or not self.spare.acquire(blocking=False):
                 continue
             try:

@@ -32,9 +32,12 @@ KEY_PREFIX = "vlmq:fq:"
 SERVED_WINDOW_S = 30
 
 # Append jobs to their tenants' lists; a job already queued is left as it is. A tenant that
-# becomes backlogged starts at max(its own count, the band's virtual time).
+# becomes backlogged starts at max(its own count, the band's virtual time). Interactive work
+# (bands up to DEFAULT) is announced on the queue's arrivals channel, once per call: a
+# saturated worker listens there for a newcomer instead of polling.
 PUSH = """
 local p = ARGV[1]
+local interactive = false
 local i = 2
 while i <= #ARGV do
   local job, tenant, band, cost, alone = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
@@ -51,10 +54,12 @@ while i <= #ARGV do
     if alone == '1' then redis.call('SADD', p..'alone', job) end
     redis.call('HINCRBY', p..'tenant_tokens', tenant, cost)
     redis.call('INCRBY', p..'queued_tokens', cost)
+    if tonumber(band) <= INTERACTIVE_LAST_BAND then interactive = true end
   end
 end
+if interactive then redis.call('PUBLISH', p..'arrivals', '1') end
 return 0
-"""
+""".replace("INTERACTIVE_LAST_BAND", str(int(Band.DEFAULT)))
 
 # Take the next unit: one job, or up to a chunk of one tenant's batch lines (a line marked
 # `alone` goes by itself). Returns {band, tenant, job1, cost1, job2, cost2, ...} or nil.
@@ -376,6 +381,11 @@ class FairQueue:
         """Forget that these jobs are held: their worker claimed them, or could not."""
         if job_ids:
             self.redis.delete(*(self.held_key(job_id) for job_id in job_ids))
+
+    @property
+    def arrivals_channel(self) -> str:
+        """The channel where interactive work is announced as it is queued."""
+        return f"{self.prefix}arrivals"
 
     def held_key(self, job_id: str) -> str:
         """The key that says a worker took the job and has not claimed it yet."""
