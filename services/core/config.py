@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     max_queue_wait_s: float = 300.0
     batch_min_share: float = 0.15
     default_max_queue_ms: int = 0
+    # Celery's task events (sent, received, started, succeeded) for Flower and
+    # celery-exporter; off, they cost no Redis publishes.
+    celery_task_events: bool = False
     # Name tenants by id in `/metrics` labels (off: a short, stable hash of the id).
     metrics_tenant_ids: bool = False
     # A bearer token for the operator's views on the API port: `/metrics` from any address

@@ -25,4 +25,4 @@ def test_piped_worker_logs_are_key_value_lines_without_colour(
         assert not strays, f"{process.log_path.name}: lines in another format: {strays[:5]}"
         assert any("logger=celery." in line for line in lines)
         ready = next(line for line in lines if "event=worker_ready" in line)
-        assert "task_events=true" in ready
+        assert f"task_events={str(settings.celery_task_events).lower()}" in ready
