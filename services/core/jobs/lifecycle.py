@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -81,35 +82,39 @@ def claimable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def claim_job(session: Session, settings: Settings, job_id: str) -> Claim | None:
-    """Start an attempt of one job (see `claim_jobs`); None when there is nothing to do."""
-    claims = claim_jobs(session, settings, [job_id])
-    return claims[0] if claims else None
+def typed(name: str, column: str) -> sa.BindParameter[Any]:
+    """A bound parameter of a job column's type (JSON, UTC datetimes)."""
+    return sa.bindparam(name, type_=Job.__table__.c[column].type)
 
 
-def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list[Claim]:
-    """Start an attempt of each job: queued (or running with an expired lease) becomes running.
-
-    One UPDATE claims them all and returns their input. A job is left out when there is
-    nothing to do: it is gone, terminal, or running under a live lease (a duplicate
-    delivery). A job that has used up its attempts fails; one past its queue deadline
-    (`max_queue_ms`) expires, and never runs.
-    """
-    now = utcnow()
-    in_time = sa.or_(Job.queue_deadline_at.is_(None), Job.queue_deadline_at >= now)
-    rows = session.execute(
+# The two statements every job runs, built once: SQLAlchemy keys its compiled-statement
+# cache by the statement's structure, and working that key out again for a statement built
+# anew each time (its values clause walked bind by bind) cost more than the database's own
+# work on SQLite.
+@cache
+def claim_statement() -> sa.Update:
+    """Claim the jobs `ids_` at `now_` (see `claim_jobs`)."""
+    now = typed("now_", "started_at")
+    return (
         sa.update(Job)
         .where(
-            Job.id.in_(job_ids),
-            claimable(now),
-            Job.attempts < settings.max_attempts,
-            sa.or_(Job.status != JobStatus.QUEUED.value, in_time),
+            Job.id.in_(sa.bindparam("ids_", expanding=True)),
+            sa.or_(
+                Job.status == JobStatus.QUEUED.value,
+                sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
+            ),
+            Job.attempts < sa.bindparam("max_attempts_"),
+            sa.or_(
+                Job.status != JobStatus.QUEUED.value,
+                Job.queue_deadline_at.is_(None),
+                Job.queue_deadline_at >= now,
+            ),
         )
         .values(
             status=JobStatus.RUNNING.value,
             attempts=Job.attempts + 1,
             started_at=sa.func.coalesce(Job.started_at, now),
-            lease_expires_at=now + timedelta(seconds=settings.lease_s),
+            lease_expires_at=typed("lease_until_", "lease_expires_at"),
         )
         .returning(
             Job.id,
@@ -133,6 +138,57 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
             .scalar_subquery()
             .label("first_image_data"),
         )
+        # Nothing of these sessions is in the identity map: no session to synchronize.
+        .execution_options(synchronize_session=False)
+    )
+
+
+@cache
+def finish_statement() -> sa.Update:
+    """Record the answer of the attempt `attempt_` of the job `job_id_` (see `finish_job`)."""
+    return (
+        sa.update(Job)
+        .where(
+            Job.id == sa.bindparam("job_id_"),
+            Job.status == JobStatus.RUNNING.value,
+            Job.attempts == sa.bindparam("attempt_"),
+        )
+        .values(
+            status=JobStatus.SUCCEEDED.value,
+            output=sa.bindparam("output_"),
+            result=typed("result_", "result"),
+            cache_hit=sa.bindparam("cache_hit_"),
+            metrics=typed("metrics_", "metrics"),
+            completed_at=typed("completed_at_", "completed_at"),
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def claim_job(session: Session, settings: Settings, job_id: str) -> Claim | None:
+    """Start an attempt of one job (see `claim_jobs`); None when there is nothing to do."""
+    claims = claim_jobs(session, settings, [job_id])
+    return claims[0] if claims else None
+
+
+def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list[Claim]:
+    """Start an attempt of each job: queued (or running with an expired lease) becomes running.
+
+    One UPDATE claims them all and returns their input. A job is left out when there is
+    nothing to do: it is gone, terminal, or running under a live lease (a duplicate
+    delivery). A job that has used up its attempts fails; one past its queue deadline
+    (`max_queue_ms`) expires, and never runs.
+    """
+    now = utcnow()
+    rows = session.execute(
+        claim_statement(),
+        {
+            "ids_": list(job_ids),
+            "now_": now,
+            "max_attempts_": settings.max_attempts,
+            "lease_until_": now + timedelta(seconds=settings.lease_s),
+        },
     ).all()
     claims = [
         Claim(
@@ -249,16 +305,19 @@ def finish_job(
         "metrics": attempt_metrics(claim, inference_ms, batch_size, now),
         "completed_at": now,
     }
-    done = rows_changed(
-        session,
-        sa.update(Job)
-        .where(
-            Job.id == claim.job_id,
-            Job.status == JobStatus.RUNNING.value,
-            Job.attempts == claim.attempt,
-        )
-        .values(**final, lease_expires_at=None),
+    changed: sa.CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        finish_statement(),
+        {
+            "job_id_": claim.job_id,
+            "attempt_": claim.attempt,
+            "output_": output,
+            "result_": result,
+            "cache_hit_": cache_hit,
+            "metrics_": final["metrics"],
+            "completed_at_": now,
+        },
     )
+    done = changed.rowcount
     if done:
         ending = {
             **final,
