@@ -112,9 +112,12 @@ def create_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def rows_changed(session: Session, statement: sa.Update | sa.Delete) -> int:
-    """Execute an UPDATE or DELETE and return how many rows it changed."""
-    result: sa.CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+def rows_changed(
+    session: Session, statement: sa.Update | sa.Delete, params: dict[str, Any] | None = None
+) -> int:
+    """Execute an UPDATE or DELETE (with the values of its bound `params`) and return how
+    many rows it changed."""
+    result: sa.CursorResult[Any] = session.execute(statement, params)  # type: ignore[assignment]
     return int(result.rowcount)
 
 

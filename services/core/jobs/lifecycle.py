@@ -74,8 +74,9 @@ def elapsed_ms(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds() * 1000, 3)
 
 
-def claimable(now: datetime) -> sa.ColumnElement[bool]:
-    """Queued, or running under a lease that has run out (its worker is gone)."""
+def claimable(now: datetime | sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """Queued, or running under a lease that has run out (its worker is gone) at `now` (a
+    time, or a bound parameter of one)."""
     return sa.or_(
         Job.status == JobStatus.QUEUED.value,
         sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
@@ -99,10 +100,7 @@ def claim_statement() -> sa.Update:
         sa.update(Job)
         .where(
             Job.id.in_(sa.bindparam("ids_", expanding=True)),
-            sa.or_(
-                Job.status == JobStatus.QUEUED.value,
-                sa.and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
-            ),
+            claimable(now),
             Job.attempts < sa.bindparam("max_attempts_"),
             sa.or_(
                 Job.status != JobStatus.QUEUED.value,
@@ -305,7 +303,8 @@ def finish_job(
         "metrics": attempt_metrics(claim, inference_ms, batch_size, now),
         "completed_at": now,
     }
-    changed: sa.CursorResult[Any] = session.execute(  # type: ignore[assignment]
+    done = rows_changed(
+        session,
         finish_statement(),
         {
             "job_id_": claim.job_id,
@@ -317,7 +316,6 @@ def finish_job(
             "completed_at_": now,
         },
     )
-    done = changed.rowcount
     if done:
         ending = {
             **final,
