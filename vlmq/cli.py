@@ -229,7 +229,7 @@ def local_key(settings: Settings) -> str:
     "own supervisor.",
 )
 def worker(supervise: bool) -> None:
-    """Run a Celery worker for the configured model (one per GPU)."""
+    """Run a model worker for the configured model (one per GPU)."""
     share_metrics(Settings())
     if supervise:
         from services.core.logs import configure_logging
@@ -238,7 +238,7 @@ def worker(supervise: bool) -> None:
         configure_logging(Settings())
         start = functools.partial(start_vlmq, ["worker", "--no-supervise"], None)
         sys.exit(run_supervised("worker", start))
-    from workers.celery_app import run_worker
+    from workers.consumer import run_worker
 
     run_worker(Settings())
 

@@ -1,1 +1,2 @@
-"""vlmq workers: the Celery app, the tasks, and the model backends."""
+"""vlmq workers: the model worker (task threads on the fair queue), the background worker's
+Celery tasks, and the model backends."""

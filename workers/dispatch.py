@@ -1,9 +1,9 @@
-"""What a worker runs when it takes a message of its model's queue: the fairest unit of work
-waiting then (see `services.core.fair_queue`), not the job the message was sent for.
+"""What a worker's task thread runs: the fairest unit of work of its model waiting then (see
+`services.core.fair_queue`), taken straight from the fair queue (see `workers.consumer`).
 
 A unit is one interactive job, or a chunk of one tenant's batch lines. A job that turns out
 to have nothing to do (canceled, expired, run already) gives its charge back, and the
-thread takes the next unit instead, so a message is never spent on nothing while work waits.
+thread takes the next unit instead.
 
 While every task thread is busy, no thread is free to take a newcomer's job until one of
 the running jobs ends, which under a flood of equally long answers may be a whole
@@ -12,8 +12,7 @@ with nothing running in this worker meanwhile, and runs it in a few threads of i
 scheduler gives such a request a row over the full batch (see `ContinuousScheduler`). It
 looks when interactive work is announced on the fair queue's arrivals channel (and every
 `fallback_s` besides, for an announcement missed while Redis reconnected), never in a
-polling loop: a worker saturated by one tenant's bulk work spends nothing on the watch. The
-message sent for a job the watch ran finds other work, or nothing, later.
+polling loop: a worker saturated by one tenant's bulk work spends nothing on the watch.
 """
 
 from __future__ import annotations
@@ -21,17 +20,17 @@ from __future__ import annotations
 import threading
 import time
 
-import redis
 import structlog
 
 from services.core.bands import Band
 from services.core.fair_queue import Picked
 from workers.batch_lines import run_chunk
+from workers.doorbell import Doorbell
 from workers.pipeline import run_job
 from workers.state import WorkerState
 
 log = structlog.get_logger(__name__)
-# Units one message may find with nothing to do before it gives up (a burst of cancels).
+# Units a thread may find with nothing to do before it rests (a burst of cancels).
 MAX_SKIPPED = 64
 
 
@@ -97,30 +96,6 @@ def pick(
     )
 
 
-class Arrivals:
-    """The announcements of interactive work on one channel (see `FairQueue.push`)."""
-
-    def __init__(self, client: redis.Redis, channel: str) -> None:
-        self.client, self.channel = client, channel
-        self.pubsub: redis.client.PubSub | None = None
-
-    def wait(self, timeout_s: float) -> None:
-        """Return once work was announced (all announcements so far taken), or after
-        `timeout_s`; a broken connection is opened again at the next wait."""
-        try:
-            if self.pubsub is None:
-                self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                self.pubsub.subscribe(self.channel)
-            if self.pubsub.get_message(timeout=timeout_s) is not None:
-                while self.pubsub.get_message(timeout=0) is not None:
-                    pass
-        except (redis.RedisError, OSError):
-            if self.pubsub is not None:
-                self.pubsub.close()
-            self.pubsub = None
-            time.sleep(timeout_s)
-
-
 class NewcomerWatch:
     """While all `threads` task threads are busy, looks for interactive work of a tenant
     with nothing running here whenever some is announced (and every `fallback_s`), at most
@@ -130,12 +105,13 @@ class NewcomerWatch:
     def __init__(
         self,
         state: WorkerState,
+        doorbell: Doorbell,
         threads: int,
         spare: int,
         fallback_s: float,
         min_gap_s: float,
     ) -> None:
-        self.state = state
+        self.state, self.doorbell = state, doorbell
         state.in_flight.threads = threads
         self.fallback_s, self.min_gap_s = fallback_s, min_gap_s
         self.spare = threading.BoundedSemaphore(max(1, spare))
@@ -145,15 +121,16 @@ class NewcomerWatch:
         threading.Thread(target=self._watch, name="vlmq-newcomers", daemon=True).start()
 
     def _watch(self) -> None:
-        state = self.state
+        state, doorbell = self.state, self.doorbell
         state.wait_ready()
-        arrivals = Arrivals(state.runtime.redis, state.runtime.broker.fair.arrivals_channel)
+        seen = doorbell.interactive_rings
         while True:
             # Asleep until every task thread is busy: an idle or lightly loaded worker pays
-            # nothing for the watch (the announcements meanwhile wait on the channel, and
-            # are taken at the next wait).
+            # nothing for the watch (an announcement made meanwhile is seen at the next
+            # wait, which then returns at once).
             state.in_flight.saturated.wait()
-            arrivals.wait(self.fallback_s)
+            doorbell.wait_interactive(seen, self.fallback_s)
+            seen = doorbell.interactive_rings
             time.sleep(self.min_gap_s)
             if not state.in_flight.saturated.is_set() or not self.spare.acquire(blocking=False):
                 continue

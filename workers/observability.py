@@ -1,5 +1,6 @@
-"""What every worker process sets up to be seen: vlmq's log format for Celery's lines too,
-and, when `VLMQ_METRICS_PORT` is set, an endpoint serving this host's metrics."""
+"""What every worker process sets up to be seen: vlmq's log format (for Celery's lines too,
+in the background worker), and, when `VLMQ_METRICS_PORT` is set, an endpoint serving this
+host's metrics."""
 
 from __future__ import annotations
 

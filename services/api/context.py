@@ -9,7 +9,7 @@ from services.core.runtime import Runtime
 
 
 def runtime() -> Runtime:
-    """The app's runtime (database, Redis, Celery)."""
+    """The app's runtime (database, Redis, broker)."""
     value: Runtime = current_app.extensions["vlmq"]
     return value
 

@@ -277,7 +277,7 @@ class Settings(BaseSettings):
 
     @property
     def infer_queue(self) -> str:
-        """The Celery queue of this model (`vlmq.infer.<model>`)."""
+        """The name of this model's fair queue (`vlmq.infer.<model>`), in its Redis keys."""
         return "vlmq.infer." + re.sub(r"[^A-Za-z0-9_.-]", "-", self.model_id)
 
     @property

@@ -32,12 +32,13 @@ KEY_PREFIX = "vlmq:fq:"
 SERVED_WINDOW_S = 30
 
 # Append jobs to their tenants' lists; a job already queued is left as it is. A tenant that
-# becomes backlogged starts at max(its own count, the band's virtual time). Interactive work
-# (bands up to DEFAULT) is announced on the queue's arrivals channel, once per call: a
-# saturated worker listens there for a newcomer instead of polling.
+# becomes backlogged starts at max(its own count, the band's virtual time). The jobs queued
+# are announced on the queue's arrivals channel, once per call, as "<jobs> <1 if any is
+# interactive (bands up to DEFAULT), else 0>": idle workers wait there for work, and a
+# saturated worker for a newcomer, instead of polling.
 PUSH = """
 local p = ARGV[1]
-local interactive = false
+local pushed, interactive = 0, 0
 local i = 2
 while i <= #ARGV do
   local job, tenant, band, cost, alone = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
@@ -54,11 +55,12 @@ while i <= #ARGV do
     if alone == '1' then redis.call('SADD', p..'alone', job) end
     redis.call('HINCRBY', p..'tenant_tokens', tenant, cost)
     redis.call('INCRBY', p..'queued_tokens', cost)
-    if tonumber(band) <= INTERACTIVE_LAST_BAND then interactive = true end
+    pushed = pushed + 1
+    if tonumber(band) <= INTERACTIVE_LAST_BAND then interactive = 1 end
   end
 end
-if interactive then redis.call('PUBLISH', p..'arrivals', '1') end
-return 0
+if pushed > 0 then redis.call('PUBLISH', p..'arrivals', pushed..' '..interactive) end
+return pushed
 """.replace("INTERACTIVE_LAST_BAND", str(int(Band.DEFAULT)))
 
 # Take the next unit: one job, or up to a chunk of one tenant's batch lines (a line marked
@@ -384,7 +386,7 @@ class FairQueue:
 
     @property
     def arrivals_channel(self) -> str:
-        """The channel where interactive work is announced as it is queued."""
+        """The channel where work is announced as it is queued (see `PUSH`)."""
         return f"{self.prefix}arrivals"
 
     def held_key(self, job_id: str) -> str:

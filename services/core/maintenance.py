@@ -3,7 +3,8 @@ deadline, re-send lost webhook deliveries, resume stalled batches, prune what th
 settings no longer keep.
 
 The database is the source of truth. A running job whose lease expired lost its worker;
-a queued job not picked up for a while may have lost its message (Redis restarted empty).
+a queued job not picked up for a while may have lost its place in the fair queue (Redis
+restarted empty).
 Re-enqueueing is always safe: claiming a job is idempotent, and so is claiming a webhook
 delivery attempt or running a batch task again.
 """
@@ -195,9 +196,6 @@ def run_pass(runtime: Runtime) -> int:
     # Each part waits for the next pass if it fails; the jobs above are already handled.
     try:
         expire_overdue_jobs(runtime)
-        # Units of work whose message was lost (with a worker, or before it was sent).
-        if sent := runtime.broker.send_missing_messages():
-            log.info("missing_messages_sent", messages=sent)
         sync_tenant_weights(runtime)
     except Exception:
         log.exception("fair_queue_upkeep_failed")
