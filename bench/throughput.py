@@ -279,6 +279,12 @@ def main() -> None:
         default=None,
         help="serve a random-weight GLM-4V of this text size instead (inference-bound load)",
     )
+    parser.add_argument(
+        "--batching",
+        choices=["continuous", "static"],
+        default="continuous",
+        help="the service's VLMQ_BATCHING",
+    )
     args = parser.parse_args()
     MAX_TOKENS = args.max_tokens
     if args.random_model:
@@ -301,7 +307,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        service = VlmqService(args.model, tmp, max_batch=max(args.concurrency))
+        service = VlmqService(
+            args.model,
+            tmp,
+            max_batch=max(args.concurrency),
+            extra_env={"VLMQ_BATCHING": args.batching},
+        )
         try:
             service.sender(service.new_key("warmup"))(questions[-1])
             root = psutil.Process(service.process.pid)
