@@ -5,13 +5,11 @@ The API runs in-process (Flask's test client) and the worker's pipeline in a thr
 this process (`workers.pipeline.run_job`, a fake model), so every statement and round trip
 of both can be counted: SQL with SQLAlchemy's `before_cursor_execute` event on their
 engines, Redis by counting every packet of commands a redis-py connection sends (one per
-command, one per pipeline), Celery's publish of the task included. Not counted: the
-Celery consumer's own fetch and acknowledgement of the message (the test calls the
-pipeline directly), and the per-process work that is not per job (lease renewals,
+command, one per pipeline). No broker message stands for a job: the worker takes it from
+the fair queue. Not counted: the per-process work that is not per job (lease renewals,
 heartbeats, the maintenance pass). The rate limiter's round trips (Flask-Limiter's
 sliding-window hit and the window read for the `x-ratelimit-*` headers) are counted
-apart. Celery's task events are off by default (`VLMQ_CELERY_TASK_EVENTS`), so no job
-publishes any. Warm-up jobs first open every connection.
+apart. Warm-up jobs first open every connection.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ from workers.schedulers import StaticScheduler
 
 # The targets: the most one job may cost (and the rate limiter's share, on top).
 MAX_STATEMENTS = 5
-MAX_ROUND_TRIPS = 6
+MAX_ROUND_TRIPS = 5
 MAX_RATE_LIMIT_ROUND_TRIPS = 2
 # Celery's task events are off by default: no publish to the event exchange.
 TASK_EVENT_ROUND_TRIPS = 0
