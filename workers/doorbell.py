@@ -65,11 +65,14 @@ class Doorbell:
             )
 
     def ring(self, jobs: int, interactive: bool) -> None:
-        """Count an announcement of `jobs` jobs: wake that many idle task threads, and the
-        newcomer watch when the work is interactive."""
+        """Count an announcement of `jobs` jobs: wake that many idle task threads (every one
+        when `jobs` is 0), and the newcomer watch when the work is interactive."""
         with self._work:
             self.rings += 1
-            self._work.notify(max(1, jobs))
+            if jobs > 0:
+                self._work.notify(jobs)
+            else:
+                self._work.notify_all()
             if interactive:
                 self.interactive_rings += 1
                 self._interactive.notify_all()
@@ -91,11 +94,7 @@ class Doorbell:
                     pubsub.close()
                 pubsub = None
                 # Whatever was announced meanwhile is lost: let every waiter look.
-                with self._work:
-                    self.rings += 1
-                    self.interactive_rings += 1
-                    self._work.notify_all()
-                    self._interactive.notify_all()
+                self.ring(0, interactive=True)
                 time.sleep(LISTEN_S)
 
 

@@ -373,13 +373,12 @@ def finish_batch_lines(session: Session, answers: list[Finished]) -> None:
     if not together:
         return
     now = utcnow()
-    jobs = JOBS  # Core: an executemany with per-row conditions
     session.execute(
-        sa.update(jobs)
+        sa.update(JOBS)  # Core: an executemany with per-row conditions
         .where(
-            jobs.c.id == sa.bindparam("b_id"),
-            jobs.c.status == JobStatus.RUNNING.value,
-            jobs.c.attempts == sa.bindparam("b_attempt"),
+            JOBS.c.id == sa.bindparam("b_id"),
+            JOBS.c.status == JobStatus.RUNNING.value,
+            JOBS.c.attempts == sa.bindparam("b_attempt"),
         )
         .values(
             status=JobStatus.SUCCEEDED.value,
