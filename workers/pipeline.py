@@ -127,6 +127,10 @@ def predict_and_record(
     """
     if claim.stream:
         redis_client, job_id = runtime.redis, claim.job_id
+        if claim.attempt > 1:
+            # Readers of the stream start the new attempt's text afresh, not after the text
+            # of the attempt that was cut off.
+            notify.publish_attempt(redis_client, job_id, claim.attempt)
         request = dataclasses.replace(
             request,
             on_text=lambda delta, logprobs: notify.publish_delta(

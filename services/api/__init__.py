@@ -15,6 +15,7 @@ from services.api.moderations.routes import bp as moderations_bp
 from services.api.openapi.routes import bp as openapi_bp
 from services.api.playground.routes import bp as playground_bp
 from services.api.presets.routes import bp as presets_bp
+from services.api.responses.routes import bp as responses_bp
 from services.api.usage.routes import bp as usage_bp
 from services.api.webhooks.routes import bp as webhooks_bp
 from services.core.bootstrap import create_runtime
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     resources = (
         jobs_bp,
         chat_bp,
+        responses_bp,
         moderations_bp,
         files_bp,
         batches_bp,

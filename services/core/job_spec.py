@@ -29,6 +29,8 @@ class SubmitOptions:
     band: Band = Band.DEFAULT
     max_queue_ms: int | None = None
     moderation: dict[str, Any] | None = None
+    # Responses API jobs: what the response object echoes (`background`, `store`, …).
+    response: dict[str, Any] | None = None
 
     @property
     def background(self) -> bool:
@@ -58,4 +60,5 @@ class JobSpec:
             "stream": self.options.stream,
             "webhook": self.options.webhook,
             "webhook_events": self.options.webhook_events,
+            "response": self.options.response,
         }

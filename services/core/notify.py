@@ -208,6 +208,10 @@ class StreamEvent:
     delta: str = ""
     done: bool = False
     logprobs: list[dict[str, Any]] = field(default_factory=list)
+    # A new attempt at the job starts here (its text replaces the earlier attempt's).
+    attempt: int = 0
+    # The entry's id in the stream: a reader resumes after it.
+    entry_id: str = ""
 
 
 def stream_key(job_id: str) -> str:
@@ -225,6 +229,11 @@ def publish_delta(
     append_to_stream(client, job_id, fields)
 
 
+def publish_attempt(client: redis.Redis, job_id: str, attempt: int) -> None:
+    """Mark the start of a new attempt at the job (an earlier one was cut off)."""
+    append_to_stream(client, job_id, {"attempt": str(attempt).encode()})
+
+
 def publish_end(client: redis.Redis, job_id: str) -> None:
     """Mark the job's stream finished."""
     append_to_stream(client, job_id, {"done": b"1"})
@@ -240,18 +249,42 @@ def append_to_stream(client: redis.Redis, job_id: str, fields: dict[str, bytes])
 
 
 def read_stream(client: redis.Redis, job_id: str, block_ms: int) -> Iterator[StreamEvent | None]:
-    """Events of the job's stream from its start; yields None each time `block_ms` passes idle."""
-    last_id: Any = "0-0"
+    """Events of the job's stream from its start, up to its first end; yields None each time
+    `block_ms` passes idle."""
+    for event in stream_entries(client, job_id, block_ms):
+        if event is not None and event.attempt:
+            continue
+        yield event
+        if event is not None and event.done:
+            return
+
+
+def stream_entries(
+    client: redis.Redis, job_id: str, block_ms: int, after: str = "0-0"
+) -> Iterator[StreamEvent | None]:
+    """Every entry of the job's stream after the entry `after` (ends and new attempts
+    included), for as long as the reader reads; None each time `block_ms` passes idle
+    (`block_ms` 0: once, when the entries so far have been read)."""
+    last_id: Any = after
     key = stream_key(job_id)
     while True:
-        answer: Any = client.xread({key: last_id}, block=block_ms, count=100)
+        answer: Any = client.xread({key: last_id}, block=block_ms or None, count=100)
         if not answer:
             yield None
+            if not block_ms:
+                return
             continue
         for entry_id, fields in answer[0][1]:
             last_id = entry_id
-            if fields.get(b"done"):
-                yield StreamEvent(done=True)
-                return
-            logprobs = json.loads(fields[b"logprobs"]) if fields.get(b"logprobs") else []
-            yield StreamEvent(delta=fields.get(b"delta", b"").decode(), logprobs=logprobs)
+            yield stream_event(entry_id, fields)
+
+
+def stream_event(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEvent:
+    """One entry of a job's stream."""
+    ident = entry_id.decode()
+    if fields.get(b"done"):
+        return StreamEvent(done=True, entry_id=ident)
+    if fields.get(b"attempt"):
+        return StreamEvent(attempt=int(fields[b"attempt"]), entry_id=ident)
+    logprobs = json.loads(fields[b"logprobs"]) if fields.get(b"logprobs") else []
+    return StreamEvent(delta=fields.get(b"delta", b"").decode(), logprobs=logprobs, entry_id=ident)

@@ -1,6 +1,7 @@
 """The one submit use case: a parsed request becomes jobs.
 
-Each protocol's request becomes `JobSpec`s (`job_specs`, `chat_specs`, `moderation_specs`:
+Each protocol's request becomes `JobSpec`s (`job_specs`, `chat_specs`, `response_specs`,
+`moderation_specs`:
 model, preset, webhook and images resolved, everything checked, nothing stored), and
 `submit` turns the specs of one request into jobs: quota, `Idempotency-Key`, cache, the rows
 and their outbox events in one transaction, then the queue. `/v1/jobs`, chat and moderations
@@ -51,6 +52,7 @@ from services.core.quota import refuse_over_quota
 from services.core.requests.chat import ChatCompletionRequest
 from services.core.requests.jobs import JobCreateRequest
 from services.core.requests.moderations import ModerationRequest
+from services.core.requests.responses import ResponseCreateRequest
 from services.core.runtime import Runtime
 from services.core.storage import count_stored, refuse_over_storage
 from services.core.tables import Image, Job, JobStatus, image_hashes
@@ -105,26 +107,67 @@ def chat_specs(
     """The jobs of a chat request: one per choice (`n`). With sampling and a seed, the
     choices' seeds are seed, seed+1, … (so they differ and each is reproducible); greedy
     choices are the same answer, which the cache and single flight compute once."""
-    model = served_model(body.model, settings)
-    params = body.to_params(settings)
-    hook = webhook_options(body.webhook, body.webhook_events_filter, settings)
-    request = canonical_from_messages(body.messages, settings)
-    request = with_preset(session, tenant_id, request, body.preset, settings)
-    options = SubmitOptions(
-        kind="chat",
-        model=model,
-        stream=body.stream,
-        band=body.band(),
-        max_queue_ms=body.queue_limit_ms(settings),
-        **hook,
+    spec = conversation_spec(
+        session, settings, tenant_id, body, body.messages, kind="chat", stream=body.stream
     )
-    spec = checked(JobSpec(request, params, options), settings)
+    params = spec.params
     if params.temperature > 0 and params.seed is not None:
         return [
             replace(spec, params=params.model_copy(update={"seed": params.seed + index}))
             for index in range(body.n)
         ]
     return [spec] * body.n
+
+
+def response_specs(
+    session: Session, settings: Settings, tenant_id: str, body: ResponseCreateRequest
+) -> list[JobSpec]:
+    """The job of a Responses request. Its text is always published as it is generated, so
+    a background response can be streamed (and a stream resumed) whenever it is read."""
+    return [
+        conversation_spec(
+            session,
+            settings,
+            tenant_id,
+            body,
+            body.chat_messages(),
+            kind="response",
+            stream=True,
+            metadata=body.metadata or {},
+            response=body.options(),
+        )
+    ]
+
+
+def conversation_spec(
+    session: Session,
+    settings: Settings,
+    tenant_id: str,
+    body: ChatCompletionRequest | ResponseCreateRequest,
+    messages: Any,
+    *,
+    kind: str,
+    stream: bool,
+    metadata: dict[str, Any] | None = None,
+    response: dict[str, Any] | None = None,
+) -> JobSpec:
+    """The job of an OpenAI conversation (chat messages), checked."""
+    model = served_model(body.model, settings)
+    params = body.to_params(settings)
+    hook = webhook_options(body.webhook, body.webhook_events_filter, settings)
+    request = canonical_from_messages(messages, settings)
+    request = with_preset(session, tenant_id, request, body.preset, settings)
+    options = SubmitOptions(
+        kind=kind,
+        model=model,
+        metadata=metadata or {},
+        stream=stream,
+        band=body.band(),
+        max_queue_ms=body.queue_limit_ms(settings),
+        response=response,
+        **hook,
+    )
+    return checked(JobSpec(request, params, options), settings)
 
 
 def moderation_specs(
@@ -347,6 +390,7 @@ def job_values(
         batch_id=options.batch_id,
         custom_id=options.custom_id,
         moderation=options.moderation,
+        response=options.response,
         request_id=current_request_id(),
         metrics={},
         attempts=0,

@@ -181,6 +181,9 @@ class Job(Base):
     custom_id: Mapped[str | None] = mapped_column(sa.String(200))
     # Moderation jobs: the thresholds in force and the kinds of input ("image", "text").
     moderation: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    # Responses API jobs: what the response object echoes (`background`, `store`,
+    # `instructions`, `service_tier`).
+    response: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
     # The `x-request-id` of the request that made the job (a batch line: its batch's), bound
     # to the worker's and the webhook's log lines.
     request_id: Mapped[str | None] = mapped_column(sa.String(128))

@@ -60,6 +60,19 @@ def unsupported(name: str, message: str) -> InvalidRequestError:
     return InvalidRequestError(message, code="unsupported_parameter", param=name)
 
 
+def refuse_unsupported(
+    raw: Any, fields: dict[str, Callable[[Any], bool]], reasons: dict[str, str]
+) -> None:
+    """A `400 unsupported_parameter` for the first of `fields` that `raw` (a body) sets to a
+    value asking for something (`reasons` says why a field is not supported)."""
+    if not isinstance(raw, dict):
+        return
+    for name, asks_nothing in fields.items():
+        if name in raw and not asks_nothing(raw[name]):
+            reason = reasons.get(name, "vlmq does not implement it")
+            raise unsupported(name, f"{name}={raw[name]!r} is not supported: {reason}")
+
+
 class ChatCompletionRequest(GenerationRequest, QueueingRequest):
     """The fields of OpenAI's chat request that vlmq reads; others are ignored, as in vLLM,
     except those in `UNSUPPORTED_FIELDS`, which would change the answer and are refused."""
@@ -80,11 +93,7 @@ class ChatCompletionRequest(GenerationRequest, QueueingRequest):
     @model_validator(mode="before")
     @classmethod
     def _refuse_unsupported(cls, raw: Any) -> Any:
-        if isinstance(raw, dict):
-            for name, asks_nothing in UNSUPPORTED_FIELDS.items():
-                if name in raw and not asks_nothing(raw[name]):
-                    reason = WHY_UNSUPPORTED.get(name, "vlmq does not implement it")
-                    raise unsupported(name, f"{name}={raw[name]!r} is not supported: {reason}")
+        refuse_unsupported(raw, UNSUPPORTED_FIELDS, WHY_UNSUPPORTED)
         return raw
 
     @model_validator(mode="after")
