@@ -22,7 +22,11 @@ from services.core.tables import Batch, BatchStatus, File, FileChunk
 from services.core.tenancy import get_owned
 
 CHUNK_BYTES = 1 << 20
-PURPOSES = ("batch", "batch_output")
+# What a client may upload a file for: a batch's input lines, or an image to ask about by
+# `file_id` (`vision`, and OpenAI's general `user_data`).
+UPLOAD_PURPOSES = ("batch", "vision", "user_data")
+IMAGE_PURPOSES = ("vision", "user_data")
+PURPOSES = (*UPLOAD_PURPOSES, "batch_output")
 # The lives a client may give a file (`expires_after`, `output_expires_after`), as OpenAI
 # allows: one hour to 30 days, counted from the file's creation.
 EXPIRES_AFTER_S = (3600, 30 * 86400)
@@ -133,6 +137,26 @@ def store_file(
             session.add(FileChunk(file_id=file.id, seq=seq, data=buffer))
             file.bytes += len(buffer)
     return file
+
+
+def file_image(session: Session, tenant_id: str, file_id: str, max_bytes: int) -> bytes:
+    """The bytes of the tenant's image file (`purpose` vision or user_data), or a 404 for a
+    file it does not own, a 400 for one of another purpose or over `max_bytes`."""
+    file = get_file(session, tenant_id, file_id)
+    if file.purpose not in IMAGE_PURPOSES:
+        raise InvalidRequestError(
+            f"file {file_id!r} is not an image file (purpose vision or user_data)",
+            param="file_id",
+        )
+    if file.bytes > max_bytes:
+        raise InvalidRequestError(
+            f"file {file_id!r} is over the image size limit of {max_bytes} bytes",
+            param="file_id",
+        )
+    chunks = session.scalars(
+        sa.select(FileChunk.data).where(FileChunk.file_id == file.id).order_by(FileChunk.seq)
+    )
+    return b"".join(chunks)
 
 
 def upload_chunks(stream: IO[bytes]) -> Iterator[bytes]:

@@ -14,8 +14,10 @@ is down, the maintenance pass enqueues it later).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import redis
@@ -31,6 +33,7 @@ from services.core.config import Settings
 from services.core.db import utcnow
 from services.core.errors import InvalidRequestError, ServiceUnavailableError, VlmqError
 from services.core.fair_queue import QueuedWork
+from services.core.files import file_image
 from services.core.idempotency import IdempotencyClaim
 from services.core.ids import new_id
 from services.core.inputs.images import CheckedImage, check_image, image_bytes_from_reference
@@ -130,13 +133,19 @@ def response_specs(
             settings,
             tenant_id,
             body,
-            body.chat_messages(),
+            body.chat_messages(partial(file_url, session, settings, tenant_id)),
             kind="response",
             stream=True,
             metadata=body.metadata or {},
             response=body.options(),
         )
     ]
+
+
+def file_url(session: Session, settings: Settings, tenant_id: str, file_id: str) -> str:
+    """The tenant's image file as a data URL, as an `image_url` part carries an image."""
+    data = file_image(session, tenant_id, file_id, settings.max_image_bytes)
+    return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
 
 
 def conversation_spec(

@@ -276,3 +276,38 @@ def test_another_tenant_sees_no_response(
         make_client(live_server, api_key).responses.retrieve(
             "resp_" + job["id"].removeprefix("job_")
         )
+
+
+def test_an_image_is_asked_about_by_the_file_id_of_an_uploaded_file(
+    live_server: str, api_key: str, other_api_key: str, settings: Any
+) -> None:
+    client = make_client(live_server, api_key)
+    image = shape_png("green", "square")
+    uploaded = client.files.create(file=("square.png", image), purpose="vision")
+    assert uploaded.purpose == "vision"
+    question = fresh_question()
+
+    def ask(part: dict[str, Any], key: str = api_key) -> Any:
+        return make_client(live_server, key).responses.create(
+            model=settings.model_id,
+            input=[
+                {
+                    "role": "user",
+                    "content": [part, {"type": "input_text", "text": question}],
+                }
+            ],  # type: ignore[arg-type]
+            max_output_tokens=4,
+            temperature=0,
+        )
+
+    by_file = ask({"type": "input_image", "file_id": uploaded.id})
+    by_url = ask({"type": "input_image", "image_url": data_url(image)})
+    assert by_file.output_text == by_url.output_text
+    assert by_file.usage is not None and by_url.usage is not None
+    assert by_file.usage.input_tokens == by_url.usage.input_tokens
+    # Another tenant's file is unknown; a batch file is not an image.
+    with pytest.raises(openai.NotFoundError):
+        ask({"type": "input_image", "file_id": uploaded.id}, other_api_key)
+    batch_file = client.files.create(file=("lines.jsonl", b"{}\n"), purpose="batch")
+    with pytest.raises(openai.BadRequestError):
+        ask({"type": "input_image", "file_id": batch_file.id})

@@ -12,6 +12,8 @@ from services.api.request_parsing import page_limit
 from services.api.respond import respond
 from services.core.errors import InvalidRequestError
 from services.core.files import (
+    PURPOSES,
+    UPLOAD_PURPOSES,
     check_expires_after,
     delete_file,
     file_chunks,
@@ -31,7 +33,7 @@ FILE_FORM = {
     "required": ["file", "purpose"],
     "properties": {
         "file": {"type": "string", "format": "binary"},
-        "purpose": {"type": "string", "enum": ["batch"]},
+        "purpose": {"type": "string", "enum": list(UPLOAD_PURPOSES)},
         "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
         "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000},
     },
@@ -40,7 +42,7 @@ FILE_LINKS = {
     "GetFile": {"operationId": "getFile", "parameters": {"file_id": "$response.body#/id"}},
     "DeleteFile": {"operationId": "deleteFile", "parameters": {"file_id": "$response.body#/id"}},
 }
-PURPOSE = Param("purpose", "query", {"type": "string", "enum": ["batch", "batch_output"]})
+PURPOSE = Param("purpose", "query", {"type": "string", "enum": list(PURPOSES)})
 
 
 def checked_filename(raw: str | None) -> str:
@@ -75,7 +77,8 @@ def requested_life_s() -> int | None:
 
 @bp.post("")
 @operation(
-    summary="Upload a JSONL batch input file (multipart: `file`, `purpose=batch`).",
+    summary="Upload a file (multipart: `file`, `purpose`): a JSONL batch input (`batch`) or "
+    "an image to ask about by `file_id` (`vision`, `user_data`).",
     tag="openai",
     answers={200: FileResponse},
     errors=(400, 413, 429),
@@ -83,14 +86,16 @@ def requested_life_s() -> int | None:
     links=FILE_LINKS,
 )
 def upload_file() -> Response:
-    """Store an uploaded file (`file` + `purpose=batch`, optionally `expires_after`),
-    streamed into chunks."""
+    """Store an uploaded file (`file` + `purpose`, optionally `expires_after`), streamed
+    into chunks."""
     upload = request.files.get("file")
     if upload is None:
         raise InvalidRequestError("multipart upload needs a 'file'", param="file")
     purpose = request.form.get("purpose", "")
-    if purpose != "batch":
-        raise InvalidRequestError("purpose must be 'batch'", param="purpose")
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequestError(
+            f"purpose must be one of {', '.join(UPLOAD_PURPOSES)}", param="purpose"
+        )
     rt = runtime()
     # The body's size bounds the file's: checked before a byte is stored.
     refuse_over_storage(rt, tenant_id(), request.content_length or 0)

@@ -40,6 +40,8 @@ WHY_UNSUPPORTED = {
     "conversation": "vlmq keeps no conversation state: send the whole input",
     "tools": "vlmq's models answer in text; tool calls are not implemented",
 }
+# Gives the `image_url` (a data URL) of the tenant's image file with this id.
+FileUrl = Callable[[str], str]
 # Message roles of the Responses API, as chat roles (`developer` is OpenAI's newer system).
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 EXAMPLE_INPUT: list[Any] = [
@@ -99,8 +101,9 @@ class ResponseCreateRequest(GenerationRequest, QueueingRequest):
             return self.max_output_tokens
         return super().requested_max_tokens
 
-    def chat_messages(self) -> list[dict[str, Any]]:
-        """The request's `instructions` and `input` as OpenAI chat messages."""
+    def chat_messages(self, file_url: FileUrl) -> list[dict[str, Any]]:
+        """The request's `instructions` and `input` as OpenAI chat messages (`file_url`
+        gives an image file's `image_url`)."""
         messages: list[dict[str, Any]] = []
         if self.instructions:
             messages.append({"role": "system", "content": self.instructions})
@@ -111,7 +114,7 @@ class ResponseCreateRequest(GenerationRequest, QueueingRequest):
         if not self.input:
             raise InvalidRequestError("input must not be empty", param="input")
         for index, item in enumerate(self.input):
-            messages.append(chat_message(item, index))
+            messages.append(chat_message(item, index, file_url))
         return messages
 
     def options(self) -> dict[str, Any]:
@@ -124,7 +127,7 @@ class ResponseCreateRequest(GenerationRequest, QueueingRequest):
         }
 
 
-def chat_message(item: Any, index: int) -> dict[str, Any]:
+def chat_message(item: Any, index: int, file_url: FileUrl) -> dict[str, Any]:
     """One `input` item (a message) as an OpenAI chat message."""
     if not isinstance(item, dict) or item.get("type", "message") != "message":
         raise unsupported(
@@ -142,23 +145,21 @@ def chat_message(item: Any, index: int) -> dict[str, Any]:
         raise InvalidRequestError(
             f"input[{index}].content must be a string or a list of parts", param="input"
         )
-    return {"role": role, "content": [chat_part(part, index) for part in content]}
+    return {"role": role, "content": [chat_part(part, index, file_url) for part in content]}
 
 
-def chat_part(part: Any, index: int) -> dict[str, Any]:
+def chat_part(part: Any, index: int, file_url: FileUrl) -> dict[str, Any]:
     """One content part (`input_text`, `output_text`, `input_image`) as a chat part."""
     kind = part.get("type") if isinstance(part, dict) else None
     if kind in ("input_text", "output_text") and isinstance(part.get("text"), str):
         return {"type": "text", "text": part["text"]}
     if kind == "input_image":
         url = part.get("image_url")
-        if part.get("file_id") is not None:
-            raise unsupported(
-                "input", f"input[{index}]: an input_image by file_id is not supported yet"
-            )
+        if isinstance(part.get("file_id"), str) and url is None:
+            url = file_url(part["file_id"])
         if not isinstance(url, str):
             raise InvalidRequestError(
-                f"input[{index}]: an input_image needs an image_url", param="input"
+                f"input[{index}]: an input_image needs an image_url or a file_id", param="input"
             )
         image: dict[str, Any] = {"url": url}
         if part.get("detail") is not None:
