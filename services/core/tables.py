@@ -153,7 +153,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
-    # "job" for /v1/jobs, "chat" for /v1/chat/completions, "moderation" for /v1/moderations.
+    # "job" for /v1/jobs, "chat" for /v1/chat/completions, "response" for /v1/responses,
+    # "moderation" for /v1/moderations.
     kind: Mapped[str] = mapped_column(sa.String(20), default="job")
     model: Mapped[str] = mapped_column(sa.String(200))
     # Canonical messages; images appear as {"type": "image", "sha256": ...}.

@@ -3,6 +3,7 @@ strict validation of every response object and event."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -311,3 +312,58 @@ def test_an_image_is_asked_about_by_the_file_id_of_an_uploaded_file(
     batch_file = client.files.create(file=("lines.jsonl", b"{}\n"), purpose="batch")
     with pytest.raises(openai.BadRequestError):
         ask({"type": "input_image", "file_id": batch_file.id})
+
+
+@pytest.mark.usefixtures("background_worker")
+def test_a_batch_of_responses_answers_each_line_with_a_response_object(
+    live_server: str, api_key: str, settings: Any
+) -> None:
+    client = make_client(live_server, api_key)
+    lines = [
+        {
+            "custom_id": f"r{index}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"input": image_input(question), "max_output_tokens": 3},
+        }
+        for index, question in enumerate([fresh_question(), fresh_question()])
+    ]
+    lines.append(
+        {
+            "custom_id": "bad",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"input": "hello", "background": True},
+        }
+    )
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    file = client.files.create(file=("responses.jsonl", content), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=file.id, endpoint="/v1/responses", completion_window="24h"
+    )
+    batch = wait_until(
+        lambda: (
+            (polled := client.batches.retrieve(batch.id)).status
+            in ("completed", "failed", "cancelled", "expired")
+            and polled
+        ),
+        120,
+        f"batch {batch.id} to finish",
+        interval_s=0.3,
+    )
+    assert batch.status == "completed"
+    assert batch.request_counts is not None and batch.request_counts.completed == 2
+    assert batch.output_file_id is not None and batch.error_file_id is not None
+    output = [
+        json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()
+    ]
+    assert sorted(line["custom_id"] for line in output) == ["r0", "r1"]
+    for line in output:
+        body = openai.types.responses.Response.model_validate(line["response"]["body"])
+        assert body.object == "response" and body.status in ("completed", "incomplete")
+        # Each line's response can be retrieved like any other.
+        assert client.responses.retrieve(body.id).output_text == body.output_text
+    [error] = [
+        json.loads(line) for line in client.files.content(batch.error_file_id).text.splitlines()
+    ]
+    assert error["custom_id"] == "bad" and error["response"]["status_code"] == 400

@@ -42,6 +42,7 @@ from services.core.requests.base import parse
 from services.core.requests.batches import MAX_CUSTOM_ID_CHARS, BatchLine
 from services.core.requests.chat import ChatCompletionRequest
 from services.core.requests.moderations import ModerationRequest
+from services.core.requests.responses import ResponseCreateRequest
 from services.core.runtime import Runtime
 from services.core.submit import (
     chat_specs,
@@ -50,12 +51,16 @@ from services.core.submit import (
     job_values,
     moderation_specs,
     queued_work,
+    response_specs,
     store_images,
 )
 from services.core.tables import Batch, BatchStatus, Job, JobStatus
 
 PAGE = 100
 MODERATIONS = "/v1/moderations"
+RESPONSES = "/v1/responses"
+# The kind of a line's job, by its batch's endpoint.
+LINE_KINDS = {MODERATIONS: "moderation", RESPONSES: "response"}
 EXPAND_LEASE_S = 60
 MAX_EXPAND_ATTEMPTS = 3
 
@@ -104,12 +109,17 @@ def parse_line(
         if len(specs) != 1:
             raise InvalidRequestError("a batch line moderates exactly one input", param="input")
         max_queue_ms = None
+    elif batch.endpoint == RESPONSES:
+        response = parse(ResponseCreateRequest, line.body, settings, where="batch_line")
+        specs = response_specs(session, settings, batch.tenant_id, response)
+        max_queue_ms = response.queue_limit_ms(settings, batch_line=True)
     else:
         chat = parse(ChatCompletionRequest, line.body, settings, where="batch_line")
         specs = chat_specs(session, settings, batch.tenant_id, chat)
         max_queue_ms = chat.queue_limit_ms(settings, batch_line=True)
     options = replace(
         specs[0].options,
+        stream=False,  # nobody reads a batch line's text as it is generated
         batch_id=batch.id,
         custom_id=line.custom_id,
         band=Band.BATCH,
@@ -134,7 +144,7 @@ def line_job(
         # Passing (no fetch slot free, a dependency outage): the expansion runs again.
         raise
     except VlmqError as exc:
-        kind = "moderation" if batch.endpoint == MODERATIONS else "chat"
+        kind = LINE_KINDS.get(batch.endpoint, "chat")
         options = SubmitOptions(
             kind=kind, batch_id=batch.id, custom_id=custom_id_of(raw), band=Band.BATCH
         )

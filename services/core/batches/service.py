@@ -31,7 +31,7 @@ from services.core.webhooks.subscriptions import check_webhook_url
 
 log = structlog.get_logger(__name__)
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/moderations")
+ENDPOINTS = ("/v1/chat/completions", "/v1/moderations", "/v1/responses")
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 CANCELLABLE = (BatchStatus.VALIDATING.value, BatchStatus.IN_PROGRESS.value)
 

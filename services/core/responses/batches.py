@@ -8,6 +8,7 @@ from services.core.responses.base import OpenAIPage, ResponseModel, epoch_second
 from services.core.responses.chat import ChatCompletionResponse
 from services.core.responses.errors import ErrorResponse
 from services.core.responses.moderations import ModerationResponse
+from services.core.responses.responses_api import ResponseObject
 from services.core.tables import Batch, Job, JobStatus
 
 
@@ -121,6 +122,8 @@ class BatchResultLine(ResponseModel):
         if job.status == JobStatus.SUCCEEDED.value:
             if batch.endpoint == "/v1/moderations":
                 body = ModerationResponse.of([job]).dump()
+            elif batch.endpoint == "/v1/responses":
+                body = ResponseObject.of(job).dump()
             else:
                 body = ChatCompletionResponse.of(job).dump()
             response = LineResponse(status_code=200, request_id=job.id, body=body)
