@@ -17,6 +17,7 @@ from services.api.playground.routes import bp as playground_bp
 from services.api.presets.routes import bp as presets_bp
 from services.api.responses.routes import bp as responses_bp
 from services.api.usage.routes import bp as usage_bp
+from services.api.webhooks.endpoints import bp as webhook_endpoints_bp
 from services.api.webhooks.routes import bp as webhooks_bp
 from services.core.bootstrap import create_runtime
 from services.core.config import Settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         files_bp,
         batches_bp,
         webhooks_bp,
+        webhook_endpoints_bp,
         model_cards_bp,
         presets_bp,
         usage_bp,

@@ -18,6 +18,10 @@ import structlog
 from services.core import notify, outbox
 from services.core.batches.finalize import schedule_batch_progress, schedule_progress_check
 from services.core.runtime import Runtime
+from services.core.webhooks.endpoints import (
+    schedule_batch_endpoint_event,
+    schedule_response_event,
+)
 from services.core.webhooks.scheduling import schedule_batch_event, schedule_job_event
 
 log = structlog.get_logger(__name__)
@@ -50,10 +54,15 @@ def carry_out(runtime: Runtime, event: outbox.Event) -> bool:
             return attempt(schedule_job_event, runtime, job_id, "start")
         case outbox.JobFinished(job_id, has_webhook, in_batch, ending):
             wake_waiters(runtime, job_id, ending)
-            ok = not has_webhook or attempt(schedule_job_event, runtime, job_id, "completed")
+            ok = not has_webhook or (
+                attempt(schedule_job_event, runtime, job_id, "completed")
+                & attempt(schedule_response_event, runtime, job_id)
+            )
             return (not in_batch or attempt(schedule_progress_check, runtime, job_id)) and ok
         case outbox.BatchFinished(batch_id):
-            return attempt(schedule_batch_event, runtime, batch_id)
+            return attempt(schedule_batch_event, runtime, batch_id) & attempt(
+                schedule_batch_endpoint_event, runtime, batch_id
+            )
         case outbox.BatchLinesFinished(batch_id):
             return attempt(schedule_batch_progress, runtime, batch_id)
     return True

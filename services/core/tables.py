@@ -243,12 +243,31 @@ class WebhookDelivery(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     # The request id of the job or batch the event is about (for the delivery's log lines).
     request_id: Mapped[str | None] = mapped_column(sa.String(128))
+    # An event for one of the tenant's webhook endpoints: signed with that endpoint's secret
+    # (None: a job's or batch's own webhook, signed with the tenant's secret).
+    endpoint_id: Mapped[str | None] = mapped_column(sa.String(40))
     # pending → delivered | failed (retries used up) | gone (the receiver answered 410)
     status: Mapped[str] = mapped_column(sa.String(20), default=DeliveryStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookEndpoint(Base):
+    """A URL a tenant has subscribed to OpenAI-shaped events (`response.completed`,
+    `batch.completed`, …), with a signing secret of its own (stored sealed)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(sa.Text)
+    enabled_events: Mapped[list[str]] = mapped_column(sa.JSON)
+    secret: Mapped[str] = mapped_column(sa.String(400))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class WebhookAttempt(Base):

@@ -130,6 +130,7 @@ def claim_statement() -> sa.Update:
             jobs.created_at,
             jobs.started_at,
             jobs.webhook,
+            jobs.kind,
             jobs.batch_id,
             jobs.messages,
             jobs.params,
@@ -201,7 +202,9 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
             request_id=row.request_id,
             created_at=row.created_at,
             started_at=row.started_at,
-            has_webhook=row.webhook is not None,
+            # A response's end is an event for its tenant's webhook endpoints.
+            has_webhook=row.webhook is not None
+            or (row.kind == "response" and row.batch_id is None),
             batch_id=row.batch_id,
             messages=row.messages,
             params=row.params,

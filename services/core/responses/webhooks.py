@@ -1,11 +1,11 @@
-"""Webhook deliveries of a job or batch, and the tenant's signing secret."""
+"""Webhook deliveries of a job or batch, the tenant's signing secret, and its webhook endpoints."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from services.core.responses.base import ResponseModel, iso
-from services.core.tables import WebhookAttempt, WebhookDelivery
+from services.core.tables import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
 class WebhookSecretResponse(ResponseModel):
@@ -71,3 +71,56 @@ class WebhookDeliveryListResponse(ResponseModel):
 
     object: Literal["list"]
     data: list[WebhookDeliveryResponse]
+
+
+class WebhookEndpointResponse(ResponseModel):
+    """A webhook endpoint, as Stripe's and OpenAI's APIs show one; its `secret` only in
+    the answer that created it."""
+
+    id: str
+    object: Literal["webhook_endpoint"]
+    url: str
+    enabled_events: list[str]
+    status: Literal["enabled"]
+    created: int
+    secret: str | None = None
+
+    @classmethod
+    def of(cls, endpoint: WebhookEndpoint, secret: str | None = None) -> WebhookEndpointResponse:
+        """The endpoint (with its secret, when just made)."""
+        answer = cls(
+            id=endpoint.id,
+            object="webhook_endpoint",
+            url=endpoint.url,
+            enabled_events=list(endpoint.enabled_events),
+            status="enabled",
+            created=int(endpoint.created_at.timestamp()),
+        )
+        if secret is not None:
+            answer.secret = secret
+        return answer
+
+
+class WebhookEndpointListResponse(ResponseModel):
+    """The tenant's webhook endpoints, newest first."""
+
+    object: Literal["list"]
+    data: list[WebhookEndpointResponse]
+    has_more: bool
+
+    @classmethod
+    def of(cls, endpoints: list[WebhookEndpoint]) -> WebhookEndpointListResponse:
+        """All of the tenant's endpoints (there are few: see `MAX_ENDPOINTS_PER_TENANT`)."""
+        return cls(
+            object="list",
+            data=[WebhookEndpointResponse.of(endpoint) for endpoint in endpoints],
+            has_more=False,
+        )
+
+
+class DeletedWebhookEndpoint(ResponseModel):
+    """The answer of `DELETE /v1/webhook_endpoints/{id}`."""
+
+    id: str
+    object: Literal["webhook_endpoint"]
+    deleted: bool

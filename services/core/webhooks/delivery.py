@@ -28,7 +28,12 @@ from services.core.errors import (
 from services.core.runtime import Runtime
 from services.core.tables import DeliveryStatus, WebhookAttempt, WebhookDelivery
 from services.core.webhooks.sharing import DeliverySharing, delivery_sharing
-from services.core.webhooks.signing import payload_body, signed_headers, signing_secrets
+from services.core.webhooks.signing import (
+    endpoint_secret,
+    payload_body,
+    signed_headers,
+    signing_secrets,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -108,14 +113,25 @@ def claim_attempt(runtime: Runtime, delivery_id: str, attempt: int) -> ClaimedAt
         attempt=attempt,
         url=delivery.url,
         body=payload_body(delivery.payload),
-        signing=signing_secrets(runtime, delivery.tenant_id),
+        signing=delivery_secrets(runtime, delivery),
         request_id=delivery.request_id,
         tenant_id=delivery.tenant_id,
     )
 
 
+def delivery_secrets(runtime: Runtime, delivery: WebhookDelivery) -> list[str]:
+    """The secrets that sign a delivery: its webhook endpoint's (none once the endpoint is
+    deleted), or the tenant's for a job's or batch's own webhook."""
+    if delivery.endpoint_id is None:
+        return signing_secrets(runtime, delivery.tenant_id)
+    secret = endpoint_secret(runtime, delivery.endpoint_id)
+    return [secret] if secret else []
+
+
 def post(claim: ClaimedAttempt, settings: Settings) -> AttemptResult:
     """POST the signed payload under the outbound address rules; never raises."""
+    if not claim.signing:
+        return AttemptResult(None, "the webhook endpoint was deleted", 0.0, permanent=True)
     headers = signed_headers(claim.signing, claim.delivery_id, claim.body, utcnow())
     start = time.monotonic()
 

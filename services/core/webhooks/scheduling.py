@@ -64,8 +64,10 @@ def schedule_delivery(
     batch_id: str | None = None,
     delivery_id: str | None = None,
     request_id: str | None = None,
+    endpoint_id: str | None = None,
 ) -> str:
-    """Store a delivery and send its first attempt to the webhook queue; returns its id.
+    """Store a delivery and send its first attempt to the webhook queue; returns its id
+    (`endpoint_id`: the webhook endpoint it is for, whose secret signs it).
 
     A delivery id that exists already is left alone (the event was scheduled before).
     If Redis is down, the delivery stays pending and the maintenance pass sends it later.
@@ -83,6 +85,7 @@ def schedule_delivery(
                     url=url,
                     payload=payload,
                     request_id=request_id,
+                    endpoint_id=endpoint_id,
                     status=DeliveryStatus.PENDING,
                     attempts=0,
                     next_attempt_at=utcnow(),

@@ -16,7 +16,7 @@ from services.core.db import session_scope, utcnow
 from services.core.errors import NotFoundError
 from services.core.runtime import Runtime
 from services.core.secret_box import secret_box
-from services.core.tables import Tenant
+from services.core.tables import Tenant, WebhookEndpoint
 
 
 def new_secret() -> str:
@@ -53,6 +53,15 @@ def signing_secrets(runtime: Runtime, tenant_id: str) -> list[str]:
     if previous and until is not None and until > utcnow():
         secrets_now.append(box.open(previous))
     return secrets_now
+
+
+def endpoint_secret(runtime: Runtime, endpoint_id: str) -> str | None:
+    """The endpoint's signing secret; None once the endpoint is deleted."""
+    with runtime.sessions() as session:
+        sealed = session.scalar(
+            sa.select(WebhookEndpoint.secret).where(WebhookEndpoint.id == endpoint_id)
+        )
+    return secret_box(runtime.settings).open(sealed) if sealed else None
 
 
 def rotate_secret(runtime: Runtime, tenant_id: str) -> str:
