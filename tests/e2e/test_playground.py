@@ -62,6 +62,31 @@ def test_ask_streams_the_answer_with_its_timings(page: Page) -> None:
 
 
 @pytest.mark.fake_backend("StreamingFakeBackend")
+def test_the_responses_api_streams_a_background_response_with_its_resume_cursor(
+    page: Page, fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
+    pick_sample(page)
+    page.select_option("#api", "responses")
+    page.fill("#question", "count to four")
+    page.click("#ask-button")
+    expect(page.locator("#answer")).to_contain_text("one")
+    expect(page.locator("#cursor")).to_contain_text("resumable after event")
+    expect(page.locator("#answer")).to_have_text("one two three four", timeout=20_000)
+    expect(page.locator("#status")).to_have_text("done")
+    expect(page.locator("dd[data-fact='status']")).to_have_text("succeeded")
+    cursor = page.locator("#cursor").inner_text()
+    response_id = cursor.split()[1].rstrip(",")
+    last = int(cursor.split("starting_after=")[1])
+    # The cursor names the response's last event: nothing comes after it.
+    stream = fake_stack.client.get(
+        f"/v1/responses/{response_id}?stream=true&starting_after={last}", headers=auth
+    )
+    assert stream.status_code == 200 and stream.get_data() == b""
+    whole = fake_stack.client.get(f"/v1/responses/{response_id}?stream=true", headers=auth)
+    assert whole.get_data().decode().count("sequence_number") == last + 1
+
+
+@pytest.mark.fake_backend("StreamingFakeBackend")
 def test_cancel_stops_the_job(page: Page, fake_stack: FakeStack, auth: dict[str, str]) -> None:
     pick_sample(page, "blue-rectangle")
     page.fill("#question", "count slowly")
