@@ -81,6 +81,24 @@ def test_a_synchronous_response_answers_the_image(
     assert response.completed_at is not None
 
 
+def test_logprobs_are_included_when_asked_for(
+    live_server: str, api_key: str, settings: Any
+) -> None:
+    response = make_client(live_server, api_key).responses.create(
+        model=settings.model_id,
+        input=image_input(fresh_question()),  # type: ignore[arg-type]
+        max_output_tokens=3,
+        include=["message.output_text.logprobs"],
+        top_logprobs=2,
+    )
+    [message] = response.output
+    [part] = message.content  # type: ignore[union-attr]
+    assert part.type == "output_text" and part.logprobs
+    assert response.usage is not None
+    assert 0 < len(part.logprobs) <= response.usage.output_tokens
+    assert all(len(entry.top_logprobs) == 2 for entry in part.logprobs)
+
+
 def test_a_plain_string_input_is_answered(live_server: str, api_key: str, settings: Any) -> None:
     response = make_client(live_server, api_key).responses.create(
         model=settings.model_id, input="what color is the shape?", max_output_tokens=3

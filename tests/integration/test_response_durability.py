@@ -9,15 +9,17 @@ import threading
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 
+from services.api import create_app
 from services.core.notify import stream_key
 from tests.fake_stack import FakeStack
 from tests.support import wait_until
 
 
-def events_of(stack: FakeStack, auth: dict[str, str], path: str) -> list[dict[str, Any]]:
+def events_of(client: FlaskClient, auth: dict[str, str], path: str) -> list[dict[str, Any]]:
     """The Server-Sent Events of a streamed GET, read to the end."""
-    response = stack.client.get(path, headers=auth, buffered=False)
+    response = client.get(path, headers=auth, buffered=False)
     assert response.status_code == 200
     body = b"".join(response.iter_encoded()).decode()
     events = []
@@ -42,7 +44,7 @@ def test_a_background_response_survives_a_sigkill_and_its_stream_resumes(
     assert created["status"] == "queued" and created["output"] == []
     path = f"/v1/responses/{created['id']}?stream=true"
     live: list[dict[str, Any]] = []
-    reader = threading.Thread(target=lambda: live.extend(events_of(fake_stack, auth, path)))
+    reader = threading.Thread(target=lambda: live.extend(events_of(fake_stack.client, auth, path)))
     reader.start()
     job_id = created["vlmq"]["job_id"]
     redis = fake_stack.runtime.redis
@@ -76,8 +78,11 @@ def test_a_background_response_survives_a_sigkill_and_its_stream_resumes(
     assert live[-1]["type"] == "response.completed"
     assert live[-1]["response"]["output"] == done["output"]
 
-    # Replayed afterwards, whole or after any event, the stream is the same.
-    assert events_of(fake_stack, auth, path) == live
+    # Replayed afterwards, whole or after any event, by this API process or another one
+    # (a replica, or the API after a restart), the stream is the same.
+    assert events_of(fake_stack.client, auth, path) == live
+    replica = create_app(fake_stack.settings).test_client()
+    assert events_of(replica, auth, path) == live
     middle = parts[0]["sequence_number"]
-    resumed = events_of(fake_stack, auth, f"{path}&starting_after={middle}")
+    resumed = events_of(replica, auth, f"{path}&starting_after={middle}")
     assert resumed == live[middle + 1 :]
