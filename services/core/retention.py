@@ -50,6 +50,9 @@ from services.core.tables import (
 log = structlog.get_logger(__name__)
 # At most this many delete transactions per kind and pass.
 MAX_CHUNKS = 20
+# How long a finished response made with `store: false` is kept when its caller did not
+# read it to the end (a caller that did deleted it then).
+UNSTORED_RESPONSE_LIFE_S = 600
 # PostgreSQL: how long image pruning waits for the submissions in flight to commit before it
 # gives up until the next pass (image submissions that arrive meanwhile wait behind it).
 IMAGE_LOCK_TIMEOUT_MS = 2000
@@ -138,6 +141,36 @@ def prune_jobs(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
                     Job.status.in_(JOB_TERMINAL),
                     Job.completed_at < cutoff,
                     ~batch_kept,
+                    Job.id.not_in(named_by_outbox("job_id")),
+                )
+                .limit(limit)
+            )
+        )
+        if not ids:
+            return 0
+        return rows_changed(
+            session, sa.delete(Job).where(Job.id.in_(ids), Job.status.in_(JOB_TERMINAL))
+        )
+
+    return drain(runtime, chunk, max_chunks)
+
+
+def prune_unstored_responses(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
+    """Delete finished responses made with `store: false` a short while after they ended
+    (`UNSTORED_RESPONSE_LIFE_S`): they were for their caller only, who read them (a reader
+    deletes one at once; this catches those whose caller left before the end)."""
+    cutoff = before(UNSTORED_RESPONSE_LIFE_S)
+    unstored = Job.response["store"].as_boolean().is_(False)
+
+    def chunk(session: Session, limit: int) -> int:
+        ids = list(
+            session.scalars(
+                sa.select(Job.id)
+                .where(
+                    Job.kind == "response",
+                    unstored,
+                    Job.status.in_(JOB_TERMINAL),
+                    Job.completed_at < cutoff,
                     Job.id.not_in(named_by_outbox("job_id")),
                 )
                 .limit(limit)
@@ -421,6 +454,7 @@ def prune_idempotency_keys(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> in
 PRUNERS: dict[str, Callable[[Runtime, int], int]] = {
     "batches": prune_batches,
     "jobs": prune_jobs,
+    "unstored_responses": prune_unstored_responses,
     "images": prune_images,
     "score_policies": prune_score_policies,
     "file_chunks": prune_file_chunks,

@@ -110,6 +110,7 @@ def a_job(
     *,
     age: timedelta = timedelta(0),
     images: tuple[str, ...] = (),
+    kind: str = "chat",
     **fields: Any,
 ) -> Job:
     """A job `age` old (finished then too, if `status` is terminal) that no worker serves."""
@@ -117,7 +118,7 @@ def a_job(
     return Job(
         id=new_id("job"),
         tenant_id=tenant_id,
-        kind="chat",
+        kind=kind,
         model="not-served",
         messages=[image_part(sha256) for sha256 in images],
         params={},
@@ -250,6 +251,28 @@ def test_a_pruned_job_answers_404_and_a_kept_one_does_not(
     assert (
         client.get(f"/v1/jobs/{recent.id}", headers=owner.auth).get_json()["status"] == "succeeded"
     )
+
+
+def test_unstored_responses_go_soon_after_they_end_and_stored_ones_stay(
+    runtime: Runtime, owner: Owner
+) -> None:
+    ended = timedelta(seconds=retention.UNSTORED_RESPONSE_LIFE_S + 60)
+    unstored = a_job(
+        owner.tenant_id, "succeeded", age=ended, kind="response", response={"store": False}
+    )
+    stored = a_job(
+        owner.tenant_id, "succeeded", age=ended, kind="response", response={"store": True}
+    )
+    just_ended = a_job(owner.tenant_id, "succeeded", kind="response", response={"store": False})
+    running = a_job(
+        owner.tenant_id, "running", age=ended, kind="response", response={"store": False}
+    )
+    add(runtime, unstored, stored, just_ended, running)
+    retention.prune(runtime)
+    with runtime.sessions() as session:
+        left = set(session.scalars(sa.select(Job.id).where(Job.tenant_id == owner.tenant_id)))
+    assert unstored.id not in left
+    assert {stored.id, just_ended.id, running.id} <= left
 
 
 def test_unfinished_jobs_and_their_images_are_kept(runtime: Runtime, owner: Owner) -> None:
