@@ -89,6 +89,27 @@ def test_http_answers_easy_vqa_questions(
     assert right / len(sample) >= 0.95, f"{right}/{len(sample)}"
 
 
+def test_the_responses_api_answers_easy_vqa_questions_as_jobs_do(
+    bundled: tuple[Settings, FlaskClient], auth: dict[str, str]
+) -> None:
+    _, client = bundled
+    right = 0
+    sample = easy_vqa_sample(16, offset=SAMPLE)
+    for question, answer, path in sample:
+        content = [
+            {"type": "input_image", "image_url": data_url(path.read_bytes())},
+            {"type": "input_text", "text": question},
+        ]
+        response = client.post(
+            "/v1/responses",
+            json={"input": [{"role": "user", "content": content}]},
+            headers=auth,
+        ).get_json()
+        assert response["status"] == "completed", response
+        right += response["output"][0]["content"][0]["text"] == answer
+    assert right / len(sample) >= 0.9, f"{right}/{len(sample)}"
+
+
 def test_ignore_eos_and_min_tokens_set_the_answer_length(
     bundled: tuple[Settings, FlaskClient], auth: dict[str, str]
 ) -> None:
