@@ -68,17 +68,16 @@ def create_response() -> Response:
     """Queue the input as a job; answer as OpenAI does in the mode asked for."""
     rt = runtime()
     body = body_as(ResponseCreateRequest)
-    if body.background:
+    if body.background and not body.stream:
         submitted = submit_as_caller(partial(response_specs, body=body))
-        job = submitted.jobs[0]
-        if body.stream:
-            return streamed(job)
-        return respond(ResponseObject.of(job))
-    # The call holds this thread until its job ends: one of the tenant's waiting slots,
-    # taken before anything is queued.
+        return respond(ResponseObject.of(submitted.jobs[0]))
+    # The call holds this thread while it waits or streams: one of the tenant's waiting
+    # slots, taken before anything is queued.
     slot = take_slot(rt, tenant_id())
     try:
-        submitted = submit_as_caller(partial(response_specs, body=body), replay_finished_only=True)
+        submitted = submit_as_caller(
+            partial(response_specs, body=body), replay_finished_only=not body.background
+        )
         job = submitted.jobs[0]
         if body.stream:
             events = stream_response(rt, job)
@@ -88,9 +87,8 @@ def create_response() -> Response:
                 mimetype="text/event-stream",
                 headers=STREAM_HEADERS,
             )
-        job, ended = jobs.wait_until_terminal(
-            rt.sessions, rt.job_ends, job, rt.settings.sync_timeout_s
-        )
+        timeout_s = rt.settings.sync_timeout_s
+        job, ended = jobs.wait_until_terminal(rt.sessions, rt.job_ends, job, timeout_s)
         if not ended:
             raise SyncTimeoutError(
                 f"response {response_id(job)} did not finish in time; "
@@ -120,7 +118,10 @@ def retrieve_response(response_id: str) -> Response:
         job = get_response(session, tenant_id(), response_id)
     if request.args.get("stream", "false").lower() != "true":
         return respond(ResponseObject.of(job))
-    return streamed(job, starting_after())
+    after, rt = starting_after(), runtime()
+    slot = take_slot(rt, job.tenant_id)
+    events = released_at_end(stream_response(rt, job, after=after), slot)
+    return Response(events, mimetype="text/event-stream", headers=STREAM_HEADERS)
 
 
 @bp.post("/<response_id>/cancel")
@@ -173,14 +174,6 @@ def starting_after() -> int:
     if not -1 <= number < 2**31:
         raise InvalidRequestError("starting_after must be an integer", param="starting_after")
     return number
-
-
-def streamed(job: Job, after: int = -1) -> Response:
-    """The response's events as a stream that holds one of the tenant's waiting slots."""
-    rt = runtime()
-    slot = take_slot(rt, job.tenant_id)
-    events = released_at_end(stream_response(rt, job, after=after), slot)
-    return Response(events, mimetype="text/event-stream", headers=STREAM_HEADERS)
 
 
 def forgotten_at_end(rt: Runtime, events: Iterator[str], job: Job) -> Iterator[str]:
