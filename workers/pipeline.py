@@ -104,6 +104,8 @@ def finish_from_cache(runtime: Runtime, claim: Claim, cached: dict[str, Any]) ->
     """Finish the job with an answer from the cache (another job just computed it)."""
     settle(runtime, [(claim, 0)])
     if claim.stream:
+        if claim.attempt > 1:
+            notify.publish_attempt(runtime.redis, claim.job_id, claim.attempt)
         notify.publish_delta(runtime.redis, claim.job_id, cached.get("output") or "")
         notify.publish_end(runtime.redis, claim.job_id)
     with runtime.unit_of_work() as session:

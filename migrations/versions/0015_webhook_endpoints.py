@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("enabled_events", sa.JSON(), nullable=False),
         sa.Column("secret", sa.String(length=400), nullable=False),
         sa.Column("created_at", services.core.db.UTCDateTime(timezone=True), nullable=False),

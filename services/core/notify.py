@@ -210,6 +210,8 @@ class StreamEvent:
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     # A new attempt at the job starts here (its text replaces the earlier attempt's).
     attempt: int = 0
+    # The job was canceled here: nothing after it counts.
+    canceled: bool = False
     # The entry's id in the stream: a reader resumes after it.
     entry_id: str = ""
 
@@ -234,6 +236,12 @@ def publish_attempt(client: redis.Redis, job_id: str, attempt: int) -> None:
     append_to_stream(client, job_id, {"attempt": str(attempt).encode()})
 
 
+def publish_cancel(client: redis.Redis, job_id: str) -> None:
+    """Mark the point where the job was canceled: readers take no text after it (the worker
+    may still send a token or two before its row leaves the model's batch)."""
+    append_to_stream(client, job_id, {"canceled": b"1"})
+
+
 def publish_end(client: redis.Redis, job_id: str) -> None:
     """Mark the job's stream finished."""
     append_to_stream(client, job_id, {"done": b"1"})
@@ -252,7 +260,7 @@ def read_stream(client: redis.Redis, job_id: str, block_ms: int) -> Iterator[Str
     """Events of the job's stream from its start, up to its first end; yields None each time
     `block_ms` passes idle."""
     for event in stream_entries(client, job_id, block_ms):
-        if event is not None and event.attempt:
+        if event is not None and (event.attempt or event.canceled):
             continue
         yield event
         if event is not None and event.done:
@@ -286,5 +294,7 @@ def stream_event(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEvent:
         return StreamEvent(done=True, entry_id=ident)
     if fields.get(b"attempt"):
         return StreamEvent(attempt=int(fields[b"attempt"]), entry_id=ident)
+    if fields.get(b"canceled"):
+        return StreamEvent(canceled=True, entry_id=ident)
     logprobs = json.loads(fields[b"logprobs"]) if fields.get(b"logprobs") else []
     return StreamEvent(delta=fields.get(b"delta", b"").decode(), logprobs=logprobs, entry_id=ident)

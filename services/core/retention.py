@@ -168,6 +168,7 @@ def prune_unstored_responses(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> 
                 sa.select(Job.id)
                 .where(
                     Job.kind == "response",
+                    Job.batch_id.is_(None),  # a batch's lines go with their batch
                     unstored,
                     Job.status.in_(JOB_TERMINAL),
                     Job.completed_at < cutoff,

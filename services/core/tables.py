@@ -265,6 +265,8 @@ class WebhookEndpoint(Base):
         sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
     url: Mapped[str] = mapped_column(sa.Text)
+    # A name for people (OpenAI's `name`).
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
     enabled_events: Mapped[list[str]] = mapped_column(sa.JSON)
     secret: Mapped[str] = mapped_column(sa.String(400))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -379,21 +379,19 @@ def test_a_batch_of_responses_answers_each_line_with_a_response_object(
     for line in output:
         body = openai.types.responses.Response.model_validate(line["response"]["body"])
         assert body.object == "response" and body.status in ("completed", "incomplete")
-        # Each line's response can be retrieved like any other.
+        # Each line's response can be retrieved like any other, and goes with its batch.
         assert client.responses.retrieve(body.id).output_text == body.output_text
+        with pytest.raises(openai.ConflictError):
+            client.responses.delete(body.id)
     [error] = [
         json.loads(line) for line in client.files.content(batch.error_file_id).text.splitlines()
     ]
     assert error["custom_id"] == "bad" and error["response"]["status_code"] == 400
 
 
-def endpoints_api(live_server: str, key: str) -> openai.OpenAI:
-    """The client, for the calls it has no method for (`/v1/webhook_endpoints`)."""
-    return make_client(live_server, key)
-
-
 def create_endpoint(live_server: str, key: str, url: str, events: list[str]) -> dict[str, Any]:
-    return endpoints_api(live_server, key).post(
+    """An endpoint made as Stripe's API spells it (`enabled_events`)."""
+    return make_client(live_server, key).post(
         "/webhook_endpoints", body={"url": url, "enabled_events": events}, cast_to=dict
     )
 
@@ -422,7 +420,7 @@ def test_webhook_endpoints_receive_openais_thin_events_signed_with_their_own_sec
     assert all("secret" not in e for e in listed["data"])
     read = client.get(f"/webhook_endpoints/{responses_hook['id']}", cast_to=dict)
     assert read["enabled_events"] == ["response.completed", "response.incomplete"]
-    assert "secret" not in read
+    assert "secret" not in read and "signing_secret" not in read
     # The first delivery fails: the retry carries the same webhook-id.
     receiver.script("/responses", 500)
 
@@ -469,9 +467,8 @@ def test_webhook_endpoints_receive_openais_thin_events_signed_with_their_own_sec
         other.get(f"/webhook_endpoints/{responses_hook['id']}", cast_to=dict)
     with pytest.raises(openai.NotFoundError):
         other.delete(f"/webhook_endpoints/{responses_hook['id']}", cast_to=dict)
-    deleted = client.delete(f"/webhook_endpoints/{responses_hook['id']}", cast_to=dict)
-    assert deleted == {"id": responses_hook["id"], "object": "webhook_endpoint", "deleted": True}
-    client.delete(f"/webhook_endpoints/{batches_hook['id']}", cast_to=dict)
+    client.webhooks.delete(responses_hook["id"])
+    client.webhooks.delete(batches_hook["id"])
     again = client.responses.create(
         model=settings.model_id,
         input=image_input(fresh_question()),  # type: ignore[arg-type]
@@ -497,3 +494,21 @@ def test_a_webhook_endpoint_is_checked_before_it_is_stored(
     ):
         with pytest.raises(openai.BadRequestError):
             client.post("/webhook_endpoints", body=body, cast_to=dict)
+
+
+def test_openais_client_manages_webhook_endpoints(
+    live_server: str, api_key: str, receiver: Any
+) -> None:
+    client = make_client(live_server, api_key)
+    made = client.webhooks.create(
+        url=receiver.url("/sdk"), event_types=["response.completed"], name="orders"
+    )
+    assert made.signing_secret.startswith("whsec_") and made.name == "orders"
+    assert made.event_types == ["response.completed"]
+    read = client.webhooks.retrieve(made.id)
+    assert read.url == receiver.url("/sdk") and read.created_at == made.created_at
+    assert made.id in [endpoint.id for endpoint in client.webhooks.list()]
+    deleted = client.webhooks.delete(made.id)
+    assert deleted.deleted and deleted.object == "webhook_endpoint.deleted"
+    with pytest.raises(openai.NotFoundError):
+        client.webhooks.retrieve(made.id)

@@ -86,3 +86,31 @@ def test_a_background_response_survives_a_sigkill_and_its_stream_resumes(
     middle = parts[0]["sequence_number"]
     resumed = events_of(replica, auth, f"{path}&starting_after={middle}")
     assert resumed == live[middle + 1 :]
+
+
+@pytest.mark.fake_backend("StreamingFakeBackend", lease_s=4, task_soft_time_limit_s=20)
+def test_a_cancelled_response_streams_the_same_text_live_and_replayed(
+    fake_stack: FakeStack, auth: dict[str, str]
+) -> None:
+    fake_stack.start_worker(VLMQ_FAKE_SLEEP_S="0.3")
+    created = fake_stack.client.post(
+        "/v1/responses",
+        json={"input": "count to cancel", "background": True, "max_output_tokens": 8},
+        headers=auth,
+    ).get_json()
+    path = f"/v1/responses/{created['id']}?stream=true"
+    live: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: live.extend(events_of(fake_stack.client, auth, path)))
+    reader.start()
+    redis = fake_stack.runtime.redis
+    wait_until(lambda: redis.xlen(stream_key(created["vlmq"]["job_id"])) >= 1, 20, "a word")
+    cancelled = fake_stack.client.post(
+        f"/v1/responses/{created['id']}/cancel", headers=auth
+    ).get_json()
+    assert cancelled["status"] == "cancelled"
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert live[-1]["type"] == "response.failed"
+    assert live[-1]["response"]["status"] == "cancelled"
+    # Whatever the worker sent after the cancel is in neither.
+    assert events_of(fake_stack.client, auth, path) == live

@@ -90,10 +90,12 @@ def create_response() -> Response:
         timeout_s = rt.settings.sync_timeout_s
         job, ended = jobs.wait_until_terminal(rt.sessions, rt.job_ends, job, timeout_s)
         if not ended:
-            raise SyncTimeoutError(
-                f"response {response_id(job)} did not finish in time; "
+            where = (
                 f"retrieve it with GET /v1/responses/{response_id(job)}"
+                if body.store
+                else "it was made with store: false, so it cannot be retrieved"
             )
+            raise SyncTimeoutError(f"response {response_id(job)} did not finish in time; {where}")
         answer = respond(ResponseObject.of(job))
         forget_unstored(rt, job)
         return answer

@@ -81,9 +81,11 @@ def response_events(runtime: Runtime, job: Job, deadline: float) -> Iterator[dic
             yield text.added()
         elif entry.delta or entry.logprobs:
             yield text.delta(entry.delta, entry.logprobs)
+    if time.monotonic() > deadline:
+        return  # the reader's time is up (maybe mid-text); it resumes from its last event
     job, ended = jobs.wait_until_terminal(runtime.sessions, runtime.job_ends, job, 0.0)
     if not ended:
-        return  # the reader's time is up; it resumes from the last event it read
+        return
     final = job.output or "" if job.status == JobStatus.SUCCEEDED else text.text
     if not final.startswith(text.text):
         # The text streamed is not the answer's beginning (its stream expired, or the
@@ -107,13 +109,15 @@ def response_events(runtime: Runtime, job: Job, deadline: float) -> Iterator[dic
 
 def entries(runtime: Runtime, job: Job, deadline: float) -> Iterator[notify.StreamEvent]:
     """The entries of the job's token stream, read live until the job has ended and every
-    entry is read, or the deadline passes."""
+    entry is read (a canceled job's up to its cancel mark), or the deadline passes."""
     if job.job_status.is_terminal():
         yield from read_all(runtime, job.id, "0-0")
         return
     last = "0-0"
     for entry in notify.stream_entries(runtime.redis, job.id, block_ms=1000, after=last):
         if entry is not None:
+            if entry.canceled:
+                return
             last = entry.entry_id
             yield entry
         if time.monotonic() > deadline:
@@ -125,15 +129,36 @@ def entries(runtime: Runtime, job: Job, deadline: float) -> Iterator[notify.Stre
             _, ended = jobs.wait_until_terminal(runtime.sessions, runtime.job_ends, job, wait_s)
             if ended:
                 break
-    # Entries written between the last read and the job's end.
-    yield from read_all(runtime, job.id, last)
+    ended_as, _ = jobs.wait_until_terminal(runtime.sessions, runtime.job_ends, job, 0.0)
+    if ended_as.status == JobStatus.CANCELED:
+        # Its cancel mark follows the row's change at once; until it comes, more text may.
+        yield from read_until_canceled(runtime, job.id, last)
+    else:
+        # Entries written between the last read and the job's end.
+        yield from read_all(runtime, job.id, last)
 
 
 def read_all(runtime: Runtime, job_id: str, after: str) -> Iterator[notify.StreamEvent]:
-    """The stream's entries after `after`, without waiting for more."""
+    """The stream's entries after `after` (up to a cancel mark), without waiting for more."""
     for entry in notify.stream_entries(runtime.redis, job_id, block_ms=0, after=after):
+        if entry is None:
+            continue
+        if entry.canceled:
+            return
+        yield entry
+
+
+def read_until_canceled(runtime: Runtime, job_id: str, after: str) -> Iterator[notify.StreamEvent]:
+    """The stream's entries after `after` up to the cancel mark (waiting for it up to
+    `END_WAIT_S`: a cancel that wrote no mark, as Redis was down, ends the text there)."""
+    give_up_at = time.monotonic() + END_WAIT_S
+    for entry in notify.stream_entries(runtime.redis, job_id, block_ms=200, after=after):
+        if entry is not None and entry.canceled:
+            return
         if entry is not None:
             yield entry
+        elif time.monotonic() > give_up_at:
+            return
 
 
 class TextPart:

@@ -38,7 +38,7 @@ bp = Blueprint("webhook_endpoints", __name__, url_prefix="/v1/webhook_endpoints"
 def create() -> Response:
     """A new endpoint with a `whsec_` secret of its own (stored sealed, never shown again)."""
     body = body_as(WebhookEndpointRequest)
-    endpoint, secret = create_endpoint(runtime(), tenant_id(), body.url, body.enabled_events)
+    endpoint, secret = create_endpoint(runtime(), tenant_id(), body.url, body.events, body.name)
     return respond(WebhookEndpointResponse.of(endpoint, secret))
 
 
@@ -81,4 +81,6 @@ def delete(endpoint_id: str) -> Response:
     """Delete the endpoint; events not yet delivered to it are not sent."""
     with runtime().unit_of_work() as session:
         endpoint = delete_endpoint(session, tenant_id(), endpoint_id)
-    return respond(DeletedWebhookEndpoint(id=endpoint.id, object="webhook_endpoint", deleted=True))
+    return respond(
+        DeletedWebhookEndpoint(id=endpoint.id, object="webhook_endpoint.deleted", deleted=True)
+    )

@@ -131,6 +131,7 @@ def claim_statement() -> sa.Update:
             jobs.started_at,
             jobs.webhook,
             jobs.kind,
+            jobs.response,
             jobs.batch_id,
             jobs.messages,
             jobs.params,
@@ -169,6 +170,13 @@ def finish_statement() -> sa.Update:
     )
 
 
+def announces_its_end(row: sa.Row[Any]) -> bool:
+    """Whether a job is a background response (not a batch's line), whose end is an event
+    for its tenant's webhook endpoints (as OpenAI sends `response.*` events)."""
+    background = bool((row.response or {}).get("background"))
+    return row.kind == "response" and row.batch_id is None and background
+
+
 def claim_job(session: Session, settings: Settings, job_id: str) -> Claim | None:
     """Start an attempt of one job (see `claim_jobs`); None when there is nothing to do."""
     claims = claim_jobs(session, settings, [job_id])
@@ -202,9 +210,8 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
             request_id=row.request_id,
             created_at=row.created_at,
             started_at=row.started_at,
-            # A response's end is an event for its tenant's webhook endpoints.
-            has_webhook=row.webhook is not None
-            or (row.kind == "response" and row.batch_id is None),
+            # A background response's end is an event for its tenant's webhook endpoints.
+            has_webhook=row.webhook is not None or announces_its_end(row),
             batch_id=row.batch_id,
             messages=row.messages,
             params=row.params,

@@ -30,7 +30,13 @@ def get_response(session: Session, tenant_id: str, response_id: str) -> Job:
 
 def delete_response(session: Session, job: Job) -> None:
     """Delete a finished response (its images go with the next pruning pass once no job
-    uses them); an unfinished one is a 409: cancel it first."""
+    uses them); an unfinished one is a 409 (cancel it first), and so is a batch's line (it
+    goes with its batch)."""
+    if job.batch_id is not None:
+        raise ConflictError(
+            f"the response is a line of batch {job.batch_id}: it is deleted with its batch",
+            param="response_id",
+        )
     terminal = [status.value for status in TERMINAL_STATUSES]
     if not rows_changed(session, sa.delete(Job).where(Job.id == job.id, Job.status.in_(terminal))):
         raise ConflictError(

@@ -74,11 +74,14 @@ def queue_position(runtime: Runtime, job: Job) -> int | None:
 
 def leave_queue(runtime: Runtime, job: Job) -> None:
     """Take a canceled job out of the fair queue (had it stayed, a worker would have skipped
-    it; taking it out keeps the queue's counts right)."""
+    it; taking it out keeps the queue's counts right), and mark the cancel in its token
+    stream (readers take no text after it)."""
     if job.status != JobStatus.CANCELED.value:
         return
     try:
         runtime.broker.fair.remove(job.id)
+        if job.stream:
+            notify.publish_cancel(runtime.redis, job.id)
     except redis.RedisError:
         log.warning("fair_queue_remove_failed", job_id=job.id)
 

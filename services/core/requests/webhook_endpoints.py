@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from services.core.requests.base import VlmqRequest
 
 
 class WebhookEndpointRequest(VlmqRequest):
-    """The endpoint's URL and its `enabled_events` (checked by the webhooks module, which
-    knows the event types)."""
+    """The endpoint's URL and the event types it wants: `enabled_events` as Stripe spells
+    them, or `event_types` as OpenAI's client sends them (checked by the webhooks module,
+    which knows the event types); a `name` for people."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -26,4 +27,10 @@ class WebhookEndpointRequest(VlmqRequest):
 
     url: str
     enabled_events: Any = None
-    description: str | None = None
+    event_types: Any = None
+    name: str = Field(default="", max_length=200)
+
+    @property
+    def events(self) -> Any:
+        """The event types asked for, whichever way they were spelt."""
+        return self.enabled_events if self.enabled_events is not None else self.event_types

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from services.core.responses.base import ResponseModel, iso
+from services.core.responses.base import OpenAIPage, ResponseModel, iso
 from services.core.tables import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
@@ -74,53 +74,59 @@ class WebhookDeliveryListResponse(ResponseModel):
 
 
 class WebhookEndpointResponse(ResponseModel):
-    """A webhook endpoint, as Stripe's and OpenAI's APIs show one; its `secret` only in
-    the answer that created it."""
+    """A webhook endpoint, in the shape of OpenAI's client (`event_types`, `name`,
+    `created_at`, `signing_secret`) and of Stripe's API (`enabled_events`, `created`,
+    `secret`, `status`); its secret only in the answer that created it."""
 
     id: str
     object: Literal["webhook_endpoint"]
     url: str
+    name: str
+    event_types: list[str]
     enabled_events: list[str]
     status: Literal["enabled"]
+    created_at: int
     created: int
+    signing_secret: str | None = None
     secret: str | None = None
 
     @classmethod
     def of(cls, endpoint: WebhookEndpoint, secret: str | None = None) -> WebhookEndpointResponse:
         """The endpoint (with its secret, when just made)."""
+        created = int(endpoint.created_at.timestamp())
         answer = cls(
             id=endpoint.id,
             object="webhook_endpoint",
             url=endpoint.url,
+            name=endpoint.name,
+            event_types=list(endpoint.enabled_events),
             enabled_events=list(endpoint.enabled_events),
             status="enabled",
-            created=int(endpoint.created_at.timestamp()),
+            created_at=created,
+            created=created,
         )
         if secret is not None:
-            answer.secret = secret
+            answer.signing_secret = answer.secret = secret
         return answer
 
 
-class WebhookEndpointListResponse(ResponseModel):
+class WebhookEndpointListResponse(OpenAIPage):
     """The tenant's webhook endpoints, newest first."""
 
-    object: Literal["list"]
     data: list[WebhookEndpointResponse]
-    has_more: bool
 
     @classmethod
     def of(cls, endpoints: list[WebhookEndpoint]) -> WebhookEndpointListResponse:
         """All of the tenant's endpoints (there are few: see `MAX_ENDPOINTS_PER_TENANT`)."""
         return cls(
-            object="list",
             data=[WebhookEndpointResponse.of(endpoint) for endpoint in endpoints],
-            has_more=False,
+            **cls.page_fields([endpoint.id for endpoint in endpoints], has_more=False),
         )
 
 
 class DeletedWebhookEndpoint(ResponseModel):
-    """The answer of `DELETE /v1/webhook_endpoints/{id}`."""
+    """The answer of `DELETE /v1/webhook_endpoints/{id}`, as OpenAI's client reads it."""
 
     id: str
-    object: Literal["webhook_endpoint"]
+    object: Literal["webhook_endpoint.deleted"]
     deleted: bool

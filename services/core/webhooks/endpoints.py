@@ -64,7 +64,7 @@ def check_events(events: object) -> list[str]:
 
 
 def create_endpoint(
-    runtime: Runtime, tenant_id: str, url: str, events: object
+    runtime: Runtime, tenant_id: str, url: str, events: object, name: str = ""
 ) -> tuple[WebhookEndpoint, str]:
     """Store a new endpoint; returns it and its signing secret (the only time it is shown).
     A tenant at `MAX_ENDPOINTS_PER_TENANT` endpoints is refused with a 429."""
@@ -87,6 +87,7 @@ def create_endpoint(
             id=new_id("we"),
             tenant_id=tenant_id,
             url=url,
+            name=name,
             enabled_events=enabled,
             secret=secret_box(runtime.settings).seal(secret),
             created_at=utcnow(),
@@ -167,11 +168,13 @@ def schedule_endpoint_events(
 
 
 def schedule_response_event(runtime: Runtime, job_id: str) -> None:
-    """Schedule the endpoint event of a finished response (not a batch line's: its batch
-    has events of its own)."""
+    """Schedule the endpoint event of a finished background response (not a batch line's:
+    its batch has events of its own)."""
     with runtime.sessions() as session:
         job = session.get(Job, job_id)
         if job is None or job.kind != "response" or job.batch_id is not None:
+            return
+        if not (job.response or {}).get("background"):
             return
         if not job.job_status.is_terminal():
             return
