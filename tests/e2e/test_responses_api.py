@@ -1,53 +1,65 @@
 """The official `openai` client's Responses API calls work against vlmq unchanged, with
-strict validation of every response object and event."""
+strict validation of every response object and event, served by a real worker running the
+bundled model (its own stack: the API on a real port, the suite's database and Redis)."""
 
 from __future__ import annotations
 
-import json
-import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
-from tests.support import data_url, shape_png, wait_until
-
-pytestmark = pytest.mark.usefixtures("worker")
-
-
-def make_client(live_server: str, api_key: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{live_server}/v1",
-        api_key=api_key,
-        max_retries=0,
-        timeout=60,
-        _strict_response_validation=True,
-    )
-
-
-def image_input(question: str, color: str = "blue") -> list[dict[str, Any]]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "input_image", "image_url": data_url(shape_png(color, "circle"))},
-                {"type": "input_text", "text": question},
-            ],
-        }
-    ]
+from services.api import create_app
+from services.core.bootstrap import create_runtime
+from services.core.config import BUNDLED_MODEL_DIR, Settings
+from tests.e2e.responses_support import fresh_question, image_input, make_client
+from tests.support import (
+    WorkerProcess,
+    data_url,
+    make_settings,
+    serving,
+    shape_png,
+    wait_until,
+)
 
 
-def fresh_question() -> str:
-    """A question no earlier test asked (its answer is not in the cache)."""
-    return f"what color is the shape? {uuid.uuid4().hex[:6]}"
+@pytest.fixture(scope="module")
+def bundled(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
+) -> Iterator[tuple[str, Settings]]:
+    """The bundled model's stack with default settings: its URL and settings."""
+    tmp = tmp_path_factory.mktemp("responses")
+    settings = make_settings(tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name="")
+    runtime = create_runtime(settings)
+    worker = WorkerProcess(settings, tmp / "worker.log")
+    try:
+        worker.wait_ready(runtime.redis)
+        with serving(create_app(settings), settings) as url:
+            yield url, settings
+    finally:
+        worker.stop()
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(bundled: tuple[str, Settings]) -> str:
+    """The bundled stack's base URL."""
+    return bundled[0]
+
+
+@pytest.fixture(scope="module")
+def served(bundled: tuple[str, Settings]) -> Settings:
+    """The bundled stack's settings."""
+    return bundled[1]
 
 
 def test_a_synchronous_response_answers_the_image(
-    live_server: str, api_key: str, settings: Any
+    live_server: str, api_key: str, served: Settings
 ) -> None:
     client = make_client(live_server, api_key)
     response = client.responses.create(
-        model=settings.model_id,
+        model=served.model_id,
         input=image_input("what color is the shape?", "red"),  # type: ignore[arg-type]
         instructions="Answer in one word.",
         max_output_tokens=4,
@@ -58,7 +70,7 @@ def test_a_synchronous_response_answers_the_image(
     assert response.status in ("completed", "incomplete")
     # The same conversation asked through chat gets the same answer.
     chat = client.chat.completions.create(
-        model=settings.model_id,
+        model=served.model_id,
         messages=[
             {"role": "system", "content": "Answer in one word."},
             {
@@ -82,10 +94,10 @@ def test_a_synchronous_response_answers_the_image(
 
 
 def test_logprobs_are_included_when_asked_for(
-    live_server: str, api_key: str, settings: Any
+    live_server: str, api_key: str, served: Settings
 ) -> None:
     response = make_client(live_server, api_key).responses.create(
-        model=settings.model_id,
+        model=served.model_id,
         input=image_input(fresh_question()),  # type: ignore[arg-type]
         max_output_tokens=3,
         include=["message.output_text.logprobs"],
@@ -99,17 +111,17 @@ def test_logprobs_are_included_when_asked_for(
     assert all(len(entry.top_logprobs) == 2 for entry in part.logprobs)
 
 
-def test_a_plain_string_input_is_answered(live_server: str, api_key: str, settings: Any) -> None:
+def test_a_plain_string_input_is_answered(live_server: str, api_key: str, served: Settings) -> None:
     response = make_client(live_server, api_key).responses.create(
-        model=settings.model_id, input="what color is the shape?", max_output_tokens=3
+        model=served.model_id, input="what color is the shape?", max_output_tokens=3
     )
     assert response.status in ("completed", "incomplete")
     assert isinstance(response.output_text, str)
 
 
-def test_a_cut_off_answer_is_incomplete(live_server: str, api_key: str, settings: Any) -> None:
+def test_a_cut_off_answer_is_incomplete(live_server: str, api_key: str, served: Settings) -> None:
     response = make_client(live_server, api_key).responses.create(
-        model=settings.model_id,
+        model=served.model_id,
         input=image_input(fresh_question()),  # type: ignore[arg-type]
         max_output_tokens=2,
         extra_body={"min_tokens": 2, "ignore_eos": True},
@@ -121,10 +133,10 @@ def test_a_cut_off_answer_is_incomplete(live_server: str, api_key: str, settings
 
 
 def test_a_streamed_response_sends_openais_events_in_order(
-    live_server: str, api_key: str, settings: Any
+    live_server: str, api_key: str, served: Settings
 ) -> None:
     stream = make_client(live_server, api_key).responses.create(
-        model=settings.model_id,
+        model=served.model_id,
         input=image_input(fresh_question()),  # type: ignore[arg-type]
         max_output_tokens=6,
         stream=True,
@@ -151,11 +163,11 @@ def test_a_streamed_response_sends_openais_events_in_order(
 
 
 def test_a_background_response_is_polled_and_cancelling_it_twice_gives_the_final_object(
-    live_server: str, api_key: str, settings: Any
+    live_server: str, api_key: str, served: Settings
 ) -> None:
     client = make_client(live_server, api_key)
     created = client.responses.create(
-        model=settings.model_id,
+        model=served.model_id,
         input=image_input(fresh_question()),  # type: ignore[arg-type]
         max_output_tokens=4,
         background=True,
@@ -180,11 +192,11 @@ def test_a_background_response_is_polled_and_cancelling_it_twice_gives_the_final
 
 
 def test_cancelling_a_running_background_response_stops_it(
-    live_server: str, api_key: str, settings: Any
+    live_server: str, api_key: str, served: Settings
 ) -> None:
     client = make_client(live_server, api_key)
     created = client.responses.create(
-        model=settings.model_id,
+        model=served.model_id,
         input=image_input(fresh_question()),  # type: ignore[arg-type]
         max_output_tokens=2000,
         background=True,
@@ -198,11 +210,11 @@ def test_cancelling_a_running_background_response_stops_it(
 
 
 def test_a_dropped_stream_resumes_after_the_last_event_read(
-    live_server: str, api_key: str, settings: Any
+    live_server: str, api_key: str, served: Settings
 ) -> None:
     client = make_client(live_server, api_key)
     stream = client.responses.create(
-        model=settings.model_id,
+        model=served.model_id,
         input=image_input(fresh_question()),  # type: ignore[arg-type]
         max_output_tokens=12,
         background=True,
@@ -248,35 +260,35 @@ def test_unsupported_fields_are_refused_by_name(live_server: str, api_key: str) 
 
 
 def test_only_a_background_response_can_be_cancelled(
-    live_server: str, api_key: str, settings: Any
+    live_server: str, api_key: str, served: Settings
 ) -> None:
     client = make_client(live_server, api_key)
-    response = client.responses.create(model=settings.model_id, input="hello", max_output_tokens=2)
+    response = client.responses.create(model=served.model_id, input="hello", max_output_tokens=2)
     with pytest.raises(openai.BadRequestError):
         client.responses.cancel(response.id)
 
 
 def test_an_unstored_response_cannot_be_retrieved_and_a_stored_one_can_be_deleted(
-    live_server: str, api_key: str, settings: Any
+    live_server: str, api_key: str, served: Settings
 ) -> None:
     client = make_client(live_server, api_key)
     unstored = client.responses.create(
-        model=settings.model_id, input="hello", max_output_tokens=2, store=False
+        model=served.model_id, input="hello", max_output_tokens=2, store=False
     )
     assert unstored.store is False
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(unstored.id)
-    stored = client.responses.create(model=settings.model_id, input="hello", max_output_tokens=2)
+    stored = client.responses.create(model=served.model_id, input="hello", max_output_tokens=2)
     client.responses.delete(stored.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(stored.id)
 
 
 def test_another_tenant_sees_no_response(
-    live_server: str, api_key: str, other_api_key: str, settings: Any
+    live_server: str, api_key: str, other_api_key: str, served: Settings
 ) -> None:
     created = make_client(live_server, api_key).responses.create(
-        model=settings.model_id, input="hello", max_output_tokens=2, background=True
+        model=served.model_id, input="hello", max_output_tokens=2, background=True
     )
     other = make_client(live_server, other_api_key)
     with pytest.raises(openai.NotFoundError):
@@ -298,7 +310,7 @@ def test_another_tenant_sees_no_response(
 
 
 def test_an_image_is_asked_about_by_the_file_id_of_an_uploaded_file(
-    live_server: str, api_key: str, other_api_key: str, settings: Any
+    live_server: str, api_key: str, other_api_key: str, served: Settings
 ) -> None:
     client = make_client(live_server, api_key)
     image = shape_png("green", "square")
@@ -308,7 +320,7 @@ def test_an_image_is_asked_about_by_the_file_id_of_an_uploaded_file(
 
     def ask(part: dict[str, Any], key: str = api_key) -> Any:
         return make_client(live_server, key).responses.create(
-            model=settings.model_id,
+            model=served.model_id,
             input=[
                 {
                     "role": "user",
@@ -330,185 +342,3 @@ def test_an_image_is_asked_about_by_the_file_id_of_an_uploaded_file(
     batch_file = client.files.create(file=("lines.jsonl", b"{}\n"), purpose="batch")
     with pytest.raises(openai.BadRequestError):
         ask({"type": "input_image", "file_id": batch_file.id})
-
-
-@pytest.mark.usefixtures("background_worker")
-def test_a_batch_of_responses_answers_each_line_with_a_response_object(
-    live_server: str, api_key: str, settings: Any
-) -> None:
-    client = make_client(live_server, api_key)
-    lines = [
-        {
-            "custom_id": f"r{index}",
-            "method": "POST",
-            "url": "/v1/responses",
-            "body": {"input": image_input(question), "max_output_tokens": 3},
-        }
-        for index, question in enumerate([fresh_question(), fresh_question()])
-    ]
-    lines.append(
-        {
-            "custom_id": "bad",
-            "method": "POST",
-            "url": "/v1/responses",
-            "body": {"input": "hello", "background": True},
-        }
-    )
-    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    file = client.files.create(file=("responses.jsonl", content), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=file.id, endpoint="/v1/responses", completion_window="24h"
-    )
-    batch = wait_until(
-        lambda: (
-            (polled := client.batches.retrieve(batch.id)).status
-            in ("completed", "failed", "cancelled", "expired")
-            and polled
-        ),
-        120,
-        f"batch {batch.id} to finish",
-        interval_s=0.3,
-    )
-    assert batch.status == "completed"
-    assert batch.request_counts is not None and batch.request_counts.completed == 2
-    assert batch.output_file_id is not None and batch.error_file_id is not None
-    output = [
-        json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()
-    ]
-    assert sorted(line["custom_id"] for line in output) == ["r0", "r1"]
-    for line in output:
-        body = openai.types.responses.Response.model_validate(line["response"]["body"])
-        assert body.object == "response" and body.status in ("completed", "incomplete")
-        # Each line's response can be retrieved like any other, and goes with its batch.
-        assert client.responses.retrieve(body.id).output_text == body.output_text
-        with pytest.raises(openai.ConflictError):
-            client.responses.delete(body.id)
-    [error] = [
-        json.loads(line) for line in client.files.content(batch.error_file_id).text.splitlines()
-    ]
-    assert error["custom_id"] == "bad" and error["response"]["status_code"] == 400
-
-
-def create_endpoint(live_server: str, key: str, url: str, events: list[str]) -> dict[str, Any]:
-    """An endpoint made as Stripe's API spells it (`enabled_events`)."""
-    return make_client(live_server, key).post(
-        "/webhook_endpoints", body={"url": url, "enabled_events": events}, cast_to=dict
-    )
-
-
-@pytest.mark.usefixtures("background_worker")
-def test_webhook_endpoints_receive_openais_thin_events_signed_with_their_own_secret(
-    live_server: str, api_key: str, other_api_key: str, settings: Any, receiver: Any
-) -> None:
-    client = make_client(live_server, api_key)
-    responses_hook = create_endpoint(
-        live_server,
-        api_key,
-        receiver.url("/responses"),
-        ["response.completed", "response.incomplete"],
-    )
-    batches_hook = create_endpoint(
-        live_server, api_key, receiver.url("/batches"), ["batch.completed", "batch.failed"]
-    )
-    assert responses_hook["object"] == "webhook_endpoint"
-    assert responses_hook["status"] == "enabled"
-    assert responses_hook["secret"].startswith("whsec_")
-    assert responses_hook["secret"] != batches_hook["secret"]
-    # The secret is shown once: never in a read or a list.
-    listed = client.get("/webhook_endpoints", cast_to=dict)
-    assert {e["id"] for e in listed["data"]} >= {responses_hook["id"], batches_hook["id"]}
-    assert all("secret" not in e for e in listed["data"])
-    read = client.get(f"/webhook_endpoints/{responses_hook['id']}", cast_to=dict)
-    assert read["enabled_events"] == ["response.completed", "response.incomplete"]
-    assert "secret" not in read and "signing_secret" not in read
-    # The first delivery fails: the retry carries the same webhook-id.
-    receiver.script("/responses", 500)
-
-    created = client.responses.create(
-        model=settings.model_id,
-        input=image_input(fresh_question()),  # type: ignore[arg-type]
-        max_output_tokens=3,
-        background=True,
-    )
-    first, second = receiver.wait_for("/responses", 2)
-    assert first.headers["webhook-id"] == second.headers["webhook-id"]
-    event = client.webhooks.unwrap(second.body, second.headers, secret=responses_hook["secret"])
-    done = client.responses.retrieve(created.id)
-    assert event.type == f"response.{done.status}"
-    assert event.object == "event" and event.id.startswith("evt_")
-    assert event.data.id == created.id
-    with pytest.raises(openai.InvalidWebhookSignatureError):
-        client.webhooks.unwrap(second.body, second.headers, secret=batches_hook["secret"])
-
-    lines = [
-        {
-            "custom_id": "b0",
-            "method": "POST",
-            "url": "/v1/responses",
-            "body": {"input": image_input(fresh_question()), "max_output_tokens": 2},
-        }
-    ]
-    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    file = client.files.create(file=("b.jsonl", content), purpose="batch")
-    batch = client.batches.create(
-        input_file_id=file.id, endpoint="/v1/responses", completion_window="24h"
-    )
-    [delivered] = receiver.wait_for("/batches", 1, timeout_s=120)
-    batch_event = client.webhooks.unwrap(
-        delivered.body, delivered.headers, secret=batches_hook["secret"]
-    )
-    assert batch_event.type == "batch.completed" and batch_event.data.id == batch.id
-    # The batch's line is a response, but its events are the batch's: one response event.
-    assert len(receiver.requests("/responses")) == 2
-
-    # Another tenant sees none of them; a deleted endpoint gets nothing more.
-    other = make_client(live_server, other_api_key)
-    with pytest.raises(openai.NotFoundError):
-        other.get(f"/webhook_endpoints/{responses_hook['id']}", cast_to=dict)
-    with pytest.raises(openai.NotFoundError):
-        other.delete(f"/webhook_endpoints/{responses_hook['id']}", cast_to=dict)
-    client.webhooks.delete(responses_hook["id"])
-    client.webhooks.delete(batches_hook["id"])
-    again = client.responses.create(
-        model=settings.model_id,
-        input=image_input(fresh_question()),  # type: ignore[arg-type]
-        max_output_tokens=2,
-        background=True,
-    )
-    wait_until(
-        lambda: client.responses.retrieve(again.id).status in ("completed", "incomplete"),
-        30,
-        "the second response",
-    )
-    assert len(receiver.requests("/responses")) == 2
-
-
-def test_a_webhook_endpoint_is_checked_before_it_is_stored(
-    live_server: str, api_key: str, receiver: Any
-) -> None:
-    client = make_client(live_server, api_key)
-    for body in (
-        {"url": receiver.url("/x"), "enabled_events": ["response.exploded"]},
-        {"url": receiver.url("/x"), "enabled_events": []},
-        {"url": "ftp://example.invalid/x", "enabled_events": ["response.completed"]},
-    ):
-        with pytest.raises(openai.BadRequestError):
-            client.post("/webhook_endpoints", body=body, cast_to=dict)
-
-
-def test_openais_client_manages_webhook_endpoints(
-    live_server: str, api_key: str, receiver: Any
-) -> None:
-    client = make_client(live_server, api_key)
-    made = client.webhooks.create(
-        url=receiver.url("/sdk"), event_types=["response.completed"], name="orders"
-    )
-    assert made.signing_secret.startswith("whsec_") and made.name == "orders"
-    assert made.event_types == ["response.completed"]
-    read = client.webhooks.retrieve(made.id)
-    assert read.url == receiver.url("/sdk") and read.created_at == made.created_at
-    assert made.id in [endpoint.id for endpoint in client.webhooks.list()]
-    deleted = client.webhooks.delete(made.id)
-    assert deleted.deleted and deleted.object == "webhook_endpoint.deleted"
-    with pytest.raises(openai.NotFoundError):
-        client.webhooks.retrieve(made.id)
