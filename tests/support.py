@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from services.api.server import create_server, listening_socket
 from services.core import outbound
+from services.core.bootstrap import create_runtime
 from services.core.config import Settings
 from services.core.heartbeats import live_model_workers
 
@@ -170,6 +171,36 @@ def wait_until(
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def model_stack(
+    tmp: Path, database_url: str, redis_url: str, model: Path, **overrides: object
+) -> Iterator[Settings]:
+    """A stack's settings with a real `vlmq worker` serving `model` until the block ends."""
+    settings = make_settings(tmp, database_url, redis_url, model, **overrides)
+    runtime = create_runtime(settings)
+    worker = WorkerProcess(settings, tmp / "worker.log")
+    try:
+        worker.wait_ready(runtime.redis)
+        yield settings
+    finally:
+        worker.stop()
+        runtime.close()
+
+
+def finished_batch(client: Any, batch_id: str, timeout_s: float = 120) -> Any:
+    """The batch once it reached a terminal state, polled with the official client."""
+    return wait_until(
+        lambda: (
+            (polled := client.batches.retrieve(batch_id)).status
+            in ("completed", "failed", "cancelled", "expired")
+            and polled
+        ),
+        timeout_s,
+        f"batch {batch_id} to finish",
+        interval_s=0.3,
+    )
 
 
 def make_settings(

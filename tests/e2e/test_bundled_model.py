@@ -17,10 +17,9 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from services.api import create_app
-from services.core.bootstrap import create_runtime
 from services.core.config import BUNDLED_MODEL_DIR, Settings
 from services.core.inputs.prompts import GenerationParams
-from tests.support import WorkerProcess, data_url, make_settings
+from tests.support import data_url, model_stack
 from workers.backends.base import PredictRequest
 from workers.backends.transformers_vlm import TransformersVLM
 
@@ -44,15 +43,10 @@ def bundled(
 ) -> Iterator[tuple[Settings, FlaskClient]]:
     """A stack serving the bundled model with default settings (its own worker and queue)."""
     tmp = tmp_path_factory.mktemp("bundled")
-    settings = make_settings(tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name="")
-    runtime = create_runtime(settings)
-    worker = WorkerProcess(settings, tmp / "worker.log")
-    try:
-        worker.wait_ready(runtime.redis)
+    with model_stack(
+        tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name=""
+    ) as settings:
         yield settings, create_app(settings).test_client()
-    finally:
-        worker.stop()
-        runtime.close()
 
 
 @pytest.fixture(scope="module")

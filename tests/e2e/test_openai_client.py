@@ -8,7 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support import data_url, shape_png, wait_until
+from tests.support import data_url, finished_batch, shape_png
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -127,16 +127,7 @@ def test_batch_api_with_the_openai_client(live_server: str, api_key: str, tmp_pa
     batch = client.batches.create(
         input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    batch = wait_until(
-        lambda: (
-            (polled := client.batches.retrieve(batch.id)).status
-            in ("completed", "failed", "cancelled", "expired")
-            and polled
-        ),
-        120,
-        f"batch {batch.id} to finish",
-        interval_s=0.3,
-    )
+    batch = finished_batch(client, batch.id)
     assert batch.status == "completed"
     assert batch.request_counts is not None and batch.request_counts.completed == 2
     assert batch.output_file_id is not None

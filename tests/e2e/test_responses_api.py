@@ -11,13 +11,11 @@ import openai
 import pytest
 
 from services.api import create_app
-from services.core.bootstrap import create_runtime
 from services.core.config import BUNDLED_MODEL_DIR, Settings
 from tests.e2e.responses_support import fresh_question, image_input, make_client
 from tests.support import (
-    WorkerProcess,
     data_url,
-    make_settings,
+    model_stack,
     serving,
     shape_png,
     wait_until,
@@ -30,16 +28,13 @@ def bundled(
 ) -> Iterator[tuple[str, Settings]]:
     """The bundled model's stack with default settings: its URL and settings."""
     tmp = tmp_path_factory.mktemp("responses")
-    settings = make_settings(tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name="")
-    runtime = create_runtime(settings)
-    worker = WorkerProcess(settings, tmp / "worker.log")
-    try:
-        worker.wait_ready(runtime.redis)
-        with serving(create_app(settings), settings) as url:
-            yield url, settings
-    finally:
-        worker.stop()
-        runtime.close()
+    with (
+        model_stack(
+            tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name=""
+        ) as settings,
+        serving(create_app(settings), settings) as url,
+    ):
+        yield url, settings
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.e2e.responses_support import fresh_question, image_input, make_client
-from tests.support import wait_until
+from tests.support import finished_batch, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -43,16 +43,7 @@ def test_a_batch_of_responses_answers_each_line_with_a_response_object(
     batch = client.batches.create(
         input_file_id=file.id, endpoint="/v1/responses", completion_window="24h"
     )
-    batch = wait_until(
-        lambda: (
-            (polled := client.batches.retrieve(batch.id)).status
-            in ("completed", "failed", "cancelled", "expired")
-            and polled
-        ),
-        120,
-        f"batch {batch.id} to finish",
-        interval_s=0.3,
-    )
+    batch = finished_batch(client, batch.id)
     assert batch.status == "completed"
     assert batch.request_counts is not None and batch.request_counts.completed == 2
     assert batch.output_file_id is not None and batch.error_file_id is not None
