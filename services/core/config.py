@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     image_retention_s: int = 30 * 86400
     file_retention_s: int = 30 * 86400
     webhook_retention_s: int = 30 * 86400
+    # A finished response made with `store: false` whose caller did not read it to the end
+    # (one that did deleted it then).
+    unstored_response_retention_s: int = 600
     prune_chunk: int = 500
 
     # Answer cache.

@@ -50,9 +50,6 @@ from services.core.tables import (
 log = structlog.get_logger(__name__)
 # At most this many delete transactions per kind and pass.
 MAX_CHUNKS = 20
-# How long a finished response made with `store: false` is kept when its caller did not
-# read it to the end (a caller that did deleted it then).
-UNSTORED_RESPONSE_LIFE_S = 600
 # PostgreSQL: how long image pruning waits for the submissions in flight to commit before it
 # gives up until the next pass (image submissions that arrive meanwhile wait behind it).
 IMAGE_LOCK_TIMEOUT_MS = 2000
@@ -157,9 +154,9 @@ def prune_jobs(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
 
 def prune_unstored_responses(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
     """Delete finished responses made with `store: false` a short while after they ended
-    (`UNSTORED_RESPONSE_LIFE_S`): they were for their caller only, who read them (a reader
+    (`unstored_response_retention_s`): they were for their caller only, who read them (a reader
     deletes one at once; this catches those whose caller left before the end)."""
-    cutoff = before(UNSTORED_RESPONSE_LIFE_S)
+    cutoff = before(runtime.settings.unstored_response_retention_s)
     unstored = Job.response["store"].as_boolean().is_(False)
 
     def chunk(session: Session, limit: int) -> int:

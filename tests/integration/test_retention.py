@@ -256,7 +256,7 @@ def test_a_pruned_job_answers_404_and_a_kept_one_does_not(
 def test_unstored_responses_go_soon_after_they_end_and_stored_ones_stay(
     runtime: Runtime, owner: Owner
 ) -> None:
-    ended = timedelta(seconds=retention.UNSTORED_RESPONSE_LIFE_S + 60)
+    ended = timedelta(seconds=runtime.settings.unstored_response_retention_s + 60)
     unstored = a_job(
         owner.tenant_id, "succeeded", age=ended, kind="response", response={"store": False}
     )
