@@ -67,6 +67,54 @@ CHAT_FIELDS = {
     "user": fz.strings,
     "webhook": fz.webhooks,
 }
+response_parts = st.one_of(
+    st.builds(lambda url: {"type": "input_image", "image_url": url}, fz.image_refs),
+    st.builds(lambda ident: {"type": "input_image", "file_id": ident}, fz.ids),
+    st.builds(lambda text: {"type": "input_text", "text": text}, fz.questions),
+    fz.parts,
+)
+RESPONSE_INPUT = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "input_image", "image_url": fz.PNG_URL},
+            {"type": "input_text", "text": "what color is the shape?"},
+        ],
+    }
+]
+RESPONSE_FIELDS = {
+    **fz.generation_fields,
+    "input": st.one_of(
+        fz.questions,
+        st.lists(
+            st.fixed_dictionaries(
+                {"role": fz.roles},
+                optional={
+                    "type": st.sampled_from(["message", "function_call", ""]),
+                    "content": st.one_of(
+                        fz.questions, st.lists(response_parts, max_size=4), fz.json_values
+                    ),
+                },
+            ),
+            max_size=4,
+        ),
+        st.just(RESPONSE_INPUT),
+    ),
+    "instructions": fz.questions,
+    "max_output_tokens": fz.max_tokens,
+    "metadata": fz.metadata,
+    "stream": st.booleans(),
+    "background": st.booleans(),
+    "store": st.booleans(),
+    "include": st.one_of(st.just(["message.output_text.logprobs"]), fz.json_values),
+    "text": st.one_of(st.just({"format": {"type": "text"}}), fz.json_values),
+    "tools": fz.json_values,
+    "previous_response_id": fz.json_values,
+    "service_tier": st.one_of(
+        st.sampled_from(["auto", "default", "flex", "priority", "scale"]), fz.strings
+    ),
+    "webhook": fz.webhooks,
+}
 moderation_parts = st.lists(st.one_of(fz.image_part(), fz.text_part), min_size=1, max_size=4)
 categories = st.one_of(
     st.dictionaries(
@@ -112,6 +160,7 @@ BATCH_FIELDS = {
 POST_ROUTES = [
     "/v1/jobs",
     "/v1/chat/completions",
+    "/v1/responses",
     "/v1/moderations",
     "/v1/files",
     "/v1/batches",
@@ -147,7 +196,7 @@ def send_json(
     response = app.test_client().post(
         path, data=fz.to_json(body), headers=headers, content_type="application/json"
     )
-    synchronous = endpoint in {"chat", "moderations"}
+    synchronous = endpoint in {"chat", "moderations", "responses"}
     check_answer(tally, endpoint, response, (path, headers, body), synchronous=synchronous)
 
 
@@ -272,6 +321,16 @@ def test_chat_completion_bodies(
     body = data.draw(fz.bodies([{"messages": fz.VALID_MESSAGES}], CHAT_FIELDS), "body")
     headers = data.draw(fz.extra_headers(fuzz_auth), "headers")
     send_json(fuzz_app, tally, "chat", "/v1/chat/completions", body, headers)
+
+
+@fuzz(150)
+@given(data=st.data())
+def test_response_bodies(
+    fuzz_app: Flask, fuzz_auth: dict[str, str], tally: Tally, data: st.DataObject
+) -> None:
+    body = data.draw(fz.bodies([{"input": RESPONSE_INPUT}], RESPONSE_FIELDS), "body")
+    headers = data.draw(fz.extra_headers(fuzz_auth), "headers")
+    send_json(fuzz_app, tally, "responses", "/v1/responses", body, headers)
 
 
 @fuzz(150)
