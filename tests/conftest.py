@@ -41,8 +41,10 @@ TINY_WORDS = [
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight GLM-4V checkpoint built on the spot (well under a second of work)."""
-    return build_glm4v(Glm4vRecipe(words=TINY_WORDS, seed=0), tmp_path_factory.mktemp("tiny-glm4v"))
+    """A random-weight GLM-4V checkpoint built on the spot (well under a second of work),
+    with a vocabulary that spells anything, so structured output can constrain it."""
+    recipe = Glm4vRecipe(words=TINY_WORDS, seed=0, spells=True)
+    return build_glm4v(recipe, tmp_path_factory.mktemp("tiny-glm4v"))
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -52,7 +52,7 @@ def load_inputs(runtime: Runtime, claims: list[Claim]) -> StoredInputs:
 def predict_request(claim: Claim, inputs: StoredInputs, settings: Settings) -> PredictRequest:
     """The model request of a claimed job: its messages with each image decoded, the
     questions of the policy it scores, and the LoRA adapter its `model` names (None: the
-    base model)."""
+    base model; a JSON request to the base model goes to the deployment's JSON adapter)."""
     messages: list[dict[str, Any]] = []
     for message in claim.messages:
         parts = []
@@ -62,8 +62,11 @@ def predict_request(claim: Claim, inputs: StoredInputs, settings: Settings) -> P
             else:
                 parts.append(part)
         messages.append({"role": message["role"], "content": parts})
+    params = job_params(claim.params, inputs.policies)
     adapter = claim.model if claim.model in settings.adapters else None
-    return PredictRequest(messages, job_params(claim.params, inputs.policies), adapter=adapter)
+    if adapter is None and params.grammar is not None and params.grammar.is_json:
+        adapter = settings.json_adapter_name
+    return PredictRequest(messages, params, adapter=adapter)
 
 
 def company_limit(attempt: int, settings: Settings) -> int:

@@ -22,6 +22,9 @@ BUNDLED_MODEL_DIR = REPO_ROOT / "workers" / "models" / "easyvqa-glm4v"
 # The LoRA adapter shipped with the bundled model (it answers in French).
 BUNDLED_ADAPTER_NAME = "easyvqa-glm4v-fr"
 BUNDLED_ADAPTER_DIR = REPO_ROOT / "workers" / "models" / BUNDLED_ADAPTER_NAME
+# The LoRA adapter that answers the bundled model's JSON requests (structured output).
+JSON_ADAPTER_NAME = "easyvqa-glm4v-json"
+JSON_ADAPTER_DIR = REPO_ROOT / "workers" / "models" / JSON_ADAPTER_NAME
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 
@@ -57,6 +60,10 @@ class Settings(BaseSettings):
     # "name=path,name2=path2" (PEFT adapter folders). A request picks one as its `model`.
     # "auto": the bundled adapter when the bundled model is served (else none); "": none.
     lora_modules: str = "auto"
+    # The adapter that answers JSON requests (`response_format` json_schema / json_object)
+    # made of the base model: "auto", the bundled JSON adapter when the bundled model is
+    # served; "": none (the base model answers them); else one of `VLMQ_LORA_MODULES`.
+    json_adapter: str = "auto"
 
     # Prompt presets every tenant may use ({name: system prompt}); a tenant's own preset
     # of the same name wins. A request picks one with `"preset": name`.
@@ -89,6 +96,8 @@ class Settings(BaseSettings):
     max_question_chars: int = 8000
     # A moderation policy's questions together (each is also within max_question_chars).
     max_policy_chars: int = 16_000
+    # A structured-output grammar (a JSON schema, a regex, the choices) in bytes.
+    max_grammar_bytes: int = 16_384
     default_max_tokens: int = 256
     max_tokens_limit: int = 4096
 
@@ -289,6 +298,13 @@ class Settings(BaseSettings):
         return dict(adapter_table(self.lora_modules, self.model))
 
     @property
+    def json_adapter_name(self) -> str | None:
+        """The adapter that answers the base model's JSON requests (None: the base)."""
+        if self.json_adapter == "auto":
+            return JSON_ADAPTER_NAME if JSON_ADAPTER_NAME in self.adapters else None
+        return self.json_adapter or None
+
+    @property
     def served_models(self) -> list[str]:
         """Every id a request may name as its `model`: the base, then its adapters."""
         return [self.model_id, *self.adapters]
@@ -305,6 +321,10 @@ class Settings(BaseSettings):
         # A request names a model by id: an adapter cannot share the base model's.
         if self.model_id in self.adapters:
             raise ValueError(f"VLMQ_LORA_MODULES names an adapter {self.model_id!r} like the model")
+        if self.json_adapter not in ("auto", "") and self.json_adapter not in self.adapters:
+            raise ValueError(
+                f"VLMQ_JSON_ADAPTER names {self.json_adapter!r}, not one of VLMQ_LORA_MODULES"
+            )
         return self
 
     @property
@@ -335,8 +355,13 @@ def adapter_table(lora_modules: str, model: str) -> tuple[tuple[str, str], ...]:
     """(name, folder) of each adapter `lora_modules` names for `model`, worked out once
     (every submission and every claimed job asks)."""
     if lora_modules == "auto":
-        bundled = Path(model).resolve() == BUNDLED_MODEL_DIR
-        return ((BUNDLED_ADAPTER_NAME, str(BUNDLED_ADAPTER_DIR)),) if bundled else ()
+        if Path(model).resolve() != BUNDLED_MODEL_DIR:
+            return ()
+        bundled = (
+            (BUNDLED_ADAPTER_NAME, BUNDLED_ADAPTER_DIR),
+            (JSON_ADAPTER_NAME, JSON_ADAPTER_DIR),
+        )
+        return tuple((name, str(path)) for name, path in bundled if path.exists())
     return tuple(parse_lora_modules(lora_modules).items())
 
 

@@ -1,4 +1,5 @@
-"""What the end-to-end tests share: a headless Chromium for the playground's tests."""
+"""What the end-to-end tests share: a headless Chromium for the playground's tests, and
+the bundled model's own stack."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
+
+from services.api import create_app
+from services.core.config import BUNDLED_MODEL_DIR, Settings
+from tests.support import model_stack, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The flags that keep Chromium off the network here (it would try Google's hosts at start).
@@ -30,3 +35,19 @@ def browser() -> Iterator[Browser]:
         )
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def bundled(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
+) -> Iterator[tuple[str, Settings]]:
+    """The bundled model's own stack (a real worker, the API on a real port, the suite's
+    database and Redis) with default settings, for one module: its URL and settings."""
+    tmp = tmp_path_factory.mktemp("bundled")
+    with (
+        model_stack(
+            tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name=""
+        ) as settings,
+        serving(create_app(settings), settings) as url,
+    ):
+        yield url, settings

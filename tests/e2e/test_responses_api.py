@@ -6,37 +6,18 @@ worker of the suite's main stack, which serves every stack that shares its datab
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
-from services.api import create_app
-from services.core.config import BUNDLED_MODEL_DIR, Settings
+from services.core.config import Settings
 from tests.e2e.responses_support import fresh_question, image_input, make_client
 from tests.support import (
     data_url,
-    model_stack,
-    serving,
     shape_png,
     wait_until,
 )
-
-
-@pytest.fixture(scope="module")
-def bundled(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
-) -> Iterator[tuple[str, Settings]]:
-    """The bundled model's stack with default settings: its URL and settings."""
-    tmp = tmp_path_factory.mktemp("responses")
-    with (
-        model_stack(
-            tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name=""
-        ) as settings,
-        serving(create_app(settings), settings) as url,
-    ):
-        yield url, settings
 
 
 @pytest.fixture(scope="module")

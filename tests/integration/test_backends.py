@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
@@ -12,11 +10,15 @@ from tests.conftest import TINY_WORDS
 from tests.tiny_llava import build_tiny_llava
 from workers.backends.base import PredictRequest
 from workers.backends.transformers_vlm import TransformersVLM
+from workers.models.glm4v_builder import Glm4vRecipe, build_glm4v
 
 
 @pytest.fixture(scope="module")
-def glm(tiny_model_dir: Path) -> TransformersVLM:
-    backend = TransformersVLM(str(tiny_model_dir))
+def glm(tmp_path_factory: pytest.TempPathFactory) -> TransformersVLM:
+    """A tiny GLM-4V whose tokenizer puts spaces between its words (as a word-level
+    tokenizer usually does): these tests read its answers word by word."""
+    recipe = Glm4vRecipe(words=TINY_WORDS, seed=0)
+    backend = TransformersVLM(str(build_glm4v(recipe, tmp_path_factory.mktemp("glm"))))
     backend.setup("cpu")
     return backend
 

@@ -338,14 +338,17 @@ def test_an_unfinished_batch_keeps_its_lines_and_files(
 ) -> None:
     long_ago = utcnow() - LONG_AGO
     expired = utcnow() - DAY
+    # The stack's workers share this database and check unfinished batches: these are
+    # left as they are (within their window, one line still running on a model nobody
+    # serves, a finalizer at work), so only the pruning under test can touch them.
     running_input, running_input_chunks = a_file(owner.tenant_id, expires_at=expired)
-    running = a_batch(owner.tenant_id, running_input.id, "in_progress", created_at=long_ago)
+    running = a_batch(owner.tenant_id, running_input.id, "in_progress")
     lines = [
         a_job(owner.tenant_id, status, age=LONG_AGO, batch_id=running.id)
-        for status in ("succeeded", "failed")
+        for status in ("succeeded", "failed", "running")
     ]
     final_input, final_input_chunks = a_file(owner.tenant_id, expires_at=expired)
-    finalizing = a_batch(owner.tenant_id, final_input.id, "finalizing", created_at=long_ago)
+    finalizing = a_batch(owner.tenant_id, final_input.id, "finalizing", finalizing_at=utcnow())
     output, output_chunks = a_file(owner.tenant_id, expires_at=expired, purpose="batch_output")
     add(runtime, running_input, running, final_input, finalizing, output)
     add(runtime, *running_input_chunks, *final_input_chunks, *output_chunks, *lines)
@@ -365,6 +368,11 @@ def test_an_unfinished_batch_keeps_its_lines_and_files(
             sa.update(Batch)
             .where(Batch.id.in_([running.id, finalizing.id]))
             .values(status="completed", completed_at=long_ago)
+        )
+        session.execute(
+            sa.update(Job)
+            .where(Job.batch_id == running.id, Job.status == "running")
+            .values(status="canceled", completed_at=long_ago)
         )
     retention.prune(runtime)
     for batch in (running, finalizing):

@@ -11,6 +11,8 @@ from services.core.config import (
     BUNDLED_ADAPTER_DIR,
     BUNDLED_ADAPTER_NAME,
     BUNDLED_MODEL_DIR,
+    JSON_ADAPTER_DIR,
+    JSON_ADAPTER_NAME,
     Settings,
     parse_lora_modules,
 )
@@ -26,9 +28,15 @@ def settings(**values: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def test_the_bundled_model_brings_its_adapter_unless_told_otherwise() -> None:
-    assert settings().adapters == {BUNDLED_ADAPTER_NAME: str(BUNDLED_ADAPTER_DIR)}
+def test_the_bundled_model_brings_its_adapters_unless_told_otherwise() -> None:
+    assert settings().adapters == {
+        BUNDLED_ADAPTER_NAME: str(BUNDLED_ADAPTER_DIR),
+        JSON_ADAPTER_NAME: str(JSON_ADAPTER_DIR),
+    }
+    assert settings().json_adapter_name == JSON_ADAPTER_NAME
+    assert settings(json_adapter="").json_adapter_name is None
     assert settings(lora_modules="").adapters == {}
+    assert settings(lora_modules="").json_adapter_name is None
     assert settings(model="/models/other").adapters == {}
     chosen = settings(lora_modules="fr=/a/fr, de = /a/de")
     assert chosen.adapters == {"fr": "/a/fr", "de": "/a/de"}
@@ -48,14 +56,20 @@ def test_an_adapter_cannot_take_the_base_models_name() -> None:
         settings(lora_modules="easyvqa-glm4v=/a")
 
 
+def test_the_json_adapter_must_be_served() -> None:
+    with pytest.raises(ValueError):
+        settings(lora_modules="fr=/a/fr", json_adapter="json")
+    assert settings(lora_modules="json=/a/j", json_adapter="json").json_adapter_name == "json"
+
+
 def test_a_request_names_the_base_or_an_adapter() -> None:
     config = settings()
     assert served_model(None, config) == served_model("", config) == "easyvqa-glm4v"
     assert served_model(BUNDLED_ADAPTER_NAME, config) == BUNDLED_ADAPTER_NAME
     with pytest.raises(NotFoundError):
         served_model("gpt-4o", config)
-    base, adapter = served_models(config)
-    assert adapter.parent == base.id and base.parent is None
+    base, adapter, json_adapter = served_models(config)
+    assert adapter.parent == json_adapter.parent == base.id and base.parent is None
     # The adapter's revision covers the base's: retraining either changes its cache keys.
     assert served_revision(config, BUNDLED_ADAPTER_NAME).startswith(base.revision + "+")
     assert served_revision(config, "easyvqa-glm4v") == base.revision

@@ -34,6 +34,7 @@ from workers.backends.base import (
     PredictRequest,
     TokenLogprob,
 )
+from workers.backends.grammar import Grammars, advance, mask_rows
 from workers.backends.logprobs import LogprobReader
 from workers.backends.streaming import RowText
 
@@ -56,6 +57,12 @@ class LoadedModel(Protocol):
     device: str
     eos_token_ids: set[int]
     logprob_reader: LogprobReader
+    vocab_size: int
+
+    @property
+    def grammars(self) -> Grammars:
+        """The model's compiled grammars (constrained decoding)."""
+        ...
 
     @property
     def hidden_tokens(self) -> list[str]:
@@ -91,6 +98,8 @@ class Row:
     generator: torch.Generator | None
     text: RowText | None
     admitted_at: float
+    # The row's grammar matcher (structured output); None: a free row.
+    matcher: Any = None
     generated: list[int] = field(default_factory=list)
     # The answer's token log-probabilities; None unless the request asked for them.
     logprobs: list[TokenLogprob] | None = None
@@ -147,8 +156,10 @@ class ContinuousEngine:
             self._new_row(key, request, int(mask[index].sum()), deltas[index], admitted_at)
             for index, (key, request) in enumerate(requests)
         ]
+        logits = output.logits[:, -1]
+        mask_rows(logits, [row.matcher for row in rows], self.vlm.vocab_size)
         for index, row in enumerate(rows):
-            self._take(row, output.logits[index, -1])
+            self._take(row, logits[index])
         joining = [index for index, row in enumerate(rows) if row.finish_reason is None]
         if joining:
             cache: DynamicCache = output.cache
@@ -172,6 +183,9 @@ class ContinuousEngine:
         text = None
         if request.on_text is not None:
             text = RowText(self.vlm.processor.tokenizer, request.on_text, self.vlm.hidden_tokens)
+        matcher = None
+        if params.grammar is not None:
+            matcher = self.vlm.grammars.matcher(params.grammar)
         return Row(
             key=key,
             request=request,
@@ -182,6 +196,7 @@ class ContinuousEngine:
             text=text,
             admitted_at=at,
             logprobs=[] if params.logprobs else None,
+            matcher=matcher,
         )
 
     @torch.inference_mode()
@@ -208,6 +223,7 @@ class ContinuousEngine:
                 logits_to_keep=1,
             )
         logits = output.logits[:, -1]
+        mask_rows(logits, [row.matcher for row in self.rows], self.vlm.vocab_size)
         # Every row's greedy choice in one call (sampled rows pick their own).
         greedy = torch.argmax(logits, dim=-1).tolist()
         for index, row in enumerate(self.rows):
@@ -274,6 +290,7 @@ class ContinuousEngine:
     def _take(self, row: Row, logits: torch.Tensor, greedy: int | None = None) -> None:
         """Pick and record the row's next token; decide whether it finished the answer."""
         token = self._pick(row, logits, greedy)
+        advance(row.matcher, token)
         params = row.request.params
         now = time.perf_counter()
         row.first_at = row.first_at or now

@@ -15,6 +15,7 @@ from transformers.utils import logging as transformers_logging
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import DecodeEngine, Prediction, PredictRequest
 from workers.backends.continuous import ContinuousEngine, position_scheme
+from workers.backends.grammar import GrammarLogitsProcessor, Grammars
 from workers.backends.logprobs import LogprobReader
 from workers.backends.output_parsing import parse_output
 from workers.backends.streaming import BatchTextStreamer, TokenClock
@@ -70,6 +71,9 @@ class TransformersVLM:
         self.eos_token_ids: set[int] = set()
         self.special_tokens: list[str] = []
         self.logprob_reader: LogprobReader
+        # The width of the model's logits (its vocabulary, padding included).
+        self.vocab_size = 0
+        self._grammars: Grammars | None = None
 
     def setup(self, device: str) -> None:
         """Load processor and weights: bf16 and SDPA attention on a GPU, float32 on the CPU."""
@@ -157,6 +161,8 @@ class TransformersVLM:
             if token not in MARKUP_TOKENS
         ]
         self.logprob_reader = LogprobReader(tokenizer, self.hidden_tokens)
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self._grammars = None
         scheme = position_scheme(self.model)
         if self.batching == "continuous" and scheme is not None:
             self.engine = ContinuousEngine(self, scheme)
@@ -175,6 +181,13 @@ class TransformersVLM:
         """Tokens never shown in streamed text (special tokens and GLM's markup)."""
         return [*self.special_tokens, *MARKUP_TOKENS]
 
+    @property
+    def grammars(self) -> Grammars:
+        """The model's grammars (structured output), set up on the first request for one."""
+        if self._grammars is None:
+            self._grammars = Grammars(self.processor.tokenizer, self.vocab_size, self.eos_token_ids)
+        return self._grammars
+
     def continuous_engine(self) -> DecodeEngine | None:
         """The continuous-batching engine, or None where this model runs static batches."""
         return self.engine
@@ -184,7 +197,9 @@ class TransformersVLM:
         predictions: list[Prediction | None] = [None] * len(batch)
         groups: dict[str, list[int]] = {}
         for index, request in enumerate(batch):
-            groups.setdefault(request.params.model_dump_json(), []).append(index)
+            # Rows under different grammars share a call: each row is masked by its own.
+            key = request.params.model_copy(update={"grammar": None}).model_dump_json()
+            groups.setdefault(key, []).append(index)
         for indexes in groups.values():
             params = batch[indexes[0]].params
             if params.score_questions:
@@ -240,6 +255,10 @@ class TransformersVLM:
         )
         clock = TokenClock(len(requests), end_tokens, inner=text_streamer)
         kwargs["streamer"] = clock
+        grammars = [request.params.grammar for request in requests]
+        if any(grammars):
+            matchers = [g and self.grammars.matcher(g) for g in grammars]
+            kwargs["logits_processor"] = [GrammarLogitsProcessor(matchers, self.vocab_size)]
         if params.logprobs:
             # The raw logits of every step (not the processed scores: see `logprobs`).
             kwargs.update(return_dict_in_generate=True, output_logits=True)
@@ -250,7 +269,9 @@ class TransformersVLM:
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         predictions = []
         for i, row in enumerate(output_ids):
-            prediction = self.decode(row[prompt_length:].tolist(), int(prompt_tokens[i]), params)
+            prediction = self.decode(
+                row[prompt_length:].tolist(), int(prompt_tokens[i]), requests[i].params
+            )
             logprobs = None
             if params.logprobs:
                 logprobs = self.logprob_reader.answer(

@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
@@ -69,6 +70,9 @@ SPECIAL_TOKENS = [
 WORD_PATTERN = re.compile(r"[A-Za-z]+|[0-9]|[^\sA-Za-z0-9]")
 # Punctuation and digits every checkpoint knows, whatever words it was built with.
 BASE_SYMBOLS = list("?.,!:;'\"()-/") + [str(d) for d in range(10)]
+# Every printable ASCII character, a token each in a vocabulary that must spell any JSON,
+# regex or choice a grammar asks for (see `spelling_vocabulary`).
+PRINTABLE_ASCII = [chr(code) for code in range(0x20, 0x7F)]
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class Glm4vRecipe:
     text: TextSize = field(default_factory=TextSize)
     vision: VisionSize = field(default_factory=VisionSize)
     seed: int = 0
+    # A vocabulary that spells anything (`spelling_vocabulary`): constrained decoding needs it.
+    spells: bool = False
 
 
 def split_words(text: str) -> list[str]:
@@ -111,8 +117,9 @@ def split_words(text: str) -> list[str]:
     return WORD_PATTERN.findall(text.lower())
 
 
-def build_tokenizer(words: list[str]) -> Tokenizer:
-    """A word-level tokenizer: the special tokens of GLM first, then the given words."""
+def build_tokenizer(words: list[str], spells: bool = False) -> Tokenizer:
+    """A word-level tokenizer: the special tokens of GLM first, then the given words (and
+    with `spells`, every printable ASCII character: see `spelling_vocabulary`)."""
     vocab: dict[str, int] = {}
     for token in [*SPECIAL_TOKENS, "[UNK]", *BASE_SYMBOLS, *sorted(set(words))]:
         vocab.setdefault(token, len(vocab))
@@ -123,7 +130,30 @@ def build_tokenizer(words: list[str]) -> Tokenizer:
     )
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    if spells:
+        spec = spelling_vocabulary(json.loads(tokenizer.to_str()))
+        tokenizer = Tokenizer.from_str(json.dumps(spec))
     return tokenizer
+
+
+def spelling_vocabulary(spec: dict[str, Any]) -> dict[str, Any]:
+    """A word-level tokenizer's `tokenizer.json` that can spell any text a grammar asks for.
+
+    Every printable ASCII character missing from the vocabulary becomes a token (after the
+    others: existing ids keep their meaning), and tokens decode by plain concatenation (a
+    space is a token of its own). A word-level decoder that puts spaces between words
+    would make a token's text depend on its neighbours, and a grammar could not tell which
+    tokens keep, say, a JSON string's characters together. Prompts read as before: the
+    pre-tokenizer still splits them at spaces and punctuation.
+    """
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    next_id = max(vocab.values()) + 1
+    for character in PRINTABLE_ASCII:
+        if character not in vocab:
+            vocab[character] = next_id
+            next_id += 1
+    spec["decoder"] = {"type": "Fuse"}
+    return spec
 
 
 def build_glm4v(recipe: Glm4vRecipe, out_dir: str | Path) -> Path:
@@ -141,7 +171,7 @@ def build_glm4v(recipe: Glm4vRecipe, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=build_tokenizer([w.lower() for w in recipe.words]),
+        tokenizer_object=build_tokenizer([w.lower() for w in recipe.words], recipe.spells),
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
         unk_token="[UNK]",

@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tokenizers import Tokenizer
@@ -48,6 +48,8 @@ from workers.models.train_easyvqa import (
     train_vqa,
 )
 
+# The options dataclass a command line fills in (`options_from`).
+Opts = TypeVar("Opts")
 # A question word: its output row never wins at an answer position.
 NEVER_ANSWERS = "what"
 # LoRA on every projection of the language model (not the vision tower: its layers see
@@ -73,14 +75,20 @@ class LoraOptions:
     eval_every: int = 200
 
 
-def parse_options(argv: list[str] | None = None) -> LoraOptions:
-    """Options from the command line (defaults are the recipe of the shipped adapter)."""
-    defaults = LoraOptions()
-    parser = argparse.ArgumentParser(description="Train the French LoRA of the bundled model.")
-    for option in dataclasses.fields(LoraOptions):
+def options_from(argv: list[str] | None, kind: type[Opts], description: str) -> Opts:
+    """A dataclass of options from the command line, one `--flag` per field (its default
+    is the field's: the recipe of the shipped adapter)."""
+    defaults = kind()
+    parser = argparse.ArgumentParser(description=description)
+    for option in dataclasses.fields(kind):  # type: ignore[arg-type]
         value = getattr(defaults, option.name)
         parser.add_argument(f"--{option.name.replace('_', '-')}", type=type(value), default=value)
-    return LoraOptions(**vars(parser.parse_args(argv)))
+    return kind(**vars(parser.parse_args(argv)))
+
+
+def parse_options(argv: list[str] | None = None) -> LoraOptions:
+    """Options from the command line (defaults are the recipe of the shipped adapter)."""
+    return options_from(argv, LoraOptions, "Train the French LoRA of the bundled model.")
 
 
 def add_answer_words(base: Path, log: Tee) -> None:
@@ -116,11 +124,30 @@ def add_answer_words(base: Path, log: Tee) -> None:
     log(f"base vocabulary {old_vocab} -> {first_new + len(missing)}: added {missing}")
 
 
-def train_adapter(opts: LoraOptions, log: Tee) -> tuple[Any, int, float]:
-    """Train the LoRA; returns the PEFT model, its trainable parameters and the seconds."""
+def lora_model(opts: LoraOptions, log: Tee) -> tuple[Any, Any, Any, int]:
+    """The base model's processor, the base model, the PEFT model wrapping it with a fresh
+    LoRA (every projection of the language model, and a trained copy of the LM head), and
+    the count of its trainable parameters."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    processor = AutoProcessor.from_pretrained(opts.base)
+    model = AutoModelForImageTextToText.from_pretrained(opts.base)
+    config = LoraConfig(
+        r=opts.rank,
+        lora_alpha=opts.alpha,
+        lora_dropout=0.0,
+        target_modules=TARGET_MODULES,
+        modules_to_save=["lm_head"],
+    )
+    peft_model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    log(f"LoRA rank {opts.rank}, alpha {opts.alpha}: {trainable:,} trainable parameters")
+    return processor, model, peft_model, trainable
+
+
+def train_adapter(opts: LoraOptions, log: Tee) -> tuple[Any, int, float]:
+    """Train the LoRA; returns the PEFT model, its trainable parameters and the seconds."""
     t0 = time.time()
     gen = seed_everything(opts.seed)
     base_opts = Options(
@@ -140,18 +167,7 @@ def train_adapter(opts: LoraOptions, log: Tee) -> tuple[Any, int, float]:
     train, test, _, _, train_paths, test_paths = load_data()
     for split in (train, test):
         split.answers = [FRENCH_ANSWERS[answer] for answer in split.answers]
-    processor = AutoProcessor.from_pretrained(opts.base)
-    model = AutoModelForImageTextToText.from_pretrained(opts.base)
-    config = LoraConfig(
-        r=opts.rank,
-        lora_alpha=opts.alpha,
-        lora_dropout=0.0,
-        target_modules=TARGET_MODULES,
-        modules_to_save=["lm_head"],
-    )
-    peft_model = get_peft_model(model, config)
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    log(f"LoRA rank {opts.rank}, alpha {opts.alpha}: {trainable:,} trainable parameters")
+    processor, model, peft_model, trainable = lora_model(opts, log)
     train.images, train.index = load_images(processor, train_paths, base_opts.patch)
     test.images, test.index = load_images(processor, test_paths, base_opts.patch)
     for split in (train, test):  # no auxiliary heads here: no image labels

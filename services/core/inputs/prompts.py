@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
+from services.core.inputs.grammars import Grammar
 from services.core.inputs.images import (
     CheckedImage,
     check_image,
@@ -53,6 +54,8 @@ class GenerationParams(BaseModel):
     # How a job row names those questions: the hash of a stored policy (see
     # `services.core.moderation.stored`); never set together with `score_questions`.
     score_policy: str | None = None
+    # Structured output: the grammar the answer's text follows (constrained decoding).
+    grammar: Grammar | None = None
 
 
 @dataclass(frozen=True)

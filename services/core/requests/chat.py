@@ -27,9 +27,6 @@ def is_absent(value: Any) -> bool:
 # nothing (what clients send by default), which are accepted. Any other value is refused
 # with `400 unsupported_parameter`: an option silently ignored is a wrong answer.
 UNSUPPORTED_FIELDS: dict[str, Callable[[Any], bool]] = {
-    "response_format": lambda value: (
-        is_absent(value) or (isinstance(value, dict) and value.get("type") == "text")
-    ),
     "tools": is_absent,
     "tool_choice": lambda value: value in (None, "none", "auto"),
     "functions": is_absent,
@@ -49,8 +46,6 @@ UNSUPPORTED_FIELDS: dict[str, Callable[[Any], bool]] = {
     "use_beam_search": is_absent,
 }
 WHY_UNSUPPORTED = {
-    "response_format": "vlmq does not constrain decoding to JSON; ask for JSON in the prompt "
-    "and parse the answer",
     "tools": "vlmq's models answer in text; tool calls are not implemented",
 }
 

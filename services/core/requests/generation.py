@@ -7,10 +7,18 @@ defaults filled in), which is what the cache key and the worker use.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from services.core.config import Settings
 from services.core.errors import InvalidRequestError
+from services.core.inputs.grammars import (
+    Grammar,
+    checked_grammar,
+    choice_grammar,
+    schema_grammar,
+)
 from services.core.inputs.prompts import GenerationParams
 from services.core.requests.base import VlmqRequest, parse, settings_of
 
@@ -40,6 +48,14 @@ class GenerationRequest(VlmqRequest):
     # OpenAI's token log-probabilities (`top_logprobs`: 0-20 alternatives per token).
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # Structured output, as OpenAI asks for it: {"type": "text" | "json_object" |
+    # "json_schema", "json_schema": {"name", "schema", "strict"}}.
+    response_format: dict[str, Any] | None = None
+    # vLLM's structured-output extras: the answer is one of these strings, matches this
+    # regular expression, or follows this JSON schema.
+    guided_choice: list[str] | None = None
+    guided_regex: str | None = None
+    guided_json: dict[str, Any] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -71,11 +87,40 @@ class GenerationRequest(VlmqRequest):
             return self.max_completion_tokens
         return self.max_tokens
 
+    def requested_grammar(self, max_bytes: int) -> Grammar | None:
+        """The grammar the answer must follow (structured output), checked; None: free text."""
+        asked = [
+            name
+            for name in ("guided_json", "guided_choice", "guided_regex")
+            if getattr(self, name) is not None
+        ]
+        response_format = self.response_format or {"type": "text"}
+        if response_format.get("type") != "text":
+            asked.insert(0, "response_format")
+        if len(asked) > 1:
+            raise InvalidRequestError(
+                f"ask for one structured output at a time, not {' and '.join(asked)}",
+                param=asked[1],
+            )
+        if self.guided_json is not None:
+            return schema_grammar(self.guided_json, "guided_json", max_bytes)
+        if self.guided_choice is not None:
+            return choice_grammar(self.guided_choice, "guided_choice", max_bytes)
+        if self.guided_regex is not None:
+            regex = Grammar(kind="regex", value=self.guided_regex)
+            return checked_grammar(regex, "guided_regex", max_bytes)
+        return format_grammar(response_format, "response_format", max_bytes)
+
     def to_params(self, settings: Settings) -> GenerationParams:
         """The canonical parameters of this request, the deployment's defaults filled in."""
         max_tokens = self.requested_max_tokens or settings.default_max_tokens
         if self.min_tokens and self.min_tokens > max_tokens:
             raise InvalidRequestError("min_tokens must not be over max_tokens", param="min_tokens")
+        grammar = self.requested_grammar(settings.max_grammar_bytes)
+        if grammar is not None and (self.ignore_eos or self.min_tokens):
+            # The grammar decides where the answer ends; neither can move that end.
+            param = "ignore_eos" if self.ignore_eos else "min_tokens"
+            raise InvalidRequestError(f"{param} cannot be used with structured output", param=param)
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return GenerationParams(
             max_tokens=max_tokens,
@@ -90,7 +135,30 @@ class GenerationRequest(VlmqRequest):
             ignore_eos=bool(self.ignore_eos),
             logprobs=bool(self.logprobs),
             top_logprobs=self.top_logprobs or 0,
+            grammar=grammar,
         )
+
+
+def format_grammar(response_format: dict[str, Any], param: str, max_bytes: int) -> Grammar | None:
+    """The grammar of OpenAI's `response_format` (chat) or `text.format` (Responses API):
+    `text` (None), `json_object`, or `json_schema` with its schema (nested under
+    `json_schema` in chat, beside `type` in the Responses API)."""
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return Grammar(kind="json_object")
+    if kind == "json_schema":
+        spec = response_format.get("json_schema", response_format)
+        if not isinstance(spec, dict) or "schema" not in spec:
+            raise InvalidRequestError(
+                f"{param} of type json_schema needs a schema", param=f"{param}.schema"
+            )
+        return schema_grammar(spec["schema"], f"{param}.schema", max_bytes)
+    raise InvalidRequestError(
+        f"{param}.type must be text, json_object or json_schema, not {kind!r}",
+        param=f"{param}.type",
+    )
 
 
 def generation_params(body: dict[str, object], settings: Settings) -> GenerationParams:

@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 
 from services.core.errors import InvalidRequestError
+from services.core.inputs.grammars import Grammar
 from services.core.requests.base import EXAMPLE_IMAGE, OPENAI_COMPATIBLE, Metadata, where_of
 from services.core.requests.chat import is_absent, refuse_unsupported, unsupported
-from services.core.requests.generation import GenerationRequest
+from services.core.requests.generation import GenerationRequest, format_grammar
 from services.core.requests.queueing import QueueingRequest
 
 # `include` values vlmq answers: the answer's token log-probabilities.
@@ -32,10 +33,8 @@ UNSUPPORTED_FIELDS: dict[str, Callable[[Any], bool]] = {
     "reasoning": is_absent,
     "truncation": lambda value: value in (None, "disabled"),
     "include": lambda value: is_absent(value) or value == [LOGPROBS_INCLUDE],
-    "text": lambda value: is_absent(value) or value == {"format": {"type": "text"}},
 }
 WHY_UNSUPPORTED = {
-    "text": "only plain text answers (text.format of type text)",
     "previous_response_id": "vlmq keeps no conversation state: send the whole input",
     "conversation": "vlmq keeps no conversation state: send the whole input",
     "tools": "vlmq's models answer in text; tool calls are not implemented",
@@ -72,6 +71,8 @@ class ResponseCreateRequest(GenerationRequest, QueueingRequest):
     background: bool = False
     store: bool = True
     include: list[str] | None = None
+    # The answer's format: {"format": {"type": "text" | "json_object" | "json_schema", ...}}.
+    text: dict[str, Any] | None = None
     # vlmq's own: where to POST the job's events, as `/v1/jobs` takes them.
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
@@ -101,6 +102,20 @@ class ResponseCreateRequest(GenerationRequest, QueueingRequest):
             return self.max_output_tokens
         return super().requested_max_tokens
 
+    def requested_grammar(self, max_bytes: int) -> Grammar | None:
+        """`text.format`'s grammar (or one of the chat spellings vlmq also takes)."""
+        text_format = (self.text or {}).get("format")
+        if text_format is None:
+            return super().requested_grammar(max_bytes)
+        if not isinstance(text_format, dict):
+            raise InvalidRequestError("text.format must be an object", param="text.format")
+        if self.response_format is not None:
+            raise InvalidRequestError(
+                "ask for one structured output at a time, not text.format and response_format",
+                param="response_format",
+            )
+        return format_grammar(text_format, "text.format", max_bytes)
+
     def chat_messages(self, file_url: FileUrl) -> list[dict[str, Any]]:
         """The request's `instructions` and `input` as OpenAI chat messages (`file_url`
         gives an image file's `image_url`)."""
@@ -124,6 +139,7 @@ class ResponseCreateRequest(GenerationRequest, QueueingRequest):
             "store": self.store,
             "instructions": self.instructions,
             "service_tier": self.service_tier or "auto",
+            "text": self.text or {"format": {"type": "text"}},
         }
 
 

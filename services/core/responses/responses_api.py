@@ -169,7 +169,7 @@ class ResponseObject(ResponseModel):
             metadata=job.metadata_ or {},
             service_tier=options.get("service_tier", "auto"),
             store=bool(options.get("store", True)),
-            text={"format": {"type": "text"}},
+            text=options.get("text") or {"format": {"type": "text"}},
             tools=[],
             tool_choice="auto",
             parallel_tool_calls=True,
