@@ -20,7 +20,12 @@ from playwright.sync_api import Browser, expect
 
 from services.api import create_app
 from services.core.bootstrap import create_runtime
-from services.core.config import BUNDLED_ADAPTER_NAME, BUNDLED_MODEL_DIR, Settings
+from services.core.config import (
+    BUNDLED_ADAPTER_NAME,
+    BUNDLED_MODEL_DIR,
+    JSON_ADAPTER_NAME,
+    Settings,
+)
 from services.core.runtime import Runtime
 from services.core.tables import Image as StoredImage
 from services.core.tables import Job
@@ -104,9 +109,9 @@ def job(stack: Stack, auth: dict[str, str], **body: Any) -> dict[str, Any]:
 
 def test_models_lists_the_adapter_with_the_base_as_parent(stack: Stack, api_key: str) -> None:
     models = openai_client(stack, api_key).models.list().data
-    assert [model.id for model in models] == [BASE, FR]
-    base, adapter = (model.model_extra or {} for model in models)
-    assert base["parent"] is None and adapter["parent"] == BASE
+    assert [model.id for model in models] == [BASE, FR, JSON_ADAPTER_NAME]
+    base, adapter, json_adapter = (model.model_extra or {} for model in models)
+    assert base["parent"] is None and adapter["parent"] == json_adapter["parent"] == BASE
     assert adapter["root"] == FR
     one = stack.client.get(f"/v1/models/{FR}", headers={"Authorization": f"Bearer {api_key}"})
     assert one.status_code == 200 and one.get_json()["parent"] == BASE

@@ -131,8 +131,6 @@ def test_n_choices_come_from_one_request(
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("response_format", {"type": "json_object"}),
-        ("response_format", {"type": "json_schema", "json_schema": {"name": "a", "schema": {}}}),
         ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
         ("tool_choice", "required"),
         ("presence_penalty", 0.5),

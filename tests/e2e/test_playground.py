@@ -8,6 +8,7 @@ the test sees the answer arrive in pieces and has time to cancel; what is tested
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -153,3 +154,38 @@ def test_the_page_runs_under_its_policy_and_keeps_the_key_in_the_tab(
     assert page.evaluate("localStorage.getItem('vlmq-key')") == api_key
     page.uncheck("#remember")
     assert page.evaluate("localStorage.getItem('vlmq-key')") is None
+
+
+@pytest.mark.fake_backend("StreamingFakeBackend")
+def test_the_json_schema_field_asks_for_structured_output(page: Page) -> None:
+    pick_sample(page)
+    page.click("#schema-editor summary")
+    sample = json.loads(page.input_value("#schema"))
+    assert sample["properties"]["color"]["enum"] and sample["required"] == ["color", "shape"]
+    page.check("#use-schema")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.click("#ask-button")
+    body = json.loads(sent.value.post_data or "{}")
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": sample, "strict": True},
+    }
+    expect(page.locator("#status")).to_have_text("done", timeout=20_000)
+    page.click("#copy-python")
+    expect(page.locator("#snippet")).to_contain_text("response_format=json.loads(")
+    # The Responses API gets the same schema as its text.format.
+    page.select_option("#api", "responses")
+    with page.expect_request("**/v1/responses") as sent:
+        page.click("#ask-button")
+    text = json.loads(sent.value.post_data or "{}")["text"]
+    assert text["format"] == {
+        "type": "json_schema",
+        "name": "answer",
+        "schema": sample,
+        "strict": True,
+    }
+    expect(page.locator("#status")).to_have_text("done", timeout=20_000)
+    # A schema that is not JSON is said so on the page, and nothing is sent.
+    page.fill("#schema", "{not json")
+    page.click("#ask-button")
+    expect(page.locator("#error")).to_contain_text("the JSON schema is not valid JSON")

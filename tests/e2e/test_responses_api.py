@@ -227,7 +227,7 @@ def test_unsupported_fields_are_refused_by_name(live_server: str, api_key: str) 
     for extra in (
         {"tools": [{"type": "web_search"}]},
         {"previous_response_id": "resp_123"},
-        {"text": {"format": {"type": "json_object"}}},
+        {"reasoning": {"effort": "high"}},
     ):
         with pytest.raises(openai.BadRequestError) as refused:
             client.responses.create(input="hello", extra_body=extra)

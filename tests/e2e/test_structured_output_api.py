@@ -188,3 +188,21 @@ def test_a_json_answer_cut_short_finishes_with_length(
             response_format=Shape,
             max_tokens=3,
         )
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_job_asks_for_a_choice_or_an_expression(live_server: str, api_key: str) -> None:
+    auth = {"Authorization": f"Bearer {api_key}", "Prefer": "wait=30"}
+    image = data_url(shape_png("blue"))
+    for extra, check in [
+        ({"guided_choice": ["left", "right"]}, lambda answer: answer in ("left", "right")),
+        ({"guided_regex": "[0-9]{4}"}, lambda answer: len(answer) == 4 and answer.isdigit()),
+    ]:
+        job = requests.post(
+            f"{live_server}/v1/jobs",
+            json={"image": image, "question": fresh_question(), **extra},
+            headers=auth,
+            timeout=60,
+        ).json()
+        assert job["status"] == "succeeded", job
+        assert check(job["output"]), job

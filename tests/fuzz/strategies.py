@@ -185,6 +185,20 @@ generation_fields: dict[str, st.SearchStrategy[Any]] = {
     "top_logprobs": st.one_of(st.sampled_from([0, 3, 20, 21, -1]), integers),
     "min_tokens": st.one_of(st.sampled_from([0, 1, 5000]), integers),
     "ignore_eos": st.booleans(),
+    "response_format": st.one_of(
+        st.sampled_from(
+            [
+                {"type": "text"},
+                {"type": "json_object"},
+                {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
+                {"type": "json_schema", "json_schema": {"schema": {"type": "nope"}}},
+                {"type": "xml"},
+            ]
+        ),
+        json_values,
+    ),
+    "guided_choice": st.one_of(st.lists(strings, max_size=4), json_values),
+    "guided_regex": st.one_of(st.sampled_from(["[a-z]+", "(open", "a{99999}"]), strings),
 }
 
 

@@ -32,7 +32,6 @@ MODERATION_BODY: dict[str, Any] = {
 
 # A value of each OpenAI field vlmq does not implement that asks for the feature.
 ASKING: dict[str, Any] = {
-    "response_format": {"type": "json_object"},
     "tools": [{"type": "function", "function": {"name": "lookup"}}],
     "tool_choice": "required",
     "functions": [{"name": "lookup"}],
@@ -53,7 +52,6 @@ ASKING: dict[str, Any] = {
 }
 # A value of each that asks for nothing, as clients send by default.
 NOT_ASKING: dict[str, Any] = {
-    "response_format": {"type": "text"},
     "tools": [],
     "tool_choice": "none",
     "functions": None,
@@ -98,6 +96,14 @@ CHAT_CASES: dict[str, dict[str, Any]] = {
     "unknown-model": {**CHAT_BODY, "model": "no-such-model"},
     "unknown-preset": {**CHAT_BODY, "preset": "no-such-preset"},
     "stop-ok": {**CHAT_BODY, "stop": ["."]},
+    "response_format-text": {**CHAT_BODY, "response_format": {"type": "text"}},
+    "json_object": {**CHAT_BODY, "response_format": {"type": "json_object"}},
+    "json_schema-bad": {
+        **CHAT_BODY,
+        "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 7}}},
+    },
+    "guided_choice-ok": {**CHAT_BODY, "guided_choice": ["red", "blue"]},
+    "guided_regex-bad": {**CHAT_BODY, "guided_regex": "(open"},
     "service_tier-flex": {**CHAT_BODY, "service_tier": "flex"},
     "service_tier-unknown": {**CHAT_BODY, "service_tier": "scale"},
     "priority-ok": {**CHAT_BODY, "priority": -3},

@@ -34,7 +34,7 @@ from workers.backends.base import (
     PredictRequest,
     TokenLogprob,
 )
-from workers.backends.grammar import Grammars, advance, mask_rows
+from workers.backends.grammar import Grammars, advance
 from workers.backends.logprobs import LogprobReader
 from workers.backends.streaming import RowText
 
@@ -57,7 +57,6 @@ class LoadedModel(Protocol):
     device: str
     eos_token_ids: set[int]
     logprob_reader: LogprobReader
-    vocab_size: int
 
     @property
     def grammars(self) -> Grammars:
@@ -157,7 +156,7 @@ class ContinuousEngine:
             for index, (key, request) in enumerate(requests)
         ]
         logits = output.logits[:, -1]
-        mask_rows(logits, [row.matcher for row in rows], self.vlm.vocab_size)
+        self._constrain(logits, rows)
         for index, row in enumerate(rows):
             self._take(row, logits[index])
         joining = [index for index, row in enumerate(rows) if row.finish_reason is None]
@@ -223,7 +222,7 @@ class ContinuousEngine:
                 logits_to_keep=1,
             )
         logits = output.logits[:, -1]
-        mask_rows(logits, [row.matcher for row in self.rows], self.vlm.vocab_size)
+        self._constrain(logits, self.rows)
         # Every row's greedy choice in one call (sampled rows pick their own).
         greedy = torch.argmax(logits, dim=-1).tolist()
         for index, row in enumerate(self.rows):
@@ -234,6 +233,12 @@ class ContinuousEngine:
         if done:
             self._keep([i for i, row in enumerate(self.rows) if row.finish_reason is None])
         return [self._finished(row) for row in done]
+
+    def _constrain(self, logits: torch.Tensor, rows: list[Row]) -> None:
+        """Mask the logits of the rows under a grammar (structured output)."""
+        matchers = [row.matcher for row in rows]
+        if any(matcher is not None for matcher in matchers):
+            self.vlm.grammars.mask(logits, matchers)
 
     def drop(self, key: object) -> None:
         """Take a request out of the batch unfinished."""

@@ -4,9 +4,10 @@ A request's `Grammar` (a JSON schema, any JSON object, a regular expression or a
 of choices) is compiled by llguidance against the model's tokenizer, once per distinct
 grammar (`Grammars.compiled`, cached by the grammar's hash), and every constrained row of a
 model call gets a matcher of its own. Before a row's token is picked, the tokens its grammar
-cannot take next are set to -inf (`mask_rows`: one bitmask for the whole call, one row
-each); the picked token then advances its matcher (`advance`). Rows without a grammar are left as
-they are, so constrained and free rows, and rows under different grammars, share a call.
+cannot take next are set to -inf (`Grammars.mask`: one bitmask for the whole call, one row
+each); the picked token then advances its matcher (`advance`). Rows without a grammar are
+left as they are, so constrained and free rows, and rows under different grammars, share a
+call.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 import llguidance
 import llguidance.hf
 import llguidance.torch
+import structlog
 import torch
 from transformers import LogitsProcessor
 
 from services.core.inputs.grammars import Grammar, llguidance_grammar
 
+log = structlog.get_logger(__name__)
 # Compiled grammars kept per model (a compiled grammar is small; compiling one is not).
 COMPILED_CACHE_SIZE = 256
 
@@ -111,33 +114,39 @@ class Grammars:
     def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: set[int]) -> None:
         self.vocab_size = vocab_size
         self.tokenizer = tokenizer_for_grammars(tokenizer, vocab_size, stop_ids)
+        self.executor = llguidance.LLExecutor()
         self.compiled = functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)(self._compile)
 
     def _compile(self, grammar: Grammar) -> Any:
-        """A matcher in its start state, to copy for each row (see `matcher`)."""
+        """A matcher in its start state, to copy for each row (see `matcher`).
+
+        The API refused every grammar llguidance cannot compile; one that compiles alone
+        but not against this tokenizer gives a matcher in its error state, which lets only
+        the end of text through: its row ends at once, and the rows beside it are unharmed.
+        """
         matcher = llguidance.LLMatcher(self.tokenizer, llguidance_grammar(grammar), log_level=0)
         if matcher.is_error():
-            raise ValueError(f"the grammar cannot be compiled: {matcher.get_error()}")
+            log.warning("grammar_not_compiled", kind=grammar.kind, error=matcher.get_error())
         return matcher
 
     def matcher(self, grammar: Grammar) -> Any:
         """A fresh matcher of `grammar` for one row."""
         return self.compiled(grammar).deep_copy()
 
-
-def mask_rows(logits: torch.Tensor, matchers: list[Any], vocab_size: int) -> None:
-    """Set to -inf, in place, the logits ([rows, vocab]) of every token a row's grammar
-    cannot take next (`matchers[i]`: row i's matcher, None for a free row). One bitmask
-    serves the whole call."""
-    constrained = [i for i, matcher in enumerate(matchers) if matcher is not None]
-    if not constrained:
-        return
-    bitmask = llguidance.torch.allocate_token_bitmask(len(constrained), vocab_size)
-    for slot, row in enumerate(constrained):
-        llguidance.torch.fill_next_token_bitmask(matchers[row], bitmask, slot)
-    allowed = unpack_bitmask(bitmask, logits.shape[-1]).to(logits.device)
-    rows = torch.tensor(constrained, device=logits.device)
-    logits[rows] = logits[rows].masked_fill(~allowed, float("-inf"))
+    def mask(self, logits: torch.Tensor, matchers: list[Any]) -> None:
+        """Set to -inf, in place, the logits ([rows, vocab]) of every token a row's grammar
+        cannot take next (`matchers[i]`: row i's matcher, None for a free row). One bitmask
+        serves the whole call, its rows computed together by llguidance's thread pool."""
+        constrained = [i for i, matcher in enumerate(matchers) if matcher is not None]
+        if not constrained:
+            return
+        bitmask = llguidance.torch.allocate_token_bitmask(len(constrained), self.vocab_size)
+        llguidance.torch.fill_next_token_bitmask_par(
+            self.executor, [(matchers[row], slot) for slot, row in enumerate(constrained)], bitmask
+        )
+        allowed = unpack_bitmask(bitmask, logits.shape[-1]).to(logits.device)
+        rows = torch.tensor(constrained, device=logits.device)
+        logits[rows] = logits[rows].masked_fill(~allowed, float("-inf"))
 
 
 def advance(matcher: Any, token: int) -> None:
@@ -149,9 +158,9 @@ def advance(matcher: Any, token: int) -> None:
 class GrammarLogitsProcessor(LogitsProcessor):
     """`generate`'s logits processor for a static batch: each row masked by its matcher."""
 
-    def __init__(self, matchers: list[Any], vocab_size: int) -> None:
+    def __init__(self, grammars: Grammars, matchers: list[Any]) -> None:
+        self.grammars = grammars
         self.matchers = matchers
-        self.vocab_size = vocab_size
         self.started = False
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -160,7 +169,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
             for matcher, token in zip(self.matchers, input_ids[:, -1].tolist(), strict=True):
                 advance(matcher, int(token))
         self.started = True
-        mask_rows(scores, self.matchers, self.vocab_size)
+        self.grammars.mask(scores, self.matchers)
         return scores
 
 

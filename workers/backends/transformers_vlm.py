@@ -258,7 +258,7 @@ class TransformersVLM:
         grammars = [request.params.grammar for request in requests]
         if any(grammars):
             matchers = [g and self.grammars.matcher(g) for g in grammars]
-            kwargs["logits_processor"] = [GrammarLogitsProcessor(matchers, self.vocab_size)]
+            kwargs["logits_processor"] = [GrammarLogitsProcessor(self.grammars, matchers)]
         if params.logprobs:
             # The raw logits of every step (not the processed scores: see `logprobs`).
             kwargs.update(return_dict_in_generate=True, output_logits=True)
