@@ -114,7 +114,6 @@ class Grammars:
     def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: set[int]) -> None:
         self.vocab_size = vocab_size
         self.tokenizer = tokenizer_for_grammars(tokenizer, vocab_size, stop_ids)
-        self.executor = llguidance.LLExecutor()
         self.compiled = functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)(self._compile)
 
     def _compile(self, grammar: Grammar) -> Any:
@@ -136,14 +135,15 @@ class Grammars:
     def mask(self, logits: torch.Tensor, matchers: list[Any]) -> None:
         """Set to -inf, in place, the logits ([rows, vocab]) of every token a row's grammar
         cannot take next (`matchers[i]`: row i's matcher, None for a free row). One bitmask
-        serves the whole call, its rows computed together by llguidance's thread pool."""
+        serves the whole call. Its rows are computed one after the other: llguidance's thread
+        pool spins on the cores torch's own threads need for the model, and costs more than
+        it saves (a mask takes microseconds)."""
         constrained = [i for i, matcher in enumerate(matchers) if matcher is not None]
         if not constrained:
             return
         bitmask = llguidance.torch.allocate_token_bitmask(len(constrained), self.vocab_size)
-        llguidance.torch.fill_next_token_bitmask_par(
-            self.executor, [(matchers[row], slot) for slot, row in enumerate(constrained)], bitmask
-        )
+        for slot, row in enumerate(constrained):
+            llguidance.torch.fill_next_token_bitmask(matchers[row], bitmask, slot)
         allowed = unpack_bitmask(bitmask, logits.shape[-1]).to(logits.device)
         rows = torch.tensor(constrained, device=logits.device)
         logits[rows] = logits[rows].masked_fill(~allowed, float("-inf"))
