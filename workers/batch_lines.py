@@ -29,6 +29,7 @@ from workers.outcomes import (
     tokens_served,
 )
 from workers.schedulers import CallResult, Scheduler
+from workers.screening import run_screened
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +106,8 @@ def answer_chunk(
             failures += with_repeats(input_failure(claim, exc), repeats)
     started = time.perf_counter()
     job_ends, batch_id = runtime.job_ends, claims[0].batch_id or ""
-    outcomes = scheduler.run_many(
+    outcomes = run_screened(
+        scheduler,
         requests,
         company=min((company_limit(c.attempt, runtime.settings) for c in runnable), default=1),
         time_limit_s=runtime.settings.task_soft_time_limit_s,

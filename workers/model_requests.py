@@ -35,7 +35,12 @@ def load_inputs(runtime: Runtime, claims: list[Claim]) -> StoredInputs:
     hashes = sorted(
         {sha for claim in claims for sha in image_hashes(claim.messages)} - images.keys()
     )
-    policy_hashes = {str(sha) for claim in claims if (sha := claim.params.get("score_policy"))}
+    policy_hashes = {
+        str(sha)
+        for claim in claims
+        for name in ("score_policy", "screen_policy")
+        if (sha := claim.params.get(name))
+    }
     policies: dict[str, dict[str, str]] = {}
     if hashes or policy_hashes:
         with runtime.sessions() as session:

@@ -17,6 +17,7 @@ from services.core.jobs.lifecycle import Claim, fail_job
 from services.core.runtime import Runtime
 from workers.failures import client_message
 from workers.schedulers import RequestCanceled
+from workers.screening import ContentFiltered
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +43,8 @@ def call_failure(claim: Claim, error: Exception) -> Failure | None:
         return None
     if isinstance(error, TimeoutError):
         return Failure(claim, "timeout", "the job ran past its time limit")
+    if isinstance(error, ContentFiltered):
+        return Failure(claim, "content_filter", str(error))
     log.error("inference_failed", job_id=claim.job_id, exc_info=error)
     return Failure(claim, "inference_error", client_message(error))
 

@@ -30,6 +30,7 @@ from workers.outcomes import (
     tokens_served,
 )
 from workers.schedulers import Scheduler
+from workers.screening import run_one_screened
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +144,8 @@ def predict_and_record(
     started = time.perf_counter()
     job_ends, job_id = runtime.job_ends, claim.job_id
     try:
-        call_result = scheduler.run(
+        call_result = run_one_screened(
+            scheduler,
             request,
             company=company_limit(claim.attempt, runtime.settings),
             time_limit_s=runtime.settings.task_soft_time_limit_s,

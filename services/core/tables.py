@@ -85,6 +85,10 @@ class Tenant(Base):
     previous_webhook_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The tenant's moderation policy: {category: {"question": ..., "threshold": ...}}.
     moderation_policy: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    # Whether that policy screens the images of every job of the tenant before it is answered.
+    screen_inputs: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
     # Its share of the model against other backlogged tenants (2: twice a weight-1 tenant's).
     weight: Mapped[float] = mapped_column(sa.Float, default=1.0, server_default="1")
 

@@ -12,7 +12,7 @@ from services.api.request_parsing import body_as
 from services.api.respond import respond
 from services.api.submitting import submit_as_caller
 from services.core.jobs.service import wait_for_all
-from services.core.moderation.service import set_tenant_policy, tenant_policy
+from services.core.moderation.service import screens_inputs, set_tenant_policy, tenant_policy
 from services.core.requests.moderations import ModerationRequest, PolicyRequest
 from services.core.responses.moderations import ModerationPolicyResponse, ModerationResponse
 from services.core.submit import moderation_specs
@@ -53,7 +53,8 @@ def create_moderation() -> Response:
 def get_policy() -> Response:
     """The tenant's own policy (empty: the deployment's default applies)."""
     with runtime().sessions() as session:
-        return respond(ModerationPolicyResponse.of(tenant_policy(session, tenant_id())))
+        policy = tenant_policy(session, tenant_id())
+        return respond(ModerationPolicyResponse.of(policy, screens_inputs(session, tenant_id())))
 
 
 @bp.put("/policy")
@@ -69,5 +70,7 @@ def put_policy() -> Response:
     """Replace the tenant's policy."""
     body = body_as(PolicyRequest)
     with runtime().unit_of_work() as session:
-        policy = set_tenant_policy(session, runtime().settings, tenant_id(), body.categories)
-    return respond(ModerationPolicyResponse.of(policy))
+        policy = set_tenant_policy(
+            session, runtime().settings, tenant_id(), body.categories, body.screen
+        )
+    return respond(ModerationPolicyResponse.of(policy, body.screen))

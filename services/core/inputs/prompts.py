@@ -54,6 +54,12 @@ class GenerationParams(BaseModel):
     # How a job row names those questions: the hash of a stored policy (see
     # `services.core.moderation.stored`); never set together with `score_questions`.
     score_policy: str | None = None
+    # Screening (the tenant's moderation policy with `screen`): the images are scored with
+    # these questions before the answer, which is refused when a score reaches its
+    # threshold. A job row names the questions by `screen_policy`, their stored hash.
+    screen_questions: dict[str, str] | None = None
+    screen_thresholds: dict[str, float] | None = None
+    screen_policy: str | None = None
     # Structured output: the grammar the answer's text follows (constrained decoding).
     grammar: Grammar | None = None
 

@@ -142,6 +142,9 @@ def wait_for_success(
         raise TooManyRequestsError(
             failure_message(job), code="queue_deadline_exceeded", retry_after_s=1
         )
+    if (job.error or {}).get("type") == "content_filter":
+        # As Azure OpenAI answers a prompt its content filter refused.
+        raise InvalidRequestError(failure_message(job), code="content_filter")
     if job.status != JobStatus.SUCCEEDED:
         raise JobFailedError(failure_message(job))
     return job

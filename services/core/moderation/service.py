@@ -66,17 +66,41 @@ def tenant_policy(session: Session, tenant_id: str) -> dict[str, Any]:
     return dict(tenant.moderation_policy or {}) if tenant else {}
 
 
+def screens_inputs(session: Session, tenant_id: str) -> bool:
+    """Whether the tenant's policy screens its jobs' inputs."""
+    tenant = session.get(Tenant, tenant_id)
+    return bool(tenant and tenant.screen_inputs and tenant.moderation_policy)
+
+
 def set_tenant_policy(
-    session: Session, settings: Settings, tenant_id: str, categories: Any
+    session: Session, settings: Settings, tenant_id: str, categories: Any, screen: bool = False
 ) -> dict[str, Any]:
-    """Replace the tenant's policy with `categories` (checked); returns it as stored."""
+    """Replace the tenant's policy with `categories` (checked), screening its jobs' inputs
+    or not; returns it as stored."""
     parsed = parse_policy(categories, settings)
     policy = {name: asdict(category) for name, category in parsed.items()}
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
         raise LookupError(tenant_id)
     tenant.moderation_policy = policy
+    tenant.screen_inputs = screen
     return policy
+
+
+def with_screening(
+    session: Session, tenant_id: str, params: GenerationParams, request: CanonicalRequest
+) -> GenerationParams:
+    """`params` with the tenant's screening policy when it screens and the request has
+    images to screen (the worker scores them before answering)."""
+    if not request.images or not screens_inputs(session, tenant_id):
+        return params
+    policy = tenant_policy(session, tenant_id)
+    return params.model_copy(
+        update={
+            "screen_questions": {name: spec["question"] for name, spec in policy.items()},
+            "screen_thresholds": {name: float(spec["threshold"]) for name, spec in policy.items()},
+        }
+    )
 
 
 def moderation_jobs_spec(

@@ -29,21 +29,23 @@ def policy_hash(questions: dict[str, str]) -> str:
 
 
 def stored_params(params: GenerationParams) -> dict[str, Any]:
-    """The job row's form of `params`: a moderation job's questions replaced by their hash."""
-    if not params.score_questions:
-        return params.model_dump(mode="json")
-    named = params.model_copy(
-        update={"score_questions": None, "score_policy": policy_hash(params.score_questions)}
-    )
-    return named.model_dump(mode="json")
+    """The job row's form of `params`: a moderation job's questions, and a screened job's,
+    replaced by their hash."""
+    changes: dict[str, Any] = {}
+    if params.score_questions:
+        changes.update(score_questions=None, score_policy=policy_hash(params.score_questions))
+    if params.screen_questions:
+        changes.update(screen_questions=None, screen_policy=policy_hash(params.screen_questions))
+    return params.model_copy(update=changes).model_dump(mode="json")
 
 
 def store_policies(session: Session, params: Iterable[GenerationParams]) -> None:
     """Store the policies these jobs score (once per hash), marking each as used now."""
     rows = {
-        policy_hash(item.score_questions): item.score_questions
+        policy_hash(questions): questions
         for item in params
-        if item.score_questions
+        for questions in (item.score_questions, item.screen_questions)
+        if questions
     }
     if not rows:
         return
@@ -95,8 +97,9 @@ def job_params(stored: dict[str, Any], policies: dict[str, dict[str, str]]) -> G
     """A job's generation parameters as the model needs them: the questions of the policy
     it names put back (KeyError when that policy is not stored)."""
     params = GenerationParams.model_validate(stored)
-    if params.score_policy is None:
-        return params
-    return params.model_copy(
-        update={"score_questions": policies[params.score_policy], "score_policy": None}
-    )
+    changes: dict[str, Any] = {}
+    if params.score_policy is not None:
+        changes.update(score_questions=policies[params.score_policy], score_policy=None)
+    if params.screen_policy is not None:
+        changes.update(screen_questions=policies[params.screen_policy], screen_policy=None)
+    return params.model_copy(update=changes) if changes else params

@@ -30,3 +30,6 @@ class PolicyRequest(VlmqRequest):
     """`PUT /v1/moderations/policy`: the tenant's default policy."""
 
     categories: dict[str, Any]
+    # Screen every job of the tenant with this policy: a job whose images it flags is not
+    # answered (it fails with `content_filter`).
+    screen: bool = False

@@ -54,8 +54,10 @@ class ModerationPolicyResponse(ResponseModel):
 
     object: Literal["moderation.policy"]
     categories: dict[str, Any]
+    # Whether the policy screens every job of the tenant before it is answered.
+    screen: bool = False
 
     @classmethod
-    def of(cls, categories: dict[str, Any]) -> ModerationPolicyResponse:
+    def of(cls, categories: dict[str, Any], screen: bool = False) -> ModerationPolicyResponse:
         """The policy object of stored categories."""
-        return cls(object="moderation.policy", categories=categories)
+        return cls(object="moderation.policy", categories=categories, screen=screen)

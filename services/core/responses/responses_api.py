@@ -147,7 +147,11 @@ class ResponseObject(ResponseModel):
         error = None
         if status is None and shown == "failed":
             message = (job.error or {}).get("message") or f"the job {job.status}"
-            error = {"code": "server_error", "message": message}
+            # An image refused by its tenant's screening policy: OpenAI's code for an image
+            # its content policy refused.
+            filtered = (job.error or {}).get("type") == "content_filter"
+            code = "image_content_policy_violation" if filtered else "server_error"
+            error = {"code": code, "message": message}
         return cls(
             id=response_id(job),
             object="response",
