@@ -64,6 +64,18 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def cli(settings: Settings, *args: str) -> str:
+    """Run `vlmq <args>` in a process of its own against these settings; its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "vlmq.cli", *args],
+        cwd=REPO_ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes a child process read the same settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("VLMQ_")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -172,6 +173,48 @@ def tenants_set(weight: float, tenant: str) -> None:
         set_weights(redis.Redis.from_url(settings.broker_url, socket_timeout=5), current)
     except redis.RedisError:
         click.echo("Redis is not reachable: the workers read the new weight once it is back")
+
+
+@main.group()
+def audit() -> None:
+    """Read the audit log: administrative changes and unusual behaviour."""
+
+
+@audit.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's events (its name or id).")
+@click.option("--limit", type=click.IntRange(1, 100), default=50, help="How many, newest first.")
+def audit_list(tenant: str | None, limit: int) -> None:
+    """List audit events, newest first: when, tenant, actor, action, target, address."""
+    import sqlalchemy as sa
+    from rich.console import Console
+    from rich.table import Table
+
+    from services.core.audit import list_events
+    from services.core.tables import Tenant
+
+    with database_session(Settings()) as session:
+        tenant_id = None
+        if tenant is not None:
+            found = session.scalar(
+                sa.select(Tenant.id).where(sa.or_(Tenant.name == tenant, Tenant.id == tenant))
+            )
+            if found is None:
+                raise click.ClickException(f"no tenant named {tenant!r} (see `vlmq tenants list`)")
+            tenant_id = found
+        events, _ = list_events(session, tenant_id, limit=limit)
+        names = dict(session.execute(sa.select(Tenant.id, Tenant.name)).tuples().all())
+    table = Table("when", "tenant", "actor", "action", "target", "address", "details")
+    for event in events:
+        table.add_row(
+            when(event.created_at),
+            names.get(event.tenant_id or "", event.tenant_id or "(deployment)"),
+            event.actor,
+            event.action,
+            event.target or "",
+            event.address or "",
+            json.dumps(event.details, sort_keys=True) if event.details else "",
+        )
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def when(moment: datetime | None) -> str:

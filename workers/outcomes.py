@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from services.core import cache
+from services.core import audit, cache
 from services.core.fair_queue import Settlement
 from services.core.jobs.lifecycle import Claim, fail_job
 from services.core.runtime import Runtime
@@ -53,6 +53,15 @@ def record_failures(session: Session, failures: list[Failure]) -> None:
     """Fail the jobs of these attempts (each a no-op if its attempt is no longer current)."""
     for failure in failures:
         fail_job(session, failure.claim.job_id, failure.claim, failure.error_type, failure.message)
+        if failure.error_type == "content_filter":
+            audit.record(
+                session,
+                audit.Actor(audit.SERVICE),
+                "screening.refused",
+                tenant_id=failure.claim.tenant_id,
+                target=failure.claim.job_id,
+                details={"message": failure.message},
+            )
 
 
 def drop_held(runtime: Runtime, job_ids: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response
 
 from services.api import address_limit, auth, errors, limits, observability
+from services.api.audit import bp as audit_bp
 from services.api.batches.routes import bp as batches_bp
 from services.api.chat.routes import bp as chat_bp
 from services.api.files.routes import bp as files_bp
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         model_cards_bp,
         presets_bp,
         usage_bp,
+        audit_bp,
     )
     for blueprint in (*resources, health_bp, playground_bp, openapi_bp):
         app.register_blueprint(blueprint)

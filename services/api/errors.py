@@ -6,6 +6,7 @@ import structlog
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from services.api.audit import signal_refusal
 from services.core.errors import VlmqError, as_outage
 from services.core.responses.errors import ErrorResponse
 
@@ -36,6 +37,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(VlmqError)
     def handle_vlmq_error(error: VlmqError) -> Response:
+        signal_refusal(error.status, error.code)
         return error_response(error.status, ErrorResponse.of(error), error.headers)
 
     @app.errorhandler(HTTPException)

@@ -20,6 +20,7 @@ import structlog
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 
+from services.api.audit import signal_refusal
 from services.api.errors import error_response
 from services.core import metrics
 from services.core.config import Settings
@@ -53,6 +54,7 @@ def register(app: Flask, settings: Settings) -> Limiter | None:
     @app.errorhandler(RateLimitExceeded)
     def handle_rate_limited(error: RateLimitExceeded) -> Response:
         metrics.refused_by_limit("rate")
+        signal_refusal(429, "rate_limit_exceeded")
         message = f"rate limit of {error.limit.limit} exceeded for this API key; retry later"
         retry_after = seconds_until_reset(limiter.current_limit)
         return error_response(

@@ -11,6 +11,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from services.core import audit
 from services.core.config import Settings
 from services.core.db import utcnow
 from services.core.errors import AuthenticationError
@@ -42,14 +43,17 @@ def create_api_key(session: Session, tenant_name: str, label: str | None = None)
     """Create a key for the tenant (creating the tenant if needed); returns the plain key once."""
     tenant = get_or_create_tenant(session, tenant_name)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = new_id("key")
     session.add(
-        ApiKey(
-            id=new_id("key"),
-            tenant_id=tenant.id,
-            key_hash=hash_key(key),
-            prefix=key[:12],
-            label=label,
-        )
+        ApiKey(id=key_id, tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:12], label=label)
+    )
+    audit.record(
+        session,
+        audit.Actor(audit.OPERATOR),
+        "api_key.created",
+        tenant_id=tenant.id,
+        target=key_id,
+        details={"label": label},
     )
     session.flush()
     return key
@@ -91,6 +95,13 @@ def revoke_key(session: Session, key_or_id: str) -> KeyInfo | None:
         return None
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        audit.record(
+            session,
+            audit.Actor(audit.OPERATOR),
+            "api_key.revoked",
+            tenant_id=key.tenant_id,
+            target=key.id,
+        )
         session.flush()
     tenant = session.get(Tenant, key.tenant_id)
     return key_info(key, tenant.name if tenant else "")
@@ -148,6 +159,8 @@ class Caller:
     unfinished_jobs: int = 0
     # The tokens those jobs may cost (prompt plus `max_tokens` each).
     unfinished_tokens: int = 0
+    # The id of the key it authenticated with (what the audit log names it by).
+    key_id: str = ""
 
 
 def authenticate(
@@ -167,5 +180,5 @@ def authenticate(
         raise AuthenticationError("invalid API key")
     note_use(session, row.id, row.last_used_at)
     if not counted:
-        return Caller(str(row.tenant_id))
-    return Caller(str(row.tenant_id), int(row[3] or 0), int(row[4] or 0))
+        return Caller(str(row.tenant_id), key_id=str(row.id))
+    return Caller(str(row.tenant_id), int(row[3] or 0), int(row[4] or 0), key_id=str(row.id))

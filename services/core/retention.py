@@ -13,7 +13,8 @@ batch still needs is never deleted:
 - files: past their `expires_at`, except the input of an unfinished batch and the result
   files of a batch that is still being finalized; their chunks go first;
 - webhook deliveries: ended before `webhook_retention_s`; their attempts go first;
-- idempotency keys: past their `expires_at`.
+- idempotency keys: past their `expires_at`;
+- audit events: recorded before `job_retention_s`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from services.core.tables import (
     BATCH_TERMINAL_STATUSES,
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
+    AuditEvent,
     Batch,
     BatchStatus,
     DeliveryStatus,
@@ -447,6 +449,25 @@ def prune_idempotency_keys(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> in
     return drain(runtime, chunk, max_chunks)
 
 
+def prune_audit_events(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
+    """Delete audit events recorded before `job_retention_s` (kept as long as jobs are)."""
+    if not runtime.settings.job_retention_s:
+        return 0
+    cutoff = before(runtime.settings.job_retention_s)
+
+    def chunk(session: Session, limit: int) -> int:
+        seqs = list(
+            session.scalars(
+                sa.select(AuditEvent.seq).where(AuditEvent.created_at < cutoff).limit(limit)
+            )
+        )
+        if not seqs:
+            return 0
+        return rows_changed(session, sa.delete(AuditEvent).where(AuditEvent.seq.in_(seqs)))
+
+    return drain(runtime, chunk, max_chunks)
+
+
 # In this order: a batch before its lines, chunks before their file, attempts before
 # their delivery.
 PRUNERS: dict[str, Callable[[Runtime, int], int]] = {
@@ -460,6 +481,7 @@ PRUNERS: dict[str, Callable[[Runtime, int], int]] = {
     "webhook_attempts": prune_webhook_attempts,
     "webhook_deliveries": prune_webhook_deliveries,
     "idempotency_keys": prune_idempotency_keys,
+    "audit_events": prune_audit_events,
 }
 
 

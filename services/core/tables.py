@@ -399,3 +399,23 @@ class OutboxEvent(Base):
     kind: Mapped[str] = mapped_column(sa.String(40))
     data: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class AuditEvent(Base):
+    """One administrative change, or one sign of unusual behaviour, for an operator's eye:
+    who (a key's id, `operator` for the command line, `vlmq` for the service itself), what,
+    when and from where. Nothing secret is ever written here."""
+
+    __tablename__ = "audit_events"
+
+    # The order events happened in (keyset pagination walks it).
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    # The tenant it concerns; None: the deployment (an address failing to authenticate).
+    tenant_id: Mapped[str | None] = mapped_column(sa.String(40), index=True)
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target: Mapped[str | None] = mapped_column(sa.String(200))
+    address: Mapped[str | None] = mapped_column(sa.String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

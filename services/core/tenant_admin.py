@@ -10,6 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from services.core import audit
 from services.core.tables import ApiKey, Tenant
 
 # A weight is a share of the model: from a hundredth of a weight-1 tenant's to a hundredfold.
@@ -54,6 +55,13 @@ def set_weight(session: Session, tenant: str, weight: float) -> TenantInfo:
     )
     if found is None:
         raise ValueError(f"no tenant named {tenant!r} (see `vlmq tenants list`)")
+    audit.record(
+        session,
+        audit.Actor(audit.OPERATOR),
+        "tenant.weight_set",
+        tenant_id=found.id,
+        details={"from": found.weight, "to": weight},
+    )
     found.weight = weight
     session.flush()
     return next(info for info in list_tenants(session) if info.id == found.id)

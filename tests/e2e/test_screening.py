@@ -61,6 +61,10 @@ def test_a_screened_tenants_flagged_input_is_refused_and_others_are_answered(
     assert flagged["status"] == "failed" and flagged["error"]["type"] == "content_filter"
     assert "red_shape" in flagged["error"]["message"] and flagged["output"] in (None, "")
     assert passed["status"] == "succeeded" and passed["output"] == "blue"
+    # The refusal is in the tenant's audit log, beside the policy change.
+    logged = requests.get(f"{url}/v1/audit_events", headers=auth, timeout=30).json()["data"]
+    assert {"screening.refused", "moderation_policy.updated"} <= {e["action"] for e in logged}
+    assert any(e["target"] == flagged["id"] for e in logged)
     # Another tenant is never screened by this policy.
     other = ask_job(url, {"Authorization": f"Bearer {other_api_key}"}, "red")
     assert other["status"] == "succeeded" and other["output"] == "red"

@@ -5,19 +5,15 @@ at every start."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from services.core.config import Settings
 from tests.support import (
-    REPO_ROOT,
     ApiProcess,
+    cli,
     free_port,
     make_settings,
-    settings_env,
     wait_until,
 )
 from vlmq.cli import LOCAL_KEY_FILE, create_key, local_key
@@ -32,19 +28,6 @@ def status_of(base: str, key: str) -> int:
         return int(error.code)
     except OSError:
         return 0
-
-
-def cli(settings: Settings, *args: str) -> str:
-    """Run `vlmq <args>` against these settings; its output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "vlmq.cli", *args],
-        cwd=REPO_ROOT,
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
 
 
 def test_a_revoked_key_is_refused_at_once_by_every_api_process(

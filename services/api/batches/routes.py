@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from services.api.audit import audited
 from services.api.context import runtime, tenant_id
 from services.api.openapi.declare import IDEMPOTENCY_KEY, LIMIT, after, operation
 from services.api.request_parsing import body_as, idempotency_key, page_limit
@@ -127,4 +128,6 @@ def list_batches() -> Response:
 )
 def cancel_batch(batch_id: str) -> Response:
     """Cancel the batch's queued requests; it ends `cancelled` when the running ones finish."""
-    return respond(BatchResponse.of(batches.cancel_batch(runtime(), tenant_id(), batch_id)))
+    batch = batches.cancel_batch(runtime(), tenant_id(), batch_id)
+    audited("batch.cancelled", target=batch.id)
+    return respond(BatchResponse.of(batch))

@@ -6,6 +6,7 @@ from functools import partial
 
 from flask import Blueprint, Response
 
+from services.api.audit import audited
 from services.api.context import runtime, tenant_id
 from services.api.openapi.declare import IDEMPOTENCY_KEY, operation
 from services.api.request_parsing import body_as
@@ -72,5 +73,10 @@ def put_policy() -> Response:
     with runtime().unit_of_work() as session:
         policy = set_tenant_policy(
             session, runtime().settings, tenant_id(), body.categories, body.screen
+        )
+        audited(
+            "moderation_policy.updated",
+            details={"categories": sorted(policy), "screen": body.screen},
+            session=session,
         )
     return respond(ModerationPolicyResponse.of(policy, body.screen))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from services.api.audit import audited
 from services.api.context import runtime, tenant_id
 from services.api.openapi.declare import Param, operation
 from services.api.request_parsing import body_as
@@ -67,6 +68,7 @@ def put_preset(name: str) -> Response:
     body = body_as(PresetRequest)
     with rt.unit_of_work() as session:
         view = presets.put_preset(session, tenant_id(), name, body.system_prompt, rt.settings)
+        audited("preset.updated", target=name, session=session)
     return respond(PresetResponse.of(view))
 
 
@@ -83,4 +85,5 @@ def delete_preset(name: str) -> Response:
     rt = runtime()
     with rt.unit_of_work() as session:
         presets.delete_preset(session, tenant_id(), name, rt.settings)
+        audited("preset.deleted", target=name, session=session)
     return respond(PresetDeletedResponse.of(name))

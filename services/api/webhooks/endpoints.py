@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from services.api.audit import audited
 from services.api.context import runtime, tenant_id
 from services.api.openapi.declare import operation
 from services.api.request_parsing import body_as
@@ -39,6 +40,9 @@ def create() -> Response:
     """A new endpoint with a `whsec_` secret of its own (stored sealed, never shown again)."""
     body = body_as(WebhookEndpointRequest)
     endpoint, secret = create_endpoint(runtime(), tenant_id(), body.url, body.events, body.name)
+    audited(
+        "webhook_endpoint.created", target=endpoint.id, details={"events": endpoint.enabled_events}
+    )
     return respond(WebhookEndpointResponse.of(endpoint, secret))
 
 
@@ -81,6 +85,7 @@ def delete(endpoint_id: str) -> Response:
     """Delete the endpoint; events not yet delivered to it are not sent."""
     with runtime().unit_of_work() as session:
         endpoint = delete_endpoint(session, tenant_id(), endpoint_id)
+        audited("webhook_endpoint.deleted", target=endpoint.id, session=session)
     return respond(
         DeletedWebhookEndpoint(id=endpoint.id, object="webhook_endpoint.deleted", deleted=True)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from services.api.audit import audited
 from services.api.context import runtime, tenant_id
 from services.api.openapi.declare import operation
 from services.api.respond import respond
@@ -38,4 +39,6 @@ def rotate() -> Response:
     """A new Standard Webhooks secret for the tenant, in the shape of `GET`. Until
     `VLMQ_WEBHOOK_SECRET_OVERLAP_S` (24 h) has passed, every webhook carries a signature by
     each secret in `webhook-signature`, so receivers switch to the new one at their pace."""
-    return respond(WebhookSecretResponse(key=rotate_secret(runtime(), tenant_id())))
+    secret = rotate_secret(runtime(), tenant_id())
+    audited("webhook_secret.rotated")
+    return respond(WebhookSecretResponse(key=secret))
