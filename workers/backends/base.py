@@ -55,6 +55,10 @@ class Prediction:
     timing: GenerationTiming | None = None
     # The answer's tokens with their log-probabilities, when the request asked for them.
     logprobs: list[TokenLogprob] | None = None
+    # The answer's token ids (its end token left out).
+    token_ids: list[int] = field(default_factory=list)
+    # Where the answer looked, per image, when the request asked (see `AttentionMap`).
+    attention: list[dict[str, Any]] | None = None
 
     def result(self) -> dict[str, Any]:
         """The job's `result` field."""
@@ -72,6 +76,8 @@ class Prediction:
                 "total_tokens": self.prompt_tokens + self.completion_tokens,
             },
         }
+        if self.attention is not None:
+            result["attention"] = self.attention
         if self.logprobs is not None:
             result["logprobs"] = {"content": self.logprobs}
             # The mean probability of the answer's tokens.

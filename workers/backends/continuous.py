@@ -81,6 +81,10 @@ class LoadedModel(Protocol):
         """Model calls inside run each row with its LoRA adapter (None: the base model)."""
         ...
 
+    def with_attention(self, request: PredictRequest, prediction: Prediction) -> Prediction:
+        """The prediction with its attention maps, when the request asked for them."""
+        ...
+
 
 @dataclass
 class Row:
@@ -331,6 +335,7 @@ class ContinuousEngine:
         if row.first_at is not None and row.last_at is not None:
             timing = GenerationTiming(row.first_at - row.admitted_at, row.last_at - row.first_at)
         prediction = dataclasses.replace(prediction, timing=timing, logprobs=row.logprobs)
+        prediction = self.vlm.with_attention(row.request, prediction)
         return Generation(row.key, prediction, row.batch_size)
 
     def _join(self, rows: list[Row], cache: DynamicCache, mask: torch.Tensor) -> None:

@@ -13,6 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
 from services.core.inputs.prompts import GenerationParams
+from workers.backends.attention import eager_attention, image_grids, image_maps
 from workers.backends.base import DecodeEngine, Prediction, PredictRequest
 from workers.backends.continuous import ContinuousEngine, position_scheme
 from workers.backends.grammar import GrammarLogitsProcessor, Grammars
@@ -280,9 +281,8 @@ class TransformersVLM:
                     end_tokens,
                     params.top_logprobs,
                 )
-            predictions.append(
-                dataclasses.replace(prediction, timing=clock.timing(i), logprobs=logprobs)
-            )
+            prediction = dataclasses.replace(prediction, timing=clock.timing(i), logprobs=logprobs)
+            predictions.append(self.with_attention(requests[i], prediction))
         return predictions
 
     def score(self, requests: list[PredictRequest], questions: dict[str, str]) -> list[Prediction]:
@@ -365,7 +365,51 @@ class TransformersVLM:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             finish_reason=finish_reason,
+            token_ids=list(new_ids),
         )
+
+    @torch.inference_mode()
+    def with_attention(self, request: PredictRequest, prediction: Prediction) -> Prediction:
+        """The prediction with its attention map over each image (`workers.backends.
+        attention`), when the request asked for one and has images; else as it is."""
+        if not request.params.attention:
+            return prediction
+        inputs = self.encode([request.messages], request.params)
+        image_token = int(self.model.config.image_token_id)
+        images = sum(
+            1
+            for message in request.messages
+            if isinstance(message["content"], list)
+            for part in message["content"]
+            if part.get("type") == "image"
+        )
+        if not images:
+            return dataclasses.replace(prediction, attention=[])
+        grids, merge = image_grids(self.model, inputs, image_token, images)
+        prompt_length = inputs["input_ids"].shape[1]
+        answer = torch.tensor([prediction.token_ids], device=self.device, dtype=torch.long)
+        extended = dict(inputs)
+        extended["input_ids"] = torch.cat([inputs["input_ids"], answer], dim=1)
+        for name in ("attention_mask", "mm_token_type_ids"):
+            if name in inputs:
+                fill = torch.ones_like if name == "attention_mask" else torch.zeros_like
+                extended[name] = torch.cat([inputs[name], fill(answer)], dim=1)
+        with eager_attention(self.model), self.rows_with([request.adapter]):
+            output = self.model(**extended, output_attentions=True)
+        # The positions that produced the answer's tokens: from the prompt's last one (at
+        # least that one: an answer may be its end token alone).
+        answer_from = prompt_length - 1
+        answer_to = answer_from + max(1, len(prediction.token_ids))
+        maps = image_maps(
+            output.attentions,
+            extended["input_ids"][0],
+            image_token,
+            grids,
+            merge,
+            answer_from,
+            answer_to,
+        )
+        return dataclasses.replace(prediction, attention=maps)
 
 
 def with_question(messages: list[dict[str, Any]], question: str) -> list[dict[str, Any]]:

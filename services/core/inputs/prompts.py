@@ -60,6 +60,8 @@ class GenerationParams(BaseModel):
     screen_questions: dict[str, str] | None = None
     screen_thresholds: dict[str, float] | None = None
     screen_policy: str | None = None
+    # Return where the answer looked: its tokens' attention to each image's patches.
+    attention: bool = False
     # Structured output: the grammar the answer's text follows (constrained decoding).
     grammar: Grammar | None = None
 

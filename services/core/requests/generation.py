@@ -48,6 +48,8 @@ class GenerationRequest(VlmqRequest):
     # OpenAI's token log-probabilities (`top_logprobs`: 0-20 alternatives per token).
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # vlmq's own: return the answer's attention map over each image (`result.attention`).
+    attention: bool | None = None
     # Structured output, as OpenAI asks for it: {"type": "text" | "json_object" |
     # "json_schema", "json_schema": {"name", "schema", "strict"}}.
     response_format: dict[str, Any] | None = None
@@ -136,6 +138,7 @@ class GenerationRequest(VlmqRequest):
             logprobs=bool(self.logprobs),
             top_logprobs=self.top_logprobs or 0,
             grammar=grammar,
+            attention=bool(self.attention),
         )
 
 

@@ -99,6 +99,10 @@ class ChatCompletionResponse(ResponseModel):
             "cache_hit": job.cache_hit,
             "metrics": job.metrics or {},
         }
+        attention = (job.result or {}).get("attention")
+        if attention is not None:
+            # Where the answer looked, per image (`"attention": true`).
+            extension["attention"] = attention
         if more:
             completion = sum(
                 ((j.result or {}).get("usage") or {}).get("completion_tokens", 0) for j in jobs
