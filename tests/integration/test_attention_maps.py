@@ -86,3 +86,17 @@ def test_the_other_architectures_give_a_map_too(
     assert explained.attention is not None
     grid = explained.attention[0]["grid"]
     check_map(explained, grid)
+
+
+def test_an_answer_that_says_an_image_token_still_gets_its_map(tiny_model_dir: Path) -> None:
+    # The random tiny model says every kind of token, the image token among them.
+    backend = TransformersVLM(str(tiny_model_dir))
+    backend.setup("cpu")
+    request = PredictRequest(
+        conversation(to_rgb(shape_png("teal", "triangle")), "what color is the shape?"),
+        GenerationParams(max_tokens=256, attention=True),
+    )
+    (answer,) = together(backend, [request])
+    image_token = backend.model.config.image_token_id
+    assert image_token in answer.token_ids, "the random model should say an image token"
+    check_map(answer, answer.attention[0]["grid"] if answer.attention else [0, 0])

@@ -387,7 +387,12 @@ class TransformersVLM:
             return dataclasses.replace(prediction, attention=[])
         grids, merge = image_grids(self.model, inputs, image_token, images)
         prompt_length = inputs["input_ids"].shape[1]
-        answer = torch.tensor([prediction.token_ids], device=self.device, dtype=torch.long)
+        # An image or video token in the answer (a model may say one) would ask the model for
+        # one more image's features: it is read as padding here.
+        media = {image_token, getattr(self.model.config, "video_token_id", None)}
+        pad = int(self.processor.tokenizer.pad_token_id or 0)
+        answer_ids = [pad if token in media else token for token in prediction.token_ids]
+        answer = torch.tensor([answer_ids], device=self.device, dtype=torch.long)
         extended = dict(inputs)
         extended["input_ids"] = torch.cat([inputs["input_ids"], answer], dim=1)
         for name in ("attention_mask", "mm_token_type_ids"):
