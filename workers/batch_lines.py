@@ -29,7 +29,7 @@ from workers.outcomes import (
     tokens_served,
 )
 from workers.schedulers import CallResult, Scheduler
-from workers.screening import run_screened
+from workers.screening import run_screened, screening_key
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +109,8 @@ def answer_chunk(
     outcomes = run_screened(
         scheduler,
         requests,
+        runtime=runtime,
+        keys=[screening_key(runtime, c, r) for c, r in zip(runnable, requests, strict=True)],
         company=min((company_limit(c.attempt, runtime.settings) for c in runnable), default=1),
         time_limit_s=runtime.settings.task_soft_time_limit_s,
         tenant=claims[0].tenant_id,

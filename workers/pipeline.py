@@ -30,7 +30,7 @@ from workers.outcomes import (
     tokens_served,
 )
 from workers.schedulers import Scheduler
-from workers.screening import run_one_screened
+from workers.screening import run_one_screened, screening_key
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +147,8 @@ def predict_and_record(
         call_result = run_one_screened(
             scheduler,
             request,
+            runtime=runtime,
+            key=screening_key(runtime, claim, request),
             company=company_limit(claim.attempt, runtime.settings),
             time_limit_s=runtime.settings.task_soft_time_limit_s,
             band=claim.band,

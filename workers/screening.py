@@ -13,9 +13,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import redis
+import structlog
+
+from services.core import cache
 from services.core.inputs.prompts import GenerationParams
+from services.core.jobs.lifecycle import Claim
+from services.core.model_info import served_revision
+from services.core.runtime import Runtime
 from workers.backends.base import PredictRequest
 from workers.schedulers import CallResult, Scheduler
+
+log = structlog.get_logger(__name__)
 
 
 class ContentFiltered(Exception):
@@ -53,24 +62,88 @@ def unscreened(request: PredictRequest) -> PredictRequest:
     return dataclasses.replace(request, params=params)
 
 
+def screening_key(runtime: Runtime, claim: Claim, request: PredictRequest) -> str | None:
+    """The cache key of a screened job's scores: its images and the policy's questions,
+    under the base model's revision (scores are cached like any answer)."""
+    questions = request.params.screen_questions
+    if not questions:
+        return None
+    settings = runtime.settings
+    images = [
+        part
+        for message in claim.messages
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]
+    return cache.cache_key(
+        model_revision=served_revision(settings, settings.model_id),
+        messages=[{"role": "user", "content": images}],
+        params=GenerationParams(score_questions=questions),
+        tenant_id=None if settings.cache_shared else claim.tenant_id,
+    )
+
+
+def cached_scores(runtime: Runtime | None, keys: list[str | None]) -> list[dict[str, float] | None]:
+    """The scores cached under these keys (None: not cached, or Redis is unreachable)."""
+    wanted = [key for key in keys if key is not None]
+    if runtime is None or not wanted:
+        return [None] * len(keys)
+    try:
+        found = dict(zip(wanted, cache.get_many(runtime.redis, wanted), strict=True))
+    except redis.RedisError:
+        return [None] * len(keys)
+    return [
+        ((found.get(key) or {}).get("result") or {}).get("scores") if key else None for key in keys
+    ]
+
+
+def cache_scores(runtime: Runtime | None, scored: dict[str, dict[str, float]]) -> None:
+    """Cache freshly computed scores (a Redis outage only costs a later recount)."""
+    if runtime is None or not scored:
+        return
+    values = {key: {"output": "", "result": {"scores": scores}} for key, scores in scored.items()}
+    try:
+        cache.put_many(runtime.redis, values, runtime.settings.cache_ttl_s)
+    except redis.RedisError:
+        log.warning("screening_scores_not_cached", count=len(values))
+
+
 def run_screened(
-    scheduler: Scheduler, requests: list[PredictRequest], **options: Any
+    scheduler: Scheduler,
+    requests: list[PredictRequest],
+    *,
+    runtime: Runtime | None = None,
+    keys: list[str | None] | None = None,
+    **options: Any,
 ) -> list[CallResult | Exception]:
     """`scheduler.run_many` (same options), with each screened request's input scored
-    first: a flagged one's outcome is `ContentFiltered`, and it is never answered."""
+    first (or its scores read from the cache under `keys`, one per request): a flagged
+    one's outcome is `ContentFiltered`, and it is never answered."""
     screened = [i for i, request in enumerate(requests) if request.params.screen_questions]
     outcomes: list[CallResult | Exception | None] = [None] * len(requests)
     if screened:
-        scores = scheduler.run_many([scoring_request(requests[i]) for i in screened], **options)
-        for index, score in zip(screened, scores, strict=True):
+        screen_keys = [(keys or [None] * len(requests))[i] for i in screened]
+        known = cached_scores(runtime, screen_keys)
+        missing = [slot for slot, scores in enumerate(known) if scores is None]
+        computed = scheduler.run_many(
+            [scoring_request(requests[screened[slot]]) for slot in missing], **options
+        )
+        fresh: dict[str, dict[str, float]] = {}
+        for slot, score in zip(missing, computed, strict=True):
             if isinstance(score, Exception):
-                outcomes[index] = score
+                outcomes[screened[slot]] = score
+                continue
+            known[slot] = score.prediction.scores or {}
+            if (key := screen_keys[slot]) is not None:
+                fresh[key] = known[slot] or {}
+        cache_scores(runtime, fresh)
+        for slot, index in enumerate(screened):
+            scores = known[slot]
+            if outcomes[index] is not None or scores is None:
                 continue
             thresholds = requests[index].params.screen_thresholds or {}
             flagged = {
-                name: value
-                for name, value in (score.prediction.scores or {}).items()
-                if value >= thresholds.get(name, 1.0)
+                name: value for name, value in scores.items() if value >= thresholds.get(name, 1.0)
             }
             if flagged:
                 outcomes[index] = ContentFiltered(flagged, thresholds)
@@ -82,12 +155,20 @@ def run_screened(
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def run_one_screened(scheduler: Scheduler, request: PredictRequest, **options: Any) -> CallResult:
-    """`scheduler.run` of one request, screened first (`run_screened`): its result, or
-    the exception it failed with (`ContentFiltered` when its input was flagged)."""
+def run_one_screened(
+    scheduler: Scheduler,
+    request: PredictRequest,
+    *,
+    runtime: Runtime | None = None,
+    key: str | None = None,
+    **options: Any,
+) -> CallResult:
+    """`scheduler.run` of one request, screened first (`run_screened`; `key`: where its
+    scores are cached): its result, or the exception it failed with (`ContentFiltered`
+    when its input was flagged)."""
     if not request.params.screen_questions:
         return scheduler.run(request, **options)
-    (outcome,) = run_screened(scheduler, [request], **options)
+    (outcome,) = run_screened(scheduler, [request], runtime=runtime, keys=[key], **options)
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
