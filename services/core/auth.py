@@ -129,13 +129,15 @@ def is_live_key(session: Session, key: str) -> bool:
 
 
 def live_key_query(authorization: str | None) -> sa.Select[Any]:
-    """The query of (key id, tenant id, last used) of the live bearer key of an
-    `Authorization` header; a 401 for a header without one."""
+    """The query of (key id, tenant id, last used, whether the tenant screens its inputs)
+    of the live bearer key of an `Authorization` header; a 401 for a header without one."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     key = authorization[7:].strip()
-    query = sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.last_used_at).where(
-        ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
+    query = (
+        sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.last_used_at, Tenant.screen_inputs)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     )
     return cast(sa.Select[Any], query)  # callers add columns
 
@@ -161,6 +163,8 @@ class Caller:
     unfinished_tokens: int = 0
     # The id of the key it authenticated with (what the audit log names it by).
     key_id: str = ""
+    # Whether its tenant's moderation policy screens every job (read with the key).
+    screens_inputs: bool = False
 
 
 def authenticate(
@@ -179,6 +183,13 @@ def authenticate(
     if row is None:
         raise AuthenticationError("invalid API key")
     note_use(session, row.id, row.last_used_at)
+    screens = bool(row.screen_inputs)
     if not counted:
-        return Caller(str(row.tenant_id), key_id=str(row.id))
-    return Caller(str(row.tenant_id), int(row[3] or 0), int(row[4] or 0), key_id=str(row.id))
+        return Caller(str(row.tenant_id), key_id=str(row.id), screens_inputs=screens)
+    return Caller(
+        str(row.tenant_id),
+        int(row[4] or 0),
+        int(row[5] or 0),
+        key_id=str(row.id),
+        screens_inputs=screens,
+    )

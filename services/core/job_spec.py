@@ -53,7 +53,11 @@ class JobSpec:
         messages (images by hash), parameters, and the options a client chose."""
         return {
             "messages": self.request.messages,
-            "params": self.params.model_dump(mode="json"),
+            # Screening is the tenant's, not the request's: a retry after a policy change
+            # is the same request.
+            "params": self.params.model_dump(
+                mode="json", exclude={"screen_questions", "screen_thresholds", "screen_policy"}
+            ),
             "kind": self.options.kind,
             "model": self.options.model,
             "metadata": self.options.metadata,

@@ -48,7 +48,7 @@ from services.core.job_spec import JobSpec, SubmitOptions
 from services.core.jobs.service import get_job
 from services.core.logs import current_request_id
 from services.core.model_info import served_model, served_revision
-from services.core.moderation.service import moderation_jobs_spec, with_screening
+from services.core.moderation.service import moderation_jobs_spec
 from services.core.moderation.stored import store_policies, stored_params
 from services.core.presets import with_preset
 from services.core.quota import refuse_over_quota
@@ -94,7 +94,6 @@ def job_specs(
     else:
         raise InvalidRequestError("send messages, or an image and a question", param="image")
     request = with_preset(session, tenant_id, request, body.preset, settings)
-    params = with_screening(session, tenant_id, params, request)
     options = SubmitOptions(
         model=model,
         metadata=body.metadata,
@@ -167,7 +166,6 @@ def conversation_spec(
     hook = webhook_options(body.webhook, body.webhook_events_filter, settings)
     request = canonical_from_messages(messages, settings)
     request = with_preset(session, tenant_id, request, body.preset, settings)
-    params = with_screening(session, tenant_id, params, request)
     options = SubmitOptions(
         kind=kind,
         model=model,

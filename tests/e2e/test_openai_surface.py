@@ -75,7 +75,11 @@ def test_a_file_is_not_deleted_while_a_batch_reads_it(
     with pytest.raises(openai.ConflictError) as refused:
         client.files.delete(file.id)
     assert refused.value.code == "file_in_use" and batch.id in str(refused.value.message)
-    client.batches.cancel(batch.id)
+    try:
+        client.batches.cancel(batch.id)
+    except openai.ConflictError as ended:
+        # Its 40 lines may all be answered already: then it ended on its own.
+        assert "already completed" in str(ended.message)
     wait_until(
         lambda: client.batches.retrieve(batch.id).status in ("cancelled", "completed"),
         60,

@@ -35,7 +35,7 @@ from services.core.files import file_lines
 from services.core.inputs.images import CheckedImage
 from services.core.inputs.prompts import GenerationParams
 from services.core.job_spec import JobSpec, SubmitOptions
-from services.core.moderation.service import tenant_policy
+from services.core.moderation.service import screened, screening_policy, tenant_policy
 from services.core.moderation.stored import store_policies
 from services.core.outbound import fetching_for
 from services.core.requests.base import parse
@@ -135,11 +135,13 @@ def line_job(
     line_number: int,
     raw: bytes,
     stored_policy: dict[str, Any] | None = None,
+    screen: dict[str, Any] | None = None,
 ) -> LineJob:
-    """The job of one line (failed already if the line is bad) and the images to store."""
+    """The job of one line (failed already if the line is bad) and the images to store
+    (`screen`: the tenant's screening policy, None when it does not screen)."""
     job_id = line_job_id(batch.id, line_number)
     try:
-        spec = parse_line(session, settings, batch, raw, stored_policy)
+        (spec,) = screened([parse_line(session, settings, batch, raw, stored_policy)], screen)
     except (ServiceUnavailableError, TooManyRequestsError):
         # Passing (no fetch slot free, a dependency outage): the expansion runs again.
         raise
@@ -269,12 +271,13 @@ def expand_lines(runtime: Runtime, batch: Batch) -> None:
         # The tenant's moderation policy is read once: a policy changed while the batch
         # expands applies to the batches created after the change.
         policy = tenant_policy(reads, batch.tenant_id) if batch.endpoint == MODERATIONS else None
+        screen = screening_policy(reads, batch.tenant_id) if batch.endpoint != MODERATIONS else None
         for line_number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
             # The lines' image fetches count against the batch's tenant's share.
             with fetching_for(batch.tenant_id):
-                page.append(line_job(reads, settings, batch, line_number, raw, policy))
+                page.append(line_job(reads, settings, batch, line_number, raw, policy, screen))
             if len(page) >= PAGE:
                 reads.rollback()  # end the read transaction: no snapshot held across pages
                 if not commit_page(runtime, batch.id, page):

@@ -3,7 +3,7 @@ the tenant's stored policy."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -87,20 +87,26 @@ def set_tenant_policy(
     return policy
 
 
-def with_screening(
-    session: Session, tenant_id: str, params: GenerationParams, request: CanonicalRequest
-) -> GenerationParams:
-    """`params` with the tenant's screening policy when it screens and the request has
-    images to screen (the worker scores them before answering)."""
-    if not request.images or not screens_inputs(session, tenant_id):
-        return params
-    policy = tenant_policy(session, tenant_id)
-    return params.model_copy(
-        update={
-            "screen_questions": {name: spec["question"] for name, spec in policy.items()},
-            "screen_thresholds": {name: float(spec["threshold"]) for name, spec in policy.items()},
-        }
-    )
+def screening_policy(session: Session, tenant_id: str) -> dict[str, Any] | None:
+    """The tenant's policy when it screens its jobs' inputs, else None."""
+    return tenant_policy(session, tenant_id) if screens_inputs(session, tenant_id) else None
+
+
+def screened(specs: list[JobSpec], policy: dict[str, Any] | None) -> list[JobSpec]:
+    """The specs, each generating one with images carrying the screening `policy` (None:
+    the tenant does not screen): the worker scores its images before answering."""
+    if not policy:
+        return specs
+    changes = {
+        "screen_questions": {name: spec["question"] for name, spec in policy.items()},
+        "screen_thresholds": {name: float(spec["threshold"]) for name, spec in policy.items()},
+    }
+    return [
+        replace(spec, params=spec.params.model_copy(update=changes))
+        if spec.request.images and spec.params.score_questions is None
+        else spec
+        for spec in specs
+    ]
 
 
 def moderation_jobs_spec(
