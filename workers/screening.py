@@ -17,7 +17,7 @@ import redis
 import structlog
 
 from services.core import cache
-from services.core.inputs.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams, image_parts
 from services.core.jobs.lifecycle import Claim
 from services.core.model_info import served_revision
 from services.core.runtime import Runtime
@@ -43,14 +43,7 @@ def scoring_request(request: PredictRequest) -> PredictRequest:
     """The request that scores `request`'s images (alone, in one user turn: the request's own
     words would change what the questions ask) with its screening questions."""
     questions = request.params.screen_questions or {}
-    images = [
-        part
-        for message in request.messages
-        if isinstance(message["content"], list)
-        for part in message["content"]
-        if part.get("type") == "image"
-    ]
-    messages = [{"role": "user", "content": images}]
+    messages = [{"role": "user", "content": image_parts(request.messages)}]
     return PredictRequest(messages, GenerationParams(score_questions=questions))
 
 
@@ -69,15 +62,9 @@ def screening_key(runtime: Runtime, claim: Claim, request: PredictRequest) -> st
     if not questions:
         return None
     settings = runtime.settings
-    images = [
-        part
-        for message in claim.messages
-        for part in message["content"]
-        if part.get("type") == "image"
-    ]
     return cache.cache_key(
         model_revision=served_revision(settings, settings.model_id),
-        messages=[{"role": "user", "content": images}],
+        messages=[{"role": "user", "content": image_parts(claim.messages)}],
         params=GenerationParams(score_questions=questions),
         tenant_id=None if settings.cache_shared else claim.tenant_id,
     )

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
-from services.core.inputs.prompts import GenerationParams
+from services.core.inputs.prompts import GenerationParams, image_parts
 from workers.backends.attention import eager_attention, image_grids, image_maps
 from workers.backends.base import DecodeEngine, Prediction, PredictRequest
 from workers.backends.continuous import ContinuousEngine, position_scheme
@@ -198,8 +198,10 @@ class TransformersVLM:
         predictions: list[Prediction | None] = [None] * len(batch)
         groups: dict[str, list[int]] = {}
         for index, request in enumerate(batch):
-            # Rows under different grammars share a call: each row is masked by its own.
-            key = request.params.model_copy(update={"grammar": None}).model_dump_json()
+            # Rows under different grammars share a call (each row is masked by its own), and
+            # so do rows that ask for their attention (it is read after the call) and not.
+            shared = request.params.model_copy(update={"grammar": None, "attention": False})
+            key = shared.model_dump_json()
             groups.setdefault(key, []).append(index)
         for indexes in groups.values():
             params = batch[indexes[0]].params
@@ -376,13 +378,7 @@ class TransformersVLM:
             return prediction
         inputs = self.encode([request.messages], request.params)
         image_token = int(self.model.config.image_token_id)
-        images = sum(
-            1
-            for message in request.messages
-            if isinstance(message["content"], list)
-            for part in message["content"]
-            if part.get("type") == "image"
-        )
+        images = len(image_parts(request.messages))
         if not images:
             return dataclasses.replace(prediction, attention=[])
         grids, merge = image_grids(self.model, inputs, image_token, images)

@@ -46,6 +46,7 @@ from services.core.inputs.grammars import Grammar
 from services.core.inputs.images import to_rgb
 from services.core.inputs.prompts import GenerationParams
 from workers.backends.base import PredictRequest
+from workers.backends.grammar import SpelledTokens
 from workers.backends.transformers_vlm import TransformersVLM
 from workers.models.evaluate_easyvqa import conversation
 from workers.models.glm4v_builder import spelling_vocabulary
@@ -135,18 +136,12 @@ def add_spelling(base: Path, adapters: list[Path], log: Tee) -> None:
 
 
 def spell(text: str, vocab: dict[str, int]) -> list[int]:
-    """`text` as tokens, longest match first (whole words where the vocabulary has them)."""
-    longest = max(len(token) for token in vocab)
-    ids, at = [], 0
-    while at < len(text):
-        for end in range(min(len(text), at + longest), at, -1):
-            if text[at:end] in vocab:
-                ids.append(vocab[text[at:end]])
-                at = end
-                break
-        else:
-            raise ValueError(f"the vocabulary cannot spell {text[at]!r}")
-    return ids
+    """`text` as tokens, longest match first (whole words where the vocabulary has them),
+    as the grammar's own tokenizer spells it (`SpelledTokens`)."""
+    tokens = [b""] * (max(vocab.values()) + 1)
+    for word, token in vocab.items():
+        tokens[token] = word.encode()
+    return SpelledTokens(tokens, stop_ids=[0], special_token_ids=[])(text.encode())
 
 
 def json_answer(fields: tuple[str, ...], shape: str, colour: str) -> str:

@@ -66,6 +66,17 @@ class GenerationParams(BaseModel):
     grammar: Grammar | None = None
 
 
+def image_parts(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The image parts of chat messages, in order (canonical parts, or decoded ones)."""
+    return [
+        part
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]
+
+
 @dataclass(frozen=True)
 class CanonicalRequest:
     """The messages of a request with every image checked and replaced by its hash."""
