@@ -42,8 +42,9 @@ def conversation(image: bytes, question: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
-def encoded(processor: Any, conversations: list[list[dict[str, Any]]]) -> Any:
-    """The batch's model inputs, from the model's own chat template."""
+def encoded(processor: Any, conversations: list[list[dict[str, Any]]], **template: Any) -> Any:
+    """The batch's model inputs, from the model's own chat template (`template`: its
+    switches, such as `enable_thinking`)."""
     return processor.apply_chat_template(
         conversations,
         add_generation_prompt=True,
@@ -51,6 +52,7 @@ def encoded(processor: Any, conversations: list[list[dict[str, Any]]]) -> Any:
         return_dict=True,
         return_tensors="pt",
         processor_kwargs={"padding": True},
+        **template,
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from bench.model_alone import encoded, load
 from services.core.config import BUNDLED_MODEL_DIR, JSON_ADAPTER_DIR, JSON_ADAPTER_NAME
 from services.core.inputs.grammars import Grammar
 from services.core.inputs.images import to_rgb
@@ -51,21 +52,11 @@ def transformers_alone(messages: list[list[dict[str, Any]]], length: int) -> Cal
     `transformers` and PEFT, every prompt in one left-padded `generate` of exactly `length`
     greedy tokens; returns a run's tokens/s."""
     from peft import PeftModel
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(BUNDLED_MODEL_DIR)
-    processor.tokenizer.padding_side = "left"
-    base = AutoModelForImageTextToText.from_pretrained(BUNDLED_MODEL_DIR)
+    processor, base = load(str(BUNDLED_MODEL_DIR))
     model = PeftModel.from_pretrained(base, str(JSON_ADAPTER_DIR)).eval()
-    inputs = processor.apply_chat_template(
-        messages,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"padding": True},
-        enable_thinking=False,
-    )
+    # Thinking off, as vlmq's default asks the chat template.
+    inputs = encoded(processor, messages, enable_thinking=False)
 
     @torch.inference_mode()
     def one_run() -> float:
