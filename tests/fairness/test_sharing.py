@@ -206,16 +206,22 @@ def all_ended(stack: Stack, ids: list[str]) -> Callable[[], bool]:
     return check
 
 
+# The quiet tenant's jobs timed alone and again under the flood.
+SAMPLES = 100
+
+
 def test_a_quiet_tenant_is_not_held_behind_a_flood(stack: Stack) -> None:
     stack.start_worker()
     quiet, flooder = stack.tenant("quiet"), stack.tenant("flooder")
     for _ in range(3):
         quiet.ask()  # warm-up
-    alone = [quiet.ask()[0] for _ in range(40)]
+    # 100 samples, so that the p99 is not one sample's worst (a lone scheduling hiccup on a
+    # 2-core host), but the tail of many.
+    alone = [quiet.ask()[0] for _ in range(SAMPLES)]
     with Refill(flooder, 1000, max_tokens=48):
         wait_until(lambda: flooder.unfinished() >= 1000, 30, "the flood to be queued")
         time.sleep(1.0)  # the worker is saturated
-        flooded = [quiet.ask()[0] for _ in range(40)]
+        flooded = [quiet.ask()[0] for _ in range(SAMPLES)]
         still_queued = flooder.unfinished()
     p50_ratio = statistics.median(flooded) / statistics.median(alone)
     p99_ratio = percentile(flooded, 99) / percentile(alone, 99)
@@ -232,7 +238,7 @@ def test_a_quiet_tenant_is_not_held_behind_a_flood(stack: Stack) -> None:
     assert still_queued >= 900  # the flood really was there throughout
     # The targets are 2x and 3x (docs/benchmarks.md has the figures of each run); the
     # margin absorbs a 2-core host where this process, the worker and the flood share the
-    # CPU, and a p99 of 40 samples that is nearly their maximum.
+    # CPU.
     # Before fair queuing, the same jobs waited behind the whole flood: 840x.
     assert p50_ratio <= 2.5
     assert p99_ratio <= 5.0
