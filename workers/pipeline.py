@@ -12,7 +12,7 @@ import structlog
 
 from services.core import cache, logs, metrics, notify
 from services.core.db import utcnow
-from services.core.jobs.lifecycle import Claim, claim_job, finish_job
+from services.core.jobs.lifecycle import Claim, claim_job, finish_job, keep_stream_log
 from services.core.jobs.service import has_ended
 from services.core.runtime import Runtime
 from workers.backends.base import Prediction, PredictRequest
@@ -108,7 +108,7 @@ def finish_from_cache(runtime: Runtime, claim: Claim, cached: dict[str, Any]) ->
         if claim.attempt > 1:
             notify.publish_attempt(runtime.redis, claim.job_id, claim.attempt)
         notify.publish_delta(runtime.redis, claim.job_id, cached.get("output") or "")
-        notify.publish_end(runtime.redis, claim.job_id)
+        end_stream(runtime, claim)
     with runtime.unit_of_work() as session:
         finish_job(
             session,
@@ -118,6 +118,16 @@ def finish_from_cache(runtime: Runtime, claim: Claim, cached: dict[str, Any]) ->
             inference_ms=0.0,
             cache_hit=True,
         )
+
+
+def end_stream(runtime: Runtime, claim: Claim) -> None:
+    """Mark the end of the attempt's stream; a background response's stream is then kept
+    with its row (before the row is final, so a final row's stream is there to replay)."""
+    notify.publish_end(runtime.redis, claim.job_id)
+    if claim.keeps_stream:
+        stream_log = notify.stream_log(runtime.redis, claim.job_id)
+        with runtime.unit_of_work() as session:
+            keep_stream_log(session, claim, stream_log)
 
 
 def predict_and_record(
@@ -160,7 +170,7 @@ def predict_and_record(
         return fail_attempt(runtime, claim, call_failure(claim, exc), leading=leading)
     finally:
         if claim.stream:
-            notify.publish_end(runtime.redis, claim.job_id)
+            end_stream(runtime, claim)
     inference_ms = (time.perf_counter() - started) * 1000
     prediction = call_result.prediction
     record_token_timing(claim, prediction, submitted_at)

@@ -216,6 +216,17 @@ class StreamEvent:
     entry_id: str = ""
 
 
+# The fields of a stream entry kept in a job's row, with their defaults (its id is not kept:
+# a reader of the kept stream never resumes inside it).
+LOGGED_FIELDS: dict[str, Any] = {
+    "delta": "",
+    "done": False,
+    "logprobs": [],
+    "attempt": 0,
+    "canceled": False,
+}
+
+
 def stream_key(job_id: str) -> str:
     """The Redis key of a job's token stream."""
     return STREAM_PREFIX + job_id
@@ -285,6 +296,29 @@ def stream_entries(
         for entry_id, fields in answer[0][1]:
             last_id = entry_id
             yield stream_event(entry_id, fields)
+
+
+def stream_log(client: redis.Redis, job_id: str) -> list[dict[str, Any]]:
+    """Every entry of the job's stream so far, as JSON to keep with the job's row (read back
+    by `logged_events`); an entry's fields at their defaults are left out."""
+    kept = []
+    entries: Any = client.xrange(stream_key(job_id))
+    for entry_id, fields in entries:
+        event = stream_event(entry_id, fields)
+        kept.append(
+            {
+                name: getattr(event, name)
+                for name, default in LOGGED_FIELDS.items()
+                if getattr(event, name) != default
+            }
+        )
+    return kept
+
+
+def logged_events(log: list[dict[str, Any]]) -> Iterator[StreamEvent]:
+    """The entries of a stream kept by `stream_log`."""
+    for entry in log:
+        yield StreamEvent(**entry)
 
 
 def stream_event(entry_id: bytes, fields: dict[bytes, bytes]) -> StreamEvent:

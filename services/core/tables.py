@@ -189,6 +189,10 @@ class Job(Base):
     # Responses API jobs: what the response object echoes (`background`, `store`,
     # `instructions`, `service_tier`).
     response: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    # A background response's token stream (`notify.stream_log`), kept when an attempt ends:
+    # Redis lets the stream go after `notify.STREAM_TTL_S`, and its events must replay with
+    # the same numbers for as long as the response is kept.
+    stream_log: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON)
     # The `x-request-id` of the request that made the job (a batch line: its batch's), bound
     # to the worker's and the webhook's log lines.
     request_id: Mapped[str | None] = mapped_column(sa.String(128))

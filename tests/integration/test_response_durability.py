@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from services.api import create_app
 from services.core.notify import stream_key
+from services.core.tables import Job
 from tests.fake_stack import FakeStack
 from tests.support import wait_until
 
@@ -28,6 +29,12 @@ def events_of(client: FlaskClient, auth: dict[str, str], path: str) -> list[dict
         if data:
             events.append(json.loads(data[0]))
     return events
+
+
+def stream_kept(stack: FakeStack, job_id: str) -> bool:
+    """Whether the job's row holds its token stream."""
+    with stack.runtime.sessions() as session:
+        return session.get(Job, job_id).stream_log is not None
 
 
 @pytest.mark.slow
@@ -87,6 +94,11 @@ def test_a_background_response_survives_a_sigkill_and_its_stream_resumes(
     resumed = events_of(replica, auth, f"{path}&starting_after={middle}")
     assert resumed == live[middle + 1 :]
 
+    # Once Redis has let the token stream go, the stream kept with the row replays alike.
+    redis.delete(stream_key(job_id))
+    assert events_of(replica, auth, path) == live
+    assert events_of(replica, auth, f"{path}&starting_after={middle}") == live[middle + 1 :]
+
 
 @pytest.mark.fake_backend("StreamingFakeBackend", lease_s=4, task_soft_time_limit_s=20)
 def test_a_cancelled_response_streams_the_same_text_live_and_replayed(
@@ -112,5 +124,10 @@ def test_a_cancelled_response_streams_the_same_text_live_and_replayed(
     assert not reader.is_alive()
     assert live[-1]["type"] == "response.failed"
     assert live[-1]["response"]["status"] == "cancelled"
-    # Whatever the worker sent after the cancel is in neither.
+    # Whatever the worker sent after the cancel is in neither, nor in the stream kept with
+    # the row once Redis has let it go.
+    assert events_of(fake_stack.client, auth, path) == live
+    job_id = created["vlmq"]["job_id"]
+    wait_until(lambda: stream_kept(fake_stack, job_id), 20, "the attempt's stream kept")
+    redis.delete(stream_key(job_id))
     assert events_of(fake_stack.client, auth, path) == live

@@ -5,8 +5,10 @@ attempt began after a worker was lost) and of the job's final row, so every API 
 numbers them the same way: a client that lost its connection asks for the events after
 the last `sequence_number` it read and gets them with no gap and no repeat. A new attempt
 at the job starts a new content part, so text already sent is never sent again as if it
-continued. The token stream lives `notify.STREAM_TTL_S` after its last entry; after that,
-a finished response's events carry its whole text in one delta.
+continued. The token stream lives in Redis `notify.STREAM_TTL_S` after its last entry; a
+background response's stream is also kept with its row when an attempt ends, so its events
+replay alike for as long as the response is kept. Any other finished response whose stream
+is gone has its whole text in one delta.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def entries(runtime: Runtime, job: Job, deadline: float) -> Iterator[notify.Stre
     """The entries of the job's token stream, read live until the job has ended and every
     entry is read (a canceled job's up to its cancel mark), or the deadline passes."""
     if job.job_status.is_terminal():
-        yield from read_all(runtime, job.id, "0-0")
+        yield from kept_entries(runtime, job)
         return
     last = "0-0"
     for entry in notify.stream_entries(runtime.redis, job.id, block_ms=1000, after=last):
@@ -138,11 +140,23 @@ def entries(runtime: Runtime, job: Job, deadline: float) -> Iterator[notify.Stre
         yield from read_all(runtime, job.id, last)
 
 
+def kept_entries(runtime: Runtime, job: Job) -> Iterator[notify.StreamEvent]:
+    """A finished job's stream (up to a cancel mark): from Redis while it is there, else as
+    kept with its row."""
+    if job.stream_log is not None and not runtime.redis.exists(notify.stream_key(job.id)):
+        return up_to_cancel(notify.logged_events(job.stream_log))
+    return read_all(runtime, job.id, "0-0")
+
+
 def read_all(runtime: Runtime, job_id: str, after: str) -> Iterator[notify.StreamEvent]:
     """The stream's entries after `after` (up to a cancel mark), without waiting for more."""
-    for entry in notify.stream_entries(runtime.redis, job_id, block_ms=0, after=after):
-        if entry is None:
-            continue
+    entries = notify.stream_entries(runtime.redis, job_id, block_ms=0, after=after)
+    return up_to_cancel(entry for entry in entries if entry is not None)
+
+
+def up_to_cancel(entries: Iterator[notify.StreamEvent]) -> Iterator[notify.StreamEvent]:
+    """The entries before the stream's cancel mark (all of them when it has none)."""
+    for entry in entries:
         if entry.canceled:
             return
         yield entry

@@ -43,6 +43,8 @@ class Claim:
     params: dict[str, Any] = field(default_factory=dict)
     cache_key: str | None = None
     stream: bool = False
+    # A background response: its stream is kept with its row when the attempt ends.
+    keeps_stream: bool = False
     # Its priority band and the tokens fair queuing charged for it (see `fair_queue`).
     band: int = Band.DEFAULT
     cost_tokens: int = 0
@@ -170,9 +172,10 @@ def finish_statement() -> sa.Update:
     )
 
 
-def announces_its_end(row: sa.Row[Any]) -> bool:
-    """Whether a job is a background response (not a batch's line), whose end is an event
-    for its tenant's webhook endpoints (as OpenAI sends `response.*` events)."""
+def is_background_response(row: sa.Row[Any]) -> bool:
+    """Whether a job is a background response (not a batch's line): its end is an event for
+    its tenant's webhook endpoints (as OpenAI sends `response.*` events), and its stream is
+    replayed for as long as it is kept."""
     background = bool((row.response or {}).get("background"))
     return row.kind == "response" and row.batch_id is None and background
 
@@ -211,12 +214,13 @@ def claim_jobs(session: Session, settings: Settings, job_ids: list[str]) -> list
             created_at=row.created_at,
             started_at=row.started_at,
             # A background response's end is an event for its tenant's webhook endpoints.
-            has_webhook=row.webhook is not None or announces_its_end(row),
+            has_webhook=row.webhook is not None or is_background_response(row),
             batch_id=row.batch_id,
             messages=row.messages,
             params=row.params,
             cache_key=row.cache_key,
             stream=bool(row.stream),
+            keeps_stream=bool(row.stream) and is_background_response(row),
             band=int(row.band),
             cost_tokens=int(row.cost_tokens),
             first_image=(row.first_image, row.first_image_data)
@@ -295,6 +299,16 @@ def attempt_metrics(
         # How many jobs shared this job's model call (0: it made none).
         "batch_size": batch_size,
     }
+
+
+def keep_stream_log(session: Session, claim: Claim, stream_log: list[dict[str, Any]]) -> None:
+    """Keep the job's token stream (`notify.stream_log`) with its row, unless a later attempt
+    has taken the job since."""
+    session.execute(
+        sa.update(JOBS)
+        .where(JOBS.c.id == claim.job_id, JOBS.c.attempts == claim.attempt)
+        .values(stream_log=stream_log)
+    )
 
 
 def finish_job(
