@@ -21,7 +21,7 @@ from services.core.ids import new_id
 from services.core.responses.responses_api import response_id, status_of
 from services.core.runtime import Runtime
 from services.core.secret_box import secret_box
-from services.core.tables import Batch, BatchStatus, Job, WebhookEndpoint
+from services.core.tables import Batch, BatchStatus, Job, Tenant, WebhookEndpoint
 from services.core.tenancy import get_owned
 from services.core.webhooks.scheduling import schedule_delivery
 from services.core.webhooks.signing import new_secret
@@ -72,6 +72,9 @@ def create_endpoint(
     enabled = check_events(events)
     secret = new_secret()
     with session_scope(runtime.sessions) as session:
+        # Two creations at once must not both count 15 and make 17: the tenant's row is
+        # locked first (PostgreSQL; SQLite lets one writer through at a time anyway).
+        session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
         count = session.scalar(
             sa.select(sa.func.count())
             .select_from(WebhookEndpoint)
