@@ -119,10 +119,13 @@ def answer_chunk(
     )
     inference_ms = (time.perf_counter() - started) * 1000
     to_cache: dict[str, dict[str, Any]] = {}
+    # The tokens of other passes each answer took (attention maps, screening), by job.
+    extra_tokens: dict[str, int] = {}
     for claim, outcome in zip(runnable, outcomes, strict=True):
         shared = repeats.get(claim.cache_key or "", [])
         if isinstance(outcome, CallResult):
             prediction = outcome.prediction
+            extra_tokens[claim.job_id] = prediction.extra_tokens
             result = prediction.result()
             answers.append(
                 Finished(claim, prediction.answer, result, inference_ms, False, outcome.batch_size)
@@ -134,7 +137,15 @@ def answer_chunk(
         failed = call_failure(claim, outcome)
         if failed is not None:  # None: the batch was canceled, its lines have ended
             failures += with_repeats(failed, repeats)
-    served = [(a.claim, tokens_served(a.result, cache_hit=a.cache_hit)) for a in answers]
+    served = [
+        (
+            a.claim,
+            tokens_served(
+                a.result, cache_hit=a.cache_hit, extra=extra_tokens.get(a.claim.job_id, 0)
+            ),
+        )
+        for a in answers
+    ]
     cache_answers(runtime, to_cache, served=served)
     return answers, failures
 

@@ -90,12 +90,13 @@ def settlements(served: list[tuple[Claim, int]]) -> list[Settlement]:
     ]
 
 
-def tokens_served(result: dict[str, Any], *, cache_hit: bool = False) -> int:
-    """The model tokens an answer took (prompt plus completion; none from the cache)."""
+def tokens_served(result: dict[str, Any], *, cache_hit: bool = False, extra: int = 0) -> int:
+    """The model tokens an answer took (prompt plus completion, plus the `extra` tokens of
+    the other passes it took: `Prediction.extra_tokens`; none from the cache)."""
     if cache_hit:
         return 0
     usage = result.get("usage") or {}
-    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0) + extra
 
 
 def cache_answers(

@@ -183,7 +183,7 @@ def predict_and_record(
         if claim.cache_key is None
         else {claim.cache_key: {"output": prediction.answer, "result": result}},
         lead=claim.cache_key if leading else None,
-        served=[(claim, tokens_served(result))],
+        served=[(claim, tokens_served(result, extra=prediction.extra_tokens))],
     )
     with runtime.unit_of_work() as session:
         finished = finish_job(

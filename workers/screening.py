@@ -108,6 +108,8 @@ def run_screened(
     one's outcome is `ContentFiltered`, and it is never answered."""
     screened = [i for i, request in enumerate(requests) if request.params.screen_questions]
     outcomes: list[CallResult | Exception | None] = [None] * len(requests)
+    # The tokens of each request's scoring pass (none for scores from the cache).
+    scoring_tokens: dict[int, int] = {}
     if screened:
         screen_keys = [(keys or [None] * len(requests))[i] for i in screened]
         known = cached_scores(runtime, screen_keys)
@@ -121,6 +123,7 @@ def run_screened(
                 outcomes[screened[slot]] = score
                 continue
             known[slot] = score.prediction.scores or {}
+            scoring_tokens[screened[slot]] = score.prediction.prompt_tokens
             if (key := screen_keys[slot]) is not None:
                 fresh[key] = known[slot] or {}
         cache_scores(runtime, fresh)
@@ -138,8 +141,20 @@ def run_screened(
     if answering:
         answers = scheduler.run_many([unscreened(requests[i]) for i in answering], **options)
         for index, answer in zip(answering, answers, strict=True):
-            outcomes[index] = answer
+            outcomes[index] = charged(answer, scoring_tokens.get(index, 0))
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def charged(outcome: CallResult | Exception, tokens: int) -> CallResult | Exception:
+    """The answer, charged `tokens` more model tokens (its screening pass's), as fair queuing
+    charges its tenant."""
+    if isinstance(outcome, Exception) or not tokens:
+        return outcome
+    prediction = outcome.prediction
+    extra = prediction.extra_tokens + tokens
+    return dataclasses.replace(
+        outcome, prediction=dataclasses.replace(prediction, extra_tokens=extra)
+    )
 
 
 def run_one_screened(

@@ -70,6 +70,11 @@ def test_the_bundled_models_map_shows_where_the_shape_is(batching: str) -> None:
     assert free.attention is None and free.answer == backend.predict([quiet])[0].answer
     # The map is part of the job's result.
     assert explained.result()["attention"] == explained.attention
+    # Its second pass (the prompt and the answer again) is charged to its tenant; the other
+    # request took none.
+    answered = explained.prompt_tokens + explained.completion_tokens
+    assert answered - 1 <= explained.extra_tokens <= answered + 1
+    assert free.extra_tokens == 0
 
 
 @pytest.mark.parametrize("architecture", ["qwen2vl", "llava"])

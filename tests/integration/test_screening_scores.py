@@ -29,7 +29,8 @@ class FakeScoringScheduler:
                 self.scored += 1
                 red = "red" in str(request.messages)
                 scores = {name: 0.9 if red else 0.1 for name in request.params.score_questions}
-                results.append(CallResult(Prediction(answer="", raw="", scores=scores), 1))
+                scoring = Prediction(answer="", raw="", scores=scores, prompt_tokens=7)
+                results.append(CallResult(scoring, 1))
             else:
                 self.answered.append(request)
                 results.append(CallResult(Prediction(answer="answered", raw="answered"), 1))
@@ -64,6 +65,8 @@ def test_flagged_requests_are_not_answered_and_scores_are_cached(runtime: Runtim
     # The answer ran without its screening.
     (answered,) = scheduler.answered
     assert answered.params.screen_questions is None and scheduler.scored == 2
+    # Its screening pass is charged to its tenant with the answer.
+    assert outcomes[1].prediction.extra_tokens == 7
     again = run_screened(
         scheduler,  # type: ignore[arg-type]
         [screened("red"), screened("blue")],
@@ -74,3 +77,4 @@ def test_flagged_requests_are_not_answered_and_scores_are_cached(runtime: Runtim
     )
     assert isinstance(again[0], ContentFiltered) and isinstance(again[1], CallResult)
     assert scheduler.scored == 2, "the second time, the scores came from the cache"
+    assert again[1].prediction.extra_tokens == 0, "scores from the cache cost no model time"

@@ -59,6 +59,9 @@ class Prediction:
     token_ids: list[int] = field(default_factory=list)
     # Where the answer looked, per image, when the request asked (see `AttentionMap`).
     attention: list[dict[str, Any]] | None = None
+    # Tokens of the model passes the answer took besides its own prompt and completion (its
+    # attention map's second pass, its input's screening): fair queuing charges them too.
+    extra_tokens: int = 0
 
     def result(self) -> dict[str, Any]:
         """The job's `result` field."""

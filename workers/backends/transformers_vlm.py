@@ -410,7 +410,9 @@ class TransformersVLM:
             answer_from,
             answer_to,
         )
-        return dataclasses.replace(prediction, attention=maps)
+        # The map's pass ran the prompt and the answer once more: its tenant pays for it.
+        extra = prediction.extra_tokens + int(extended["input_ids"].shape[1])
+        return dataclasses.replace(prediction, attention=maps, extra_tokens=extra)
 
 
 def with_question(messages: list[dict[str, Any]], question: str) -> list[dict[str, Any]]:
