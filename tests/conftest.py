@@ -178,11 +178,22 @@ def live_server(app: Flask, settings: Settings) -> Iterator[str]:
 SLOW_DIRECTORIES = [Path(__file__).parent / name for name in ("faults", "fuzz", "fairness")]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests of the slow directories `slow` (`make test-fast` leaves them out)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of the slow directories `slow` (`make test-fast` leaves them out), and
+    run the tests marked `one_database` on SQLite only."""
+    kept, deselected = [], []
     for item in items:
         if any(item.path.is_relative_to(directory) for directory in SLOW_DIRECTORIES):
             item.add_marker(pytest.mark.slow)
+        params = getattr(item, "callspec", None)
+        on_postgresql = params is not None and params.params.get("backend") == "postgresql"
+        if on_postgresql and item.get_closest_marker("one_database"):
+            deselected.append(item)
+        else:
+            kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

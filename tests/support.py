@@ -189,16 +189,22 @@ def wait_until(
 def model_stack(
     tmp: Path, database_url: str, redis_url: str, model: Path, **overrides: object
 ) -> Iterator[Settings]:
-    """A stack's settings with a real `vlmq worker` serving `model` until the block ends."""
+    """A stack's settings with a real `vlmq worker` serving `model` until the block ends (its
+    log: `bundled_worker_log`)."""
     settings = make_settings(tmp, database_url, redis_url, model, **overrides)
     runtime = create_runtime(settings)
-    worker = WorkerProcess(settings, tmp / "worker.log")
+    worker = WorkerProcess(settings, bundled_worker_log(settings))
     try:
         worker.wait_ready(runtime.redis)
         yield settings
     finally:
         worker.stop()
         runtime.close()
+
+
+def bundled_worker_log(settings: Settings) -> Path:
+    """Where the worker of a `model_stack` writes its log."""
+    return settings.data_dir / "worker.log"
 
 
 def finished_batch(client: Any, batch_id: str, timeout_s: float = 120) -> Any:

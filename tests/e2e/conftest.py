@@ -37,12 +37,14 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="module")
+# One per database for all the modules that use it (each start loads the model: seconds).
+@pytest.fixture(scope="package")
 def bundled(
     tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
 ) -> Iterator[tuple[str, Settings]]:
     """The bundled model's own stack (a real worker, the API on a real port, the suite's
-    database and Redis) with default settings, for one module: its URL and settings."""
+    database and Redis) with default settings, for the end-to-end tests: its URL and
+    settings."""
     tmp = tmp_path_factory.mktemp("bundled")
     with (
         model_stack(

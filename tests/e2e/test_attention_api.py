@@ -7,12 +7,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import requests
 from playwright.sync_api import Browser, expect
 
 from services.core.config import Settings
 from tests.e2e.responses_support import fresh_question, make_client
 from tests.support import data_url, shape_png
+
+# What is tested is the model's map and the page's overlay, not the database under them.
+pytestmark = pytest.mark.one_database
 
 # Where a test run leaves the playground's screenshot (the docs show one).
 SCREENSHOT_DIR = Path(os.environ.get("VLMQ_SCREENSHOT_DIR", "/tmp"))

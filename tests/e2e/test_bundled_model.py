@@ -7,7 +7,6 @@ through the backend for the checks that need many questions.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,12 @@ from PIL import Image
 from services.api import create_app
 from services.core.config import BUNDLED_MODEL_DIR, Settings
 from services.core.inputs.prompts import GenerationParams
-from tests.support import data_url, model_stack
+from tests.support import data_url
 from workers.backends.base import PredictRequest
 from workers.backends.transformers_vlm import TransformersVLM
+
+# What is tested is the model's answers, not the database under them.
+pytestmark = pytest.mark.one_database
 
 SAMPLE = 60
 
@@ -38,15 +40,11 @@ def easy_vqa_sample(count: int, offset: int = 0) -> list[tuple[str, str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def bundled(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str, api_key: str
-) -> Iterator[tuple[Settings, FlaskClient]]:
-    """A stack serving the bundled model with default settings (its own worker and queue)."""
-    tmp = tmp_path_factory.mktemp("bundled")
-    with model_stack(
-        tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name=""
-    ) as settings:
-        yield settings, create_app(settings).test_client()
+def served(bundled: tuple[str, Settings]) -> tuple[Settings, FlaskClient]:
+    """The bundled model's stack (default settings, its own worker and queue): its settings
+    and a test client of its API."""
+    settings = bundled[1]
+    return settings, create_app(settings).test_client()
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +63,9 @@ def test_the_bundled_model_is_the_default() -> None:
 
 
 def test_http_answers_easy_vqa_questions(
-    bundled: tuple[Settings, FlaskClient], auth: dict[str, str]
+    served: tuple[Settings, FlaskClient], auth: dict[str, str]
 ) -> None:
-    settings, client = bundled
+    settings, client = served
     models = client.get("/v1/models", headers=auth).get_json()["data"]
     assert models[0]["id"] == "easyvqa-glm4v" and models[0]["root"] == BUNDLED_MODEL_DIR.name
     right = 0
@@ -84,9 +82,9 @@ def test_http_answers_easy_vqa_questions(
 
 
 def test_the_responses_api_answers_easy_vqa_questions_as_jobs_do(
-    bundled: tuple[Settings, FlaskClient], auth: dict[str, str]
+    served: tuple[Settings, FlaskClient], auth: dict[str, str]
 ) -> None:
-    _, client = bundled
+    _, client = served
     right = 0
     sample = easy_vqa_sample(16, offset=SAMPLE)
     for question, answer, path in sample:
@@ -105,11 +103,11 @@ def test_the_responses_api_answers_easy_vqa_questions_as_jobs_do(
 
 
 def test_ignore_eos_and_min_tokens_set_the_answer_length(
-    bundled: tuple[Settings, FlaskClient], auth: dict[str, str]
+    served: tuple[Settings, FlaskClient], auth: dict[str, str]
 ) -> None:
     """vLLM's extensions, through a real worker: the bundled model ends its answer after
     one word, unless told to ignore its end token or to write at least `min_tokens`."""
-    _, client = bundled
+    _, client = served
     _, _, path = easy_vqa_sample(1)[0]
     image = data_url(path.read_bytes())
     wait = {**auth, "Prefer": "wait=60"}

@@ -22,14 +22,13 @@ from services.api import create_app
 from services.core.bootstrap import create_runtime
 from services.core.config import (
     BUNDLED_ADAPTER_NAME,
-    BUNDLED_MODEL_DIR,
     JSON_ADAPTER_NAME,
     Settings,
 )
 from services.core.runtime import Runtime
 from services.core.tables import Image as StoredImage
 from services.core.tables import Job
-from tests.support import WorkerProcess, data_url, make_settings, serving, wait_until
+from tests.support import bundled_worker_log, data_url, wait_until
 from workers.models.evaluate_easyvqa import FRENCH_ANSWERS
 
 FR = BUNDLED_ADAPTER_NAME
@@ -37,39 +36,29 @@ BASE = "easyvqa-glm4v"
 
 
 class Stack:
-    """The bundled model's stack: settings, runtime, a test client, a live URL, the worker."""
+    """The bundled model's stack: settings, runtime, a test client, a live URL, the worker's
+    log."""
 
     def __init__(
-        self,
-        settings: Settings,
-        runtime: Runtime,
-        client: FlaskClient,
-        url: str,
-        worker: WorkerProcess,
+        self, settings: Settings, runtime: Runtime, client: FlaskClient, url: str, worker_log: Path
     ):
         self.settings = settings
         self.runtime = runtime
         self.client = client
         self.url = url
-        self.worker = worker
+        self.worker_log = worker_log
 
 
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
-) -> Iterator[Stack]:
-    """Default settings with the bundled model: its adapter is served beside it."""
-    tmp = tmp_path_factory.mktemp("features")
-    settings = make_settings(tmp, database_url, redis_url, BUNDLED_MODEL_DIR, served_model_name="")
+def stack(bundled: tuple[str, Settings]) -> Iterator[Stack]:
+    """The bundled model's stack (default settings: its adapter is served beside it)."""
+    url, settings = bundled
     runtime = create_runtime(settings)
-    worker = WorkerProcess(settings, tmp / "worker.log")
-    app = create_app(settings)
     try:
-        with serving(app, settings) as url:
-            worker.wait_ready(runtime.redis)
-            yield Stack(settings, runtime, app.test_client(), url, worker)
+        yield Stack(
+            settings, runtime, create_app(settings).test_client(), url, bundled_worker_log(settings)
+        )
     finally:
-        worker.stop()
         runtime.close()
 
 
@@ -184,7 +173,7 @@ def test_a_canceled_streaming_job_leaves_the_batch_at_once(
         assert beside["status"] == "succeeded"
 
         def worker_says_canceled() -> bool:
-            log = stack.worker.log_path.read_text(errors="replace")
+            log = stack.worker_log.read_text(errors="replace")
             return any(job_id in line and "outcome=canceled" in line for line in log.splitlines())
 
         wait_until(worker_says_canceled, 30, "the worker to drop the canceled row")

@@ -11,6 +11,9 @@ from nbclient import NotebookClient
 
 from services.core.config import REPO_ROOT
 
+# The notebook is a client's walk through the API: the database under it is not its subject.
+pytestmark = pytest.mark.one_database
+
 NOTEBOOK = REPO_ROOT / "examples" / "quickstart.ipynb"
 
 

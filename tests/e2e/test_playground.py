@@ -18,6 +18,9 @@ from services.api import create_app
 from tests.fake_stack import FakeStack
 from tests.support import serving
 
+# What is tested is the page: the database under it is not its subject.
+pytestmark = pytest.mark.one_database
+
 
 @pytest.fixture()
 def page(fake_stack: FakeStack, browser: Browser, api_key: str) -> Iterator[Page]:
