@@ -4,15 +4,18 @@ with every heartbeat (nothing on a machine without CUDA)."""
 from __future__ import annotations
 
 import contextlib
-
-import torch
+import sys
 
 from services.core import metrics
 
 
 def sample_gpus(model: str) -> int:
-    """Set the GPU gauges for every visible CUDA device; returns how many were sampled."""
-    if not torch.cuda.is_available():
+    """Set the GPU gauges for every visible CUDA device; returns how many were sampled (none
+    while nothing in this process has loaded torch: no model of its own is on a GPU)."""
+    # Not imported here: a worker whose backend needs no torch starts without its seconds
+    # of imports.
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
         return 0
     count = torch.cuda.device_count()
     for index in range(count):
