@@ -124,6 +124,31 @@ def prune_batches(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
     return drain(runtime, chunk, max_chunks)
 
 
+def terminal_jobs_where(*conditions: sa.ColumnElement[bool]) -> Chunk:
+    """A chunk that deletes terminal jobs meeting `conditions` that no outbox event names
+    (the deletion checks the status again: a job is never deleted while it runs)."""
+
+    def chunk(session: Session, limit: int) -> int:
+        ids = list(
+            session.scalars(
+                sa.select(Job.id)
+                .where(
+                    Job.status.in_(JOB_TERMINAL),
+                    *conditions,
+                    Job.id.not_in(named_by_outbox("job_id")),
+                )
+                .limit(limit)
+            )
+        )
+        if not ids:
+            return 0
+        return rows_changed(
+            session, sa.delete(Job).where(Job.id.in_(ids), Job.status.in_(JOB_TERMINAL))
+        )
+
+    return chunk
+
+
 def prune_jobs(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
     """Delete terminal jobs finished before the job retention, except the lines of a batch
     that is still kept (unfinished, or not yet old) and jobs an outbox event names."""
@@ -131,27 +156,7 @@ def prune_jobs(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
         return 0
     cutoff = before(runtime.settings.job_retention_s)
     batch_kept = sa.exists().where(Batch.id == Job.batch_id)
-
-    def chunk(session: Session, limit: int) -> int:
-        ids = list(
-            session.scalars(
-                sa.select(Job.id)
-                .where(
-                    Job.status.in_(JOB_TERMINAL),
-                    Job.completed_at < cutoff,
-                    ~batch_kept,
-                    Job.id.not_in(named_by_outbox("job_id")),
-                )
-                .limit(limit)
-            )
-        )
-        if not ids:
-            return 0
-        return rows_changed(
-            session, sa.delete(Job).where(Job.id.in_(ids), Job.status.in_(JOB_TERMINAL))
-        )
-
-    return drain(runtime, chunk, max_chunks)
+    return drain(runtime, terminal_jobs_where(Job.completed_at < cutoff, ~batch_kept), max_chunks)
 
 
 def prune_unstored_responses(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> int:
@@ -159,29 +164,12 @@ def prune_unstored_responses(runtime: Runtime, max_chunks: int = MAX_CHUNKS) -> 
     (`unstored_response_retention_s`): they were for their caller only, who read them (a reader
     deletes one at once; this catches those whose caller left before the end)."""
     cutoff = before(runtime.settings.unstored_response_retention_s)
-    unstored = Job.response["store"].as_boolean().is_(False)
-
-    def chunk(session: Session, limit: int) -> int:
-        ids = list(
-            session.scalars(
-                sa.select(Job.id)
-                .where(
-                    Job.kind == "response",
-                    Job.batch_id.is_(None),  # a batch's lines go with their batch
-                    unstored,
-                    Job.status.in_(JOB_TERMINAL),
-                    Job.completed_at < cutoff,
-                    Job.id.not_in(named_by_outbox("job_id")),
-                )
-                .limit(limit)
-            )
-        )
-        if not ids:
-            return 0
-        return rows_changed(
-            session, sa.delete(Job).where(Job.id.in_(ids), Job.status.in_(JOB_TERMINAL))
-        )
-
+    chunk = terminal_jobs_where(
+        Job.kind == "response",
+        Job.batch_id.is_(None),  # a batch's lines go with their batch
+        Job.response["store"].as_boolean().is_(False),
+        Job.completed_at < cutoff,
+    )
     return drain(runtime, chunk, max_chunks)
 
 
