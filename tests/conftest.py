@@ -31,8 +31,25 @@ REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 POSTGRES_URL = os.environ.get(
     "VLMQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"
 )
-# One Redis database per backend, so the two stacks never share queues or cache.
-REDIS_DB = {"sqlite": 11, "postgresql": 12}
+# The Redis database of each stack of the suite, none shared: the two backends' session
+# stacks live through the whole run, beside every other stack, and a stack flushes its
+# database when it starts.
+REDIS_DB = {
+    "sqlite": 11,
+    "postgresql": 12,
+    "fairness": 8,
+    "observability": 9,
+    "api_server": 10,
+    "faults": 13,
+    "batch_chunks": 14,
+}
+
+
+def redis_db_url(stack: str) -> str:
+    """The URL of the Redis database of one of the suite's stacks (see `REDIS_DB`)."""
+    return f"{REDIS_URL}/{REDIS_DB[stack]}"
+
+
 TINY_WORDS = [
     *["what", "color", "is", "the", "shape", "in", "image", "does", "contain", "a", "not"],
     *["there", "circle", "rectangle", "triangle", "red", "green", "blue", "yes", "no"],
@@ -75,7 +92,7 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(scope="session")
 def redis_url(backend: str) -> str:
     """An emptied Redis database for the backend's stack."""
-    url = f"{REDIS_URL}/{REDIS_DB[backend]}"
+    url = redis_db_url(backend)
     redis.Redis.from_url(url).flushdb()
     return url
 

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.core.config import Settings
 from services.core.metrics import GPU_METRICS
 from services.core.migrate import upgrade
-from tests.conftest import REDIS_URL as REDIS_SERVER
+from tests.conftest import redis_db_url
 from tests.support import (
     REPO_ROOT,
     ApiProcess,
@@ -43,7 +43,7 @@ from tests.support import (
 from tests.webhook_receiver import BackgroundWorkerProcess, WebhookReceiver
 from vlmq.cli import create_key
 
-REDIS_URL = f"{REDIS_SERVER}/10"
+REDIS_URL = redis_db_url("observability")
 DASHBOARD = REPO_ROOT / "deploy" / "monitoring" / "grafana" / "dashboards" / "vlmq.json"
 TRACED_ID = "trace-obs-0001"
 HEALTH_PROBES = 20

@@ -25,7 +25,7 @@ import redis
 
 from services.core.config import Settings
 from services.core.migrate import upgrade
-from tests.conftest import REDIS_URL
+from tests.conftest import redis_db_url
 from tests.faults.stack import report
 from tests.support import (
     ApiProcess,
@@ -38,8 +38,6 @@ from tests.support import (
 )
 from vlmq.cli import create_key
 
-# A Redis database no other stack of the suite uses.
-SERVER_DB = 10
 HELD_STREAMS = 48
 HALF_SENT = 150
 SAMPLES = 25
@@ -75,7 +73,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     tmp = tmp_path_factory.mktemp("api-server")
     database_url = f"sqlite:///{tmp / 'vlmq.db'}"
     upgrade(database_url)
-    redis_url = f"{REDIS_URL}/{SERVER_DB}"
+    redis_url = redis_db_url("api_server")
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     port = free_port()

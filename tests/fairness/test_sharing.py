@@ -35,7 +35,7 @@ from services.core.migrate import upgrade
 from services.core.runtime import Runtime
 from services.core.tables import UNFINISHED_STATUSES, Job, JobStatus
 from services.core.tables import Tenant as TenantRow
-from tests.conftest import REDIS_URL
+from tests.conftest import redis_db_url
 from tests.fairness import flooder
 from tests.faults.stack import report
 from tests.support import (
@@ -48,8 +48,6 @@ from tests.support import (
 from tests.webhook_receiver import BackgroundWorkerProcess, WebhookReceiver
 from vlmq.cli import create_key
 
-# A Redis database no other stack of the suite uses.
-FAIRNESS_DB = 8
 IMAGE = flooder.IMAGE
 
 
@@ -145,7 +143,7 @@ class Refill:
 def stack(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Stack]:
     database_url = f"sqlite:///{tmp_path / 'vlmq.db'}"
     upgrade(database_url)
-    redis_url = f"{REDIS_URL}/{FAIRNESS_DB}"
+    redis_url = redis_db_url("fairness")
     settings = make_settings(
         tmp_path,
         database_url,

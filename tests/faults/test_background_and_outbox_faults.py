@@ -20,12 +20,12 @@ from services.core.runtime import Runtime
 from services.core.submit import add_jobs, job_values
 from services.core.tables import Batch, File, Job, Tenant
 from services.core.webhooks.scheduling import event_delivery_id
-from tests.conftest import REDIS_URL as REDIS_SERVER
+from tests.conftest import redis_db_url
 from tests.faults.stack import FaultStack, fault_stack, fresh_postgres_database, report
 from tests.support import chat_batch_input, upload_batch_input, wait_until
 from tests.webhook_receiver import Reply, WebhookReceiver
 
-REDIS_URL = f"{REDIS_SERVER}/13"
+REDIS_URL = redis_db_url("faults")
 TIMING = {
     "reconcile_interval_s": 1.0,
     "webhook_redeliver_after_s": 1.0,

@@ -12,13 +12,11 @@ import redis
 import sqlalchemy as sa
 
 from services.core.tables import Job
-from tests.conftest import REDIS_URL as REDIS_SERVER
+from tests.conftest import redis_db_url
 from tests.faults.stack import FaultStack, elapsed_since, fault_stack, report
 from tests.support import data_url, shape_png, upload_batch_input, wait_until
 
-# A Redis database of its own: 11 and 12 hold the session's stacks (tests/conftest.py), whose
-# workers live through these tests and would take this stack's messages.
-REDIS_URL = f"{REDIS_SERVER}/14"
+REDIS_URL = redis_db_url("batch_chunks")
 CHUNK = 8
 
 

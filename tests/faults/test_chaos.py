@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REDIS_URL as REDIS_SERVER
+from tests.conftest import redis_db_url
 from tests.faults.stack import FaultStack, fault_stack, fresh_postgres_database, report
 from tests.support import chat_batch_input, upload_batch_input, wait_until
 from tests.webhook_receiver import WebhookReceiver
 
-REDIS_URL = f"{REDIS_SERVER}/13"
+REDIS_URL = redis_db_url("faults")
 CHAOS_S = 120
 BATCH_LINES = 50
 TIMING: dict[str, Any] = {

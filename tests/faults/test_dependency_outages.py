@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REDIS_URL as REDIS_SERVER
+from tests.conftest import redis_db_url
 from tests.faults.servers import PrivatePostgres, PrivateRedis
 from tests.faults.stack import (
     elapsed_since,
@@ -72,7 +72,7 @@ def test_redis_flushed_and_restarted_with_1000_jobs_queued_or_running(
 
 
 def test_postgres_stopped_under_load(tmp_path: Path, private_postgres: PrivatePostgres) -> None:
-    redis_url = f"{REDIS_SERVER}/13"
+    redis_url = redis_db_url("faults")
     timing = {"reconcile_interval_s": 2.0, "requeue_after_s": 5.0, "lease_s": 6}
     with fault_stack(tmp_path, private_postgres.url, redis_url, **timing) as stack:
         stack.runtime.redis.flushdb()

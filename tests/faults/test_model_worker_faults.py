@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import REDIS_URL as REDIS_SERVER
+from tests.conftest import redis_db_url
 from tests.faults.stack import (
     DEFAULT_TIMING,
     elapsed_since,
@@ -20,7 +20,7 @@ from tests.faults.stack import (
 )
 from tests.support import wait_until
 
-REDIS_URL = f"{REDIS_SERVER}/13"
+REDIS_URL = redis_db_url("faults")
 
 
 def test_sigkill_of_the_model_worker_with_100_jobs_in_flight(tmp_path: Path) -> None:
