@@ -33,7 +33,7 @@ import psutil
 
 from bench import model_alone
 from bench.moderation_batch import POLICY, VARIANTS, labelled_images, tree_rss, variant_png
-from bench.throughput import VlmqService
+from bench.throughput import VlmqService, add_model_threads_option, model_threads_env
 from services.core.config import BUNDLED_MODEL_DIR, Settings
 from services.core.inputs.images import to_rgb
 from services.core.inputs.prompts import (
@@ -151,11 +151,14 @@ def data_url_bytes(url: str) -> bytes:
     return base64.b64decode(url.split(",", 1)[1])
 
 
-def run_batch(model: str, endpoint: str, jsonl: Path, tmp: Path, batch: int) -> dict[str, Any]:
-    """The batch through `vlmq up`: lines/s and the peak memory of each process."""
+def run_batch(
+    model: str, endpoint: str, jsonl: Path, tmp: Path, batch: int, extra_env: dict[str, str]
+) -> dict[str, Any]:
+    """The batch through `vlmq up` (`extra_env`: more of its settings): lines/s and the peak
+    memory of each process."""
     # A 50,000-line file is larger than the default body cap (25 MiB).
     body_cap = {"VLMQ_MAX_BODY_BYTES": str(jsonl.stat().st_size + 2**20)}
-    service = VlmqService(model, tmp, max_batch=batch, extra_env=body_cap)
+    service = VlmqService(model, tmp, max_batch=batch, extra_env=body_cap | extra_env)
     peak: dict[str, int] = {}
     cpu: dict[str, float] = {}
     try:
@@ -210,6 +213,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--raw-lines", type=int, default=2048)
     parser.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
+    add_model_threads_option(parser)
     args = parser.parse_args()
     for name in args.endpoint:
         endpoint = ENDPOINTS[name]
@@ -222,7 +226,9 @@ def main() -> None:
             # The raw model before and after the service: this machine's speed drifts.
             alone_before = alone_rate(args.model, endpoint, sample, args.batch)
             backend = raw_in_own_process(args.model, endpoint, sample, args.batch)
-            result = run_batch(args.model, endpoint, jsonl, tmp, args.batch)
+            result = run_batch(
+                args.model, endpoint, jsonl, tmp, args.batch, model_threads_env(args)
+            )
             alone_after = alone_rate(args.model, endpoint, sample, args.batch)
             alone = (alone_before + alone_after) / 2
         print(f"{endpoint}: {args.lines} lines ({size_mb:.1f} MB), batch {args.batch}")

@@ -260,6 +260,23 @@ def build_random_model(size: str) -> str:
     return str(build_glm4v(Glm4vRecipe(words=words, text=text), out))
 
 
+def add_model_threads_option(parser: argparse.ArgumentParser) -> None:
+    """`--model-cpu-threads`: the service's `VLMQ_MODEL_CPU_THREADS` (the model alone keeps
+    torch's own default: it is the ceiling)."""
+    parser.add_argument(
+        "--model-cpu-threads",
+        type=int,
+        default=0,
+        help="the service's VLMQ_MODEL_CPU_THREADS (0: its default, half the cores)",
+    )
+
+
+def model_threads_env(args: argparse.Namespace) -> dict[str, str]:
+    """The service settings `--model-cpu-threads` asks for."""
+    threads: int = args.model_cpu_threads
+    return {"VLMQ_MODEL_CPU_THREADS": str(threads)} if threads > 0 else {}
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -285,6 +302,7 @@ def main() -> None:
         default="continuous",
         help="the service's VLMQ_BATCHING",
     )
+    add_model_threads_option(parser)
     args = parser.parse_args()
     MAX_TOKENS = args.max_tokens
     if args.random_model:
@@ -311,7 +329,7 @@ def main() -> None:
             args.model,
             tmp,
             max_batch=max(args.concurrency),
-            extra_env={"VLMQ_BATCHING": args.batching},
+            extra_env={"VLMQ_BATCHING": args.batching} | model_threads_env(args),
         )
         try:
             service.sender(service.new_key("warmup"))(questions[-1])

@@ -165,6 +165,20 @@ class WorkerProcess(VlmqProcess):
         return {self.process.pid, *(int(pid) for pid in children)}
 
 
+def python_stdout(code: str) -> str:
+    """What `python -c code` prints, run in a fresh process from the repository root (for
+    what a process decides once: its imports, its thread pools)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as probe:

@@ -22,6 +22,7 @@ from services.core.heartbeats import beat_model_worker, report_load_failure
 from services.core.maintenance import run_pass_if_leader
 from workers.backends.base import VLMBackend
 from workers.backends.registry import create_backend
+from workers.cpu_threads import limit_model_threads
 from workers.gpu_stats import sample_gpus
 from workers.leases import LeaseKeeper
 from workers.schedulers import Scheduler, create_scheduler
@@ -102,6 +103,7 @@ class WorkerState:
         the queue. The reason is left in Redis for `/readyz`, and the supervisor restarts
         the worker with backoff.
         """
+        log.info("model_cpu_threads", threads=limit_model_threads(self.settings))
         try:
             self.backend.setup(self.settings.device)
         except BaseException as exc:

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     backend: str = "transformers"
     # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"...
     device: str = "auto"
+    # Threads of the model's CPU work in a worker (torch's intra-op pool); 0: half the
+    # host's cores, at least one. The other half is left to the service's own processes
+    # (the API, the worker's task threads, Redis): on a host where all of them share the
+    # cores, a model using every core makes each job cost more CPU, not less.
+    model_cpu_threads: int = 0
     # Default of GLM's chat-template switch for reasoning; requests may override it.
     enable_thinking: bool = False
     # LoRA adapters served beside the base model, as vLLM's `--lora-modules`:

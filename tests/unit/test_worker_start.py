@@ -4,10 +4,7 @@ crash, before its model loads) should not wait for them."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from services.core.config import REPO_ROOT
+from tests.support import python_stdout
 
 
 def test_the_worker_and_background_worker_import_neither_torch_nor_transformers() -> None:
@@ -15,12 +12,4 @@ def test_the_worker_and_background_worker_import_neither_torch_nor_transformers(
         "import sys, workers.consumer, workers.background, services.api; "
         "print(sorted(name for name in ('torch', 'transformers') if name in sys.modules))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", check],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert done.stdout.strip() == "[]"
+    assert python_stdout(check).strip() == "[]"
