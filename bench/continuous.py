@@ -30,7 +30,14 @@ from typing import Any
 
 import psutil
 
-from bench.throughput import VlmqService, build_random_model, cpu_seconds, easyvqa_questions
+from bench.throughput import (
+    VlmqService,
+    add_model_threads_option,
+    build_random_model,
+    cpu_seconds,
+    easyvqa_questions,
+    model_threads_env,
+)
 
 MODES = ("static", "continuous")
 
@@ -161,6 +168,7 @@ def main() -> None:
     parser.add_argument("--stagger-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--lengths", type=int, nargs="+", default=[4, 48])
+    add_model_threads_option(parser)
     args = parser.parse_args()
     model = build_random_model(args.random_model)
     draw = random.Random(0)
@@ -175,7 +183,10 @@ def main() -> None:
                 tmp = Path(tmp_name) / mode
                 tmp.mkdir()
                 services[mode] = VlmqService(
-                    model, tmp, max_batch=args.concurrency, extra_env={"VLMQ_BATCHING": mode}
+                    model,
+                    tmp,
+                    max_batch=args.concurrency,
+                    extra_env={"VLMQ_BATCHING": mode} | model_threads_env(args),
                 )
             for round_number in range(args.rounds + 1):  # round 0 warms up
                 for mode in MODES:
