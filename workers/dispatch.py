@@ -131,25 +131,34 @@ class NewcomerWatch:
             state.in_flight.saturated.wait()
             doorbell.wait_interactive(seen, self.fallback_s)
             seen = doorbell.interactive_rings
+            self._look()
+            # At most one look per gap, taken after a look rather than before it: a
+            # newcomer's job is looked for as soon as it is announced, and announcements
+            # made meanwhile are seen at the next wait, which then returns at once.
             time.sleep(self.min_gap_s)
-            if not state.in_flight.saturated.is_set() or not self.spare.acquire(blocking=False):
-                continue
-            try:
-                picked = pick(
-                    state,
-                    allow_batch=False,
-                    last_band=Band.DEFAULT,
-                    excluded=state.in_flight.tenants(),
-                )
-            except Exception:
-                log.warning("newcomer_pick_failed", exc_info=True)
-                picked = None
-            if picked is None:
-                self.spare.release()
-                continue
-            threading.Thread(
-                target=self._run, args=(picked,), name="vlmq-newcomer", daemon=True
-            ).start()
+
+    def _look(self) -> None:
+        """Run a newcomer's interactive job in a spare thread, if a spare thread is free
+        while all task threads are busy, and such a job waits."""
+        state = self.state
+        if not state.in_flight.saturated.is_set() or not self.spare.acquire(blocking=False):
+            return
+        try:
+            picked = pick(
+                state,
+                allow_batch=False,
+                last_band=Band.DEFAULT,
+                excluded=state.in_flight.tenants(),
+            )
+        except Exception:
+            log.warning("newcomer_pick_failed", exc_info=True)
+            picked = None
+        if picked is None:
+            self.spare.release()
+            return
+        threading.Thread(
+            target=self._run, args=(picked,), name="vlmq-newcomer", daemon=True
+        ).start()
 
     def _run(self, picked: Picked) -> None:
         state = self.state
