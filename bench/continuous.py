@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 
 from bench.throughput import (
+    LOAD_GENERATOR,
     VlmqService,
     add_model_threads_option,
     build_random_model,
@@ -142,7 +143,7 @@ def run_round(
     service_cpu_s = sum(
         seconds - cpu_before.get(role, 0.0)
         for role, seconds in cpu_after.items()
-        if role != "load generator"
+        if role != LOAD_GENERATOR
     )
     calls_after, requests_after = batch_size_totals(service.base)
     shortest = min(o.max_tokens for o in outcomes)

@@ -381,7 +381,8 @@ def main() -> None:
     print("CPU per job (ms) of each process, by concurrency:")
     for c, per_process in cpu_ms.items():
         parts = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(per_process.items()))
-        print(f"  c={c}: {parts}; all {sum(per_process.values()):.1f}")
+        service = sum(ms for name, ms in per_process.items() if name != LOAD_GENERATOR)
+        print(f"  c={c}: {parts}; the service (all but the load generator) {service:.1f}")
 
 
 def print_job_cost() -> None:
@@ -411,6 +412,10 @@ def print_job_cost() -> None:
             print(line)
 
 
+# The role of this process in `cpu_seconds`: it sends the load, and is not the service.
+LOAD_GENERATOR = "load generator"
+
+
 def cpu_seconds(root: psutil.Process) -> dict[str, float]:
     """CPU seconds used so far by the service's processes (by role) and by this process."""
     found: dict[str, float] = {}
@@ -421,7 +426,7 @@ def cpu_seconds(root: psutil.Process) -> dict[str, float]:
         except psutil.Error:
             continue
         role = (
-            "load generator"
+            LOAD_GENERATOR
             if process.pid == os.getpid()
             else "redis"
             if "redis-server" in command[0]
