@@ -560,3 +560,45 @@ def test_secrets_are_sealed_at_rest_and_rotate_with_an_overlap(
             .values(previous_webhook_secret_until=utcnow() - timedelta(seconds=1))
         )
     assert signing_secrets(runtime, tenant_id) == [fresh]
+
+
+def test_a_start_event_scheduled_after_the_job_ended_still_reports_its_start(
+    runtime: Runtime, receiver: WebhookReceiver, secret: str
+) -> None:
+    # The job ended before its start event's effect ran (an outbox entry the relay took
+    # late, as after a worker's SIGKILL): the start delivery reports the start, not the end,
+    # so a receiver never reads it as a second completion.
+    with runtime.sessions() as session:
+        tenant_id = session.scalar(sa.select(Tenant.id).where(Tenant.name == "acme"))
+    job_id = new_id("job")
+    now = utcnow()
+    with session_scope(runtime.sessions) as session:
+        session.add(
+            Job(
+                id=job_id,
+                tenant_id=tenant_id,
+                model="m",
+                messages=[],
+                params={},
+                status="succeeded",
+                output="red",
+                result={"answer": "red"},
+                attempts=1,
+                created_at=now,
+                started_at=now,
+                completed_at=now,
+                metrics={"inference_ms": 5.0},
+                webhook=receiver.url("/hooks/late-start"),
+                webhook_events=["start", "completed"],
+            )
+        )
+    schedule_job_event(runtime, job_id, "start")
+    schedule_job_event(runtime, job_id, "completed")
+    receiver.wait_for("/hooks/late-start", 2)
+    payloads = {
+        request.headers["webhook-id"]: verified(secret, request)
+        for request in receiver.requests("/hooks/late-start")
+    }
+    statuses = sorted((p["status"], p["output"], p["completed_at"]) for p in payloads.values())
+    assert statuses == [("running", None, None), ("succeeded", "red", statuses[1][2])]
+    assert statuses[1][2] is not None

@@ -71,6 +71,24 @@ class JobResponse(ResponseModel):
             metadata=job.metadata_ or {},
         )
 
+    @classmethod
+    def as_started(cls, job: Job) -> JobResponse:
+        """The job as its `start` event reports it: running, with nothing of its end. The
+        event's effect may run after the job has ended (its outbox entry waited for a
+        relay, or its worker was killed), and a `start` delivery that showed the final
+        state would read as a second completion."""
+        return cls.of(job).model_copy(
+            update={
+                "status": "running",
+                "completed_at": None,
+                "output": None,
+                "result": None,
+                "error": None,
+                "cache_hit": False,
+                "metrics": {},
+            }
+        )
+
 
 class JobListResponse(ResponseModel):
     """A page of jobs, newest first."""

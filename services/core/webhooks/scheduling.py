@@ -39,7 +39,8 @@ def schedule_job_event(runtime: Runtime, job_id: str, event: str) -> None:
         job = session.get(Job, job_id)
         if job is None or not job.webhook or event not in (job.webhook_events or EVENTS):
             return
-        payload = JobResponse.of(job).dump()
+        view = JobResponse.as_started(job) if event == "start" else JobResponse.of(job)
+        payload = view.dump()
         tenant_id, url, request_id = job.tenant_id, job.webhook, job.request_id
     schedule_delivery(
         runtime,
