@@ -45,7 +45,6 @@ from services.core.inputs.prompts import (
     check_fits_context,
 )
 from services.core.job_spec import JobSpec, SubmitOptions
-from services.core.jobs.lifecycle import IMAGES
 from services.core.jobs.service import get_job
 from services.core.logs import current_request_id
 from services.core.model_info import served_model, served_revision
@@ -59,7 +58,7 @@ from services.core.requests.moderations import ModerationRequest
 from services.core.requests.responses import ResponseCreateRequest
 from services.core.runtime import Runtime
 from services.core.storage import count_stored, refuse_over_storage
-from services.core.tables import Job, JobStatus, image_hashes
+from services.core.tables import IMAGES, Job, JobStatus, image_hashes
 from services.core.webhooks.subscriptions import parse_subscription
 
 log = structlog.get_logger(__name__)

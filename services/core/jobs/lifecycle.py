@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from services.core import metrics, outbox
 from services.core.bands import Band
 from services.core.config import Settings
 from services.core.db import rows_changed, utcnow
-from services.core.tables import UNFINISHED_STATUSES, Image, Job, JobStatus
+from services.core.tables import IMAGES, JOBS, UNFINISHED_STATUSES, Job, JobStatus
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,6 @@ def elapsed_ms(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return round((end - start).total_seconds() * 1000, 3)
-
-
-# The jobs and images tables, for the statements every job runs: a Core statement skips the
-# ORM's bulk-UPDATE machinery, which cost as much again as the statement on SQLite.
-JOBS = cast(sa.Table, Job.__table__)
-IMAGES = cast(sa.Table, Image.__table__)
 
 
 def claimable(now: datetime | sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
