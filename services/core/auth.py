@@ -119,14 +119,6 @@ def key_info(key: ApiKey, tenant_name: str) -> KeyInfo:
     )
 
 
-def is_live_key(session: Session, key: str) -> bool:
-    """Whether `key` exists and is not revoked."""
-    query = sa.select(ApiKey.id).where(
-        ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
-    )
-    return session.scalar(query) is not None
-
-
 def bearer_key(authorization: str | None) -> str:
     """The key of an `Authorization: Bearer <key>` header; a 401 for a header without one."""
     if not authorization or not authorization.lower().startswith("bearer "):
@@ -144,6 +136,11 @@ LIVE_KEY = (
 )
 # `LIVE_KEY` and the tenant's unfinished interactive jobs and their tokens, in one read.
 LIVE_KEY_WITH_WORK = LIVE_KEY.add_columns(*unfinished_interactive_work(ApiKey.tenant_id))
+
+
+def is_live_key(session: Session, key: str) -> bool:
+    """Whether `key` exists and is not revoked."""
+    return session.execute(LIVE_KEY, {"key_hash": hash_key(key)}).first() is not None
 
 
 def note_use(session: Session, key_id: str, last_used_at: datetime | None) -> None:
