@@ -15,6 +15,7 @@ from transformers.utils import logging as transformers_logging
 from services.core.inputs.prompts import GenerationParams, image_parts
 from workers.backends.attention import eager_attention, image_grids, image_maps
 from workers.backends.base import DecodeEngine, Prediction, PredictRequest
+from workers.backends.chat_prompts import ChatPrompts
 from workers.backends.continuous import ContinuousEngine, position_scheme
 from workers.backends.grammar import GrammarLogitsProcessor, Grammars
 from workers.backends.logprobs import LogprobReader
@@ -68,6 +69,7 @@ class TransformersVLM:
         self.engine: ContinuousEngine | None = None
         self.device = "cpu"
         self.processor: Any = None
+        self.prompts: ChatPrompts
         self.model: Any = None
         self.eos_token_ids: set[int] = set()
         self.special_tokens: list[str] = []
@@ -147,6 +149,7 @@ class TransformersVLM:
         self.device = device
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"
+        self.prompts = ChatPrompts(processor)
         self.model = model.eval()
         eos = self.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
@@ -220,15 +223,7 @@ class TransformersVLM:
         # the processor as an unknown argument.
         if "enable_thinking" in (self.processor.chat_template or ""):
             template_options["enable_thinking"] = params.enable_thinking
-        return self.processor.apply_chat_template(
-            conversations,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"padding": True},
-            **template_options,
-        ).to(self.device)
+        return self.prompts.encode(conversations, template_options).to(self.device)
 
     @torch.inference_mode()
     def generate(
