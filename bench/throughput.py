@@ -1,7 +1,9 @@
 """Throughput and latency of vlmq against the raw model and a naive Flask + Celery service.
 
-All three serve the same model on the same easy-VQA test questions, one after the other in
-one run, so their ratios hold on a noisy machine:
+All three serve the same model on the same easy-VQA test questions in one run, so their
+ratios hold on a noisy machine; the model alone and vlmq take turns for `--rounds` rounds
+(the model alone in a fresh process each time, beside the idle service) and the medians are
+reported, with every round's figures:
 
 - model alone (the ceiling): `transformers` with no vlmq code (bench/model_alone.py), PNG
   decoding and the processor included, one `generate` per batch of `concurrency` questions;
@@ -12,7 +14,7 @@ It also measures, on vlmq: the service overhead (client latency minus the worker
 inference time, concurrency 1), the latency of cache hits, and the accept rate of
 `POST /v1/jobs` with a 64×64 image.
 
-    .venv/bin/python -m bench.throughput --requests 64 --concurrency 1 8 32
+    .venv/bin/python -m bench.throughput --requests 320 --concurrency 1 32 --rounds 3
 """
 
 from __future__ import annotations
@@ -302,6 +304,12 @@ def main() -> None:
         default="continuous",
         help="the service's VLMQ_BATCHING",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the model alone and vlmq at every concurrency (medians are reported)",
+    )
     add_model_threads_option(parser)
     args = parser.parse_args()
     MAX_TOKENS = args.max_tokens
@@ -312,16 +320,11 @@ def main() -> None:
         c: questions[i * args.requests : (i + 1) * args.requests]
         for i, c in enumerate(args.concurrency)
     }
-    results: dict[str, dict[int, float]] = {"raw": {}, "vlmq": {}, "naive": {}}
+    # Every figure by concurrency, one value per round (the naive service runs one round).
+    rounds: dict[str, dict[int, list[float]]] = {"raw": {}, "vlmq": {}, "naive": {}}
     extra: dict[str, float] = {}
     # CPU milliseconds per job of each vlmq process (and of this load generator), per level.
-    cpu_ms: dict[int, dict[str, float]] = {}
-
-    # The raw model runs in a process of its own: torch's threads must not linger beside the
-    # services measured next.
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for c, batch in phases.items():
-            results["raw"][c] = pool.submit(raw_ceiling, args.model, batch, c).result()
+    cpu_ms: dict[int, dict[str, list[float]]] = {c: {} for c in args.concurrency}
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -334,26 +337,25 @@ def main() -> None:
         try:
             service.sender(service.new_key("warmup"))(questions[-1])
             root = psutil.Process(service.process.pid)
-            for c, batch in phases.items():
-                send = service.sender(service.new_key(f"c{c}"))
-                before = cpu_seconds(root)
-                rate, replies = run_load(send, batch, c)
-                after = cpu_seconds(root)
-                assert all(job["status"] == "succeeded" for _, job in replies), replies
-                results["vlmq"][c] = rate
-                cpu_ms[c] = {
-                    name: (after[name] - before.get(name, 0.0)) * 1000 / len(batch)
-                    for name in after
-                }
-                if c == 1:
-                    latencies = [latency for latency, _ in replies]
-                    inference = [job["metrics"]["inference_ms"] for _, job in replies]
-                    extra["overhead_p50_ms"] = median(
-                        [lat - inf for lat, inf in zip(latencies, inference, strict=True)]
-                    )
-                    extra["e2e_p50_ms"] = median(latencies)
-                    extra["inference_p50_ms"] = median(inference)
-            # Cache hits: the concurrency-1 questions again, as the same tenant.
+            for number in range(args.rounds):
+                # The model alone and the service take turns, so a machine that slows down
+                # or speeds up during the run moves both.
+                for c, batch in phases.items():
+                    rounds["raw"].setdefault(c, []).append(model_alone(args.model, batch, c))
+                for c, batch in phases.items():
+                    # A tenant per round and level: no phase hits another's cache.
+                    send = service.sender(service.new_key(f"r{number}c{c}"))
+                    before = cpu_seconds(root)
+                    rate, replies = run_load(send, batch, c)
+                    after = cpu_seconds(root)
+                    assert all(job["status"] == "succeeded" for _, job in replies), replies
+                    rounds["vlmq"].setdefault(c, []).append(rate)
+                    for name in after:
+                        used_ms = (after[name] - before.get(name, 0.0)) * 1000 / len(batch)
+                        cpu_ms[c].setdefault(name, []).append(used_ms)
+                    if c == args.concurrency[0] and number == 0:
+                        extra.update(overheads(replies))
+            # Cache hits: the first level's questions again, as the same tenant.
             hit_key = service.new_key("hits")
             send = service.sender(hit_key)
             for q in phases[args.concurrency[0]][:32]:
@@ -372,17 +374,61 @@ def main() -> None:
         naive = NaiveService(args.model, tmp)
         try:
             for c, batch in phases.items():
-                results["naive"][c], _ = run_load(naive.send, batch, c)
+                rounds["naive"][c] = [run_load(naive.send, batch, c)[0]]
         finally:
             naive.stop()
 
+    results = {kind: {c: median(v) for c, v in by_c.items()} for kind, by_c in rounds.items()}
     report(args.model, args.requests, args.concurrency, results, extra)
+    print_rounds(args.concurrency, rounds)
     print_job_cost()
-    print("CPU per job (ms) of each process, by concurrency:")
+    print(f"CPU per job (ms) of each process, by concurrency (medians of {args.rounds} rounds):")
     for c, per_process in cpu_ms.items():
-        parts = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(per_process.items()))
-        service = sum(ms for name, ms in per_process.items() if name != LOAD_GENERATOR)
-        print(f"  c={c}: {parts}; the service (all but the load generator) {service:.1f}")
+        medians = {name: median(values) for name, values in per_process.items()}
+        parts = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(medians.items()))
+        totals = [
+            sum(values[i] for name, values in per_process.items() if name != LOAD_GENERATOR)
+            for i in range(args.rounds)
+        ]
+        rounds_text = ", ".join(f"{total:.1f}" for total in totals)
+        print(
+            f"  c={c}: {parts}; the service (all but the load generator) {median(totals):.1f}"
+            f" (rounds: {rounds_text})"
+        )
+
+
+def model_alone(model: str, batch: list[Question], concurrency: int) -> float:
+    """`raw_ceiling` in a fresh process of its own: torch's threads must not linger beside
+    the service measured next."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(raw_ceiling, model, batch, concurrency).result()
+
+
+def overheads(replies: list[tuple[float, dict[str, Any]]]) -> dict[str, float]:
+    """Client latency, the worker's inference time, and their difference (p50s)."""
+    latencies = [latency for latency, _ in replies]
+    inference = [job["metrics"]["inference_ms"] for _, job in replies]
+    return {
+        "overhead_p50_ms": median(
+            [lat - inf for lat, inf in zip(latencies, inference, strict=True)]
+        ),
+        "e2e_p50_ms": median(latencies),
+        "inference_p50_ms": median(inference),
+    }
+
+
+def print_rounds(concurrency: list[int], rounds: dict[str, dict[int, list[float]]]) -> None:
+    """Every round's answers/s, and each round's scaling from the first level to the last."""
+    for c in concurrency:
+        alone = ", ".join(f"{rate:.1f}" for rate in rounds["raw"][c])
+        ours = ", ".join(f"{rate:.1f}" for rate in rounds["vlmq"][c])
+        print(f"  rounds at c={c}: model alone {alone} a/s; vlmq {ours} a/s")
+    first, last = concurrency[0], concurrency[-1]
+    scalings = [
+        high / low for high, low in zip(rounds["vlmq"][last], rounds["vlmq"][first], strict=True)
+    ]
+    text = ", ".join(f"{scaling:.2f}x" for scaling in scalings)
+    print(f"  vlmq scaling c={last} vs c={first} by round: {text} (median {median(scalings):.2f}x)")
 
 
 def print_job_cost() -> None:
@@ -445,7 +491,7 @@ def report(
     results: dict[str, dict[int, float]],
     extra: dict[str, float],
 ) -> None:
-    """Print each measurement next to what it compares with."""
+    """Print each measurement next to what it compares with (medians of the rounds)."""
     print(f"model {model}, {requests} easy-VQA questions per run, max_tokens={MAX_TOKENS}")
     header = ["concurrency", "model alone", "vlmq", "naive", "vlmq/alone", "vlmq/naive"]
     print("{:>12} {:>14} {:>14} {:>14} {:>9} {:>11}".format(*header))
