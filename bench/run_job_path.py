@@ -1,23 +1,31 @@
-"""The modules one job passes through in the worker, from claim to `succeeded`, and how
-many function calls it makes into each.
+"""The modules one job passes through in the worker, from claim to `succeeded`, how many
+function calls it makes into each, and the CPU the worker spends per job besides the model.
 
 Runs `workers.pipeline.run_job` in-process on one cacheable job (a fake echo backend, a
 temporary SQLite database, a Redis database of its own) and prints every vlmq module
-whose functions were called, so a change that makes the path longer shows up here.
+whose functions were called, so a change that makes the path longer shows up here. Then
+runs `--jobs` more jobs one after another and prints the CPU per job of everything the
+worker does for a job that is not the model (claim, cache check, inputs, finish, cache
+write, wake-up, the logs), median of `--rounds` rounds.
 
-    .venv/bin/python -m bench.run_job_path [--redis-url redis://127.0.0.1:6379/14]
+    .venv/bin/python -m bench.run_job_path [--redis-url redis://127.0.0.1:6379/14] [--jobs 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
+import statistics
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import structlog.testing
 
 import services.core.maintenance  # noqa: F401  (imported up front: only calls are counted)
 from services.core.auth import get_or_create_tenant
@@ -26,11 +34,12 @@ from services.core.config import Settings
 from services.core.inputs.prompts import CanonicalRequest, GenerationParams
 from services.core.job_spec import JobSpec
 from services.core.migrate import upgrade
+from services.core.runtime import Runtime
 from services.core.submit import submit_job
 from tests.fakes import EchoFakeBackend
 from workers.leases import LeaseKeeper
 from workers.pipeline import run_job
-from workers.schedulers import StaticScheduler
+from workers.schedulers import Scheduler, StaticScheduler
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--jobs", type=int, default=300, help="jobs per timed round")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     url = f"sqlite:///{tmp / 'vlmq.db'}"
@@ -70,7 +81,32 @@ def main() -> None:
     print(f"{'function calls':>16}  module")
     for module, count in sorted(calls.items()):
         print(f"{count:>16}  {module}")
+    rounds = [cpu_ms_per_job(runtime, scheduler, tenant_id, args.jobs) for _ in range(args.rounds)]
+    text = ", ".join(f"{ms:.2f}" for ms in rounds)
+    print(
+        f"worker CPU per job besides the model: {statistics.median(rounds):.2f} ms "
+        f"(median of {args.rounds} rounds of {args.jobs} jobs: {text})"
+    )
     runtime.close()
+
+
+def cpu_ms_per_job(runtime: Runtime, scheduler: Scheduler, tenant_id: str, jobs: int) -> float:
+    """CPU milliseconds per job of `run_job` on `jobs` new jobs, run one after another."""
+    ids = []
+    for _ in range(jobs):
+        # A question of its own: a repeated one would be answered by the cache at submit.
+        text = f"is it red? ({secrets.token_hex(4)})"
+        question = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+        spec = JobSpec(CanonicalRequest(question, []), GenerationParams())
+        ids.append(submit_job(runtime, tenant_id, spec).id)
+    runtime.redis.flushdb()  # the queue's entries: run_job is called by hand
+    leases = LeaseKeeper(runtime)
+    with structlog.testing.capture_logs():  # the job lines are not what is measured
+        started = time.process_time()
+        outcomes = [run_job(runtime, scheduler, leases, job_id) for job_id in ids]
+        used = time.process_time() - started
+    assert outcomes == ["succeeded"] * jobs, outcomes
+    return used * 1000 / jobs
 
 
 if __name__ == "__main__":
