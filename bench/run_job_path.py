@@ -36,6 +36,7 @@ from services.core.job_spec import JobSpec
 from services.core.migrate import upgrade
 from services.core.runtime import Runtime
 from services.core.submit import submit_job
+from services.core.tables import Job
 from tests.fakes import EchoFakeBackend
 from workers.leases import LeaseKeeper
 from workers.pipeline import run_job
@@ -58,10 +59,7 @@ def main() -> None:
     runtime.redis.flushdb()
     with runtime.unit_of_work() as session:
         tenant_id = get_or_create_tenant(session, "bench").id
-    question = [{"role": "user", "content": [{"type": "text", "text": "is it red?"}]}]
-    job = submit_job(
-        runtime, tenant_id, JobSpec(CanonicalRequest(question, []), GenerationParams())
-    )
+    job = new_job(runtime, tenant_id, "is it red?")
     runtime.redis.flushdb()  # drop the queue message: run_job is called by hand below
     scheduler = StaticScheduler(EchoFakeBackend(), max_batch=4, wait_ms=0)
     calls: Counter[str] = Counter()
@@ -90,15 +88,20 @@ def main() -> None:
     runtime.close()
 
 
+def new_job(runtime: Runtime, tenant_id: str, text: str) -> Job:
+    """A queued job asking `text` (no image)."""
+    question = [{"role": "user", "content": [{"type": "text", "text": text}]}]
+    return submit_job(
+        runtime, tenant_id, JobSpec(CanonicalRequest(question, []), GenerationParams())
+    )
+
+
 def cpu_ms_per_job(runtime: Runtime, scheduler: Scheduler, tenant_id: str, jobs: int) -> float:
     """CPU milliseconds per job of `run_job` on `jobs` new jobs, run one after another."""
-    ids = []
-    for _ in range(jobs):
-        # A question of its own: a repeated one would be answered by the cache at submit.
-        text = f"is it red? ({secrets.token_hex(4)})"
-        question = [{"role": "user", "content": [{"type": "text", "text": text}]}]
-        spec = JobSpec(CanonicalRequest(question, []), GenerationParams())
-        ids.append(submit_job(runtime, tenant_id, spec).id)
+    # Each a question of its own: a repeated one would be answered by the cache at submit.
+    ids = [
+        new_job(runtime, tenant_id, f"is it red? ({secrets.token_hex(4)})").id for _ in range(jobs)
+    ]
     runtime.redis.flushdb()  # the queue's entries: run_job is called by hand
     leases = LeaseKeeper(runtime)
     with structlog.testing.capture_logs():  # the job lines are not what is measured

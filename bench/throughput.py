@@ -23,7 +23,6 @@ import argparse
 import base64
 import io
 import json
-import multiprocessing
 import os
 import secrets
 import statistics
@@ -33,7 +32,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +85,12 @@ def run_load(
     return len(questions) / (time.perf_counter() - started), replies
 
 
-def raw_ceiling(model: str, questions: list[Question], concurrency: int) -> float:
+def raw_ceiling(model: str, questions: list[Question], concurrency: int, max_tokens: int) -> float:
     """Answers/s of the model alone (`transformers`, no vlmq code) in batches of
-    `concurrency`."""
+    `concurrency`. (`max_tokens` is passed: a spawned process has the module's default.)"""
     from bench.model_alone import answers_per_s
 
-    return answers_per_s(model, [(q.image, q.text) for q in questions], concurrency, MAX_TOKENS)
+    return answers_per_s(model, [(q.image, q.text) for q in questions], concurrency, max_tokens)
 
 
 class VlmqService:
@@ -285,6 +284,8 @@ def median(values: list[float]) -> float:
 
 def main() -> None:
     global MAX_TOKENS
+    from bench.model_alone import in_own_process  # torch only once a run starts, as above
+
     parser = argparse.ArgumentParser(
         description="vlmq throughput against the raw model and a naive service"
     )
@@ -340,8 +341,11 @@ def main() -> None:
             for number in range(args.rounds):
                 # The model alone and the service take turns, so a machine that slows down
                 # or speeds up during the run moves both.
+                # (The model alone in a fresh process: torch's threads must not linger beside
+                # the service measured next.)
                 for c, batch in phases.items():
-                    rounds["raw"].setdefault(c, []).append(model_alone(args.model, batch, c))
+                    rate = in_own_process(raw_ceiling, args.model, batch, c, MAX_TOKENS)
+                    rounds["raw"].setdefault(c, []).append(rate)
                 for c, batch in phases.items():
                     # A tenant per round and level: no phase hits another's cache.
                     send = service.sender(service.new_key(f"r{number}c{c}"))
@@ -395,13 +399,6 @@ def main() -> None:
             f"  c={c}: {parts}; the service (all but the load generator) {median(totals):.1f}"
             f" (rounds: {rounds_text})"
         )
-
-
-def model_alone(model: str, batch: list[Question], concurrency: int) -> float:
-    """`raw_ceiling` in a fresh process of its own: torch's threads must not linger beside
-    the service measured next."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(raw_ceiling, model, batch, concurrency).result()
 
 
 def overheads(replies: list[tuple[float, dict[str, Any]]]) -> dict[str, float]:

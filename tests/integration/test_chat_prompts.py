@@ -100,10 +100,10 @@ def test_inputs_equal_the_chat_template_s(processor: Any, batch: str, thinking: 
 def test_a_kept_prompt_serves_other_images_of_other_sizes(processor: Any) -> None:
     prompts = ChatPrompts(processor)
     prompts.encode([ask("what color is the shape?", image("red"))], {})
-    assert len(prompts._rendered) == 1
+    assert prompts.rendered.cache_info().currsize == 1
     other = [ask("what color is the shape?", image("blue", (128, 96)))]
     ours = prompts.encode(other, {})
-    assert len(prompts._rendered) == 1
+    assert prompts.rendered.cache_info().currsize == 1
     assert_same_inputs(ours, expected(processor, other, {}))
 
 
@@ -111,7 +111,7 @@ def test_the_template_s_input_decides_what_is_kept(processor: Any) -> None:
     prompts = ChatPrompts(processor, kept=2)
     for question in ["what color?", "what shape?", "is there a circle?"]:
         prompts.encode([ask(question, image("red"))], {})
-    assert len(prompts._rendered) == 2
+    assert prompts.rendered.cache_info().currsize == 2
     # A different question, or a different place for the image, is a different prompt.
     first, second = (prompts.render(ask(q, image("red")), {}) for q in ["what color?", "hello"])
     assert first != second

@@ -2,18 +2,17 @@
 shape, then the processor (tokenizer and image processor) on the rendered text.
 
 `processor.apply_chat_template(..., tokenize=True)` renders the template in Jinja's
-sandbox for every conversation of every call, and on a small model that rendering cost
-more of the worker's Python than the rest of a prefill's preparation. What a template
-writes depends on the conversation's text and roles and on where its images are, never on
-an image's pixels (the processor expands each image's placeholder afterwards), so the text
-is kept per conversation with its images left out, and a repeated question renders once.
+sandbox for every conversation of every call. What a template writes depends on the
+conversation's text and roles and on where its images are, never on an image's pixels
+(the processor expands each image's placeholder afterwards), so the text is rendered from
+the conversation's shape (its images replaced by their type's name) and kept by it: a
+repeated question renders once.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from services.core.inputs.prompts import image_parts
@@ -39,29 +38,22 @@ class ChatPrompts:
 
     def __init__(self, processor: Any, kept: int = PROMPTS_KEPT) -> None:
         self.processor = processor
-        self.kept = kept
-        self._rendered: OrderedDict[str, str] = OrderedDict()
-        # The scheduler's thread encodes, and so may a caller of `predict` beside it.
-        self._lock = threading.Lock()
+        # The prompt text of a shape, the `kept` shapes used last (`lru_cache` is thread-safe:
+        # the scheduler's thread encodes, and so may a caller of `predict` beside it).
+        self.rendered = functools.lru_cache(maxsize=kept)(self._render_shape)
 
     def render(self, conversation: list[dict[str, Any]], options: dict[str, Any]) -> str:
         """The conversation's prompt text, with the generation prompt added."""
-        key = shape_of(conversation, options)
-        with self._lock:
-            prompt = self._rendered.get(key)
-            if prompt is not None:
-                self._rendered.move_to_end(key)
-                return prompt
-        prompt = str(
+        return self.rendered(shape_of(conversation, options))
+
+    def _render_shape(self, shape: str) -> str:
+        # Rendered from the shape itself: the text can depend on nothing the key leaves out.
+        conversation, options = json.loads(shape)
+        return str(
             self.processor.apply_chat_template(
                 conversation, add_generation_prompt=True, tokenize=False, **options
             )
         )
-        with self._lock:
-            self._rendered[key] = prompt
-            if len(self._rendered) > self.kept:
-                self._rendered.popitem(last=False)
-        return prompt
 
     def encode(self, conversations: list[list[dict[str, Any]]], options: dict[str, Any]) -> Any:
         """The model's inputs (token ids, attention mask, pixel values), left-padded as the
