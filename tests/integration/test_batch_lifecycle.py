@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from services.core.auth import get_or_create_tenant
+from services.core.batches import finalize
 from services.core.batches.expand import MAX_EXPAND_ATTEMPTS, expand_batch
 from services.core.batches.finalize import advance_batch
 from services.core.db import utcnow
@@ -64,26 +65,30 @@ def make_batch(
         )
         session.add(batch)
         for n, job_status in enumerate(jobs):
-            session.add(
-                Job(
-                    id=new_id("job"),
-                    tenant_id=owner,
-                    kind="chat",
-                    model="not-served",  # no worker takes these
-                    messages=[],
-                    params={},
-                    status=job_status,
-                    output="ok" if job_status == JobStatus.SUCCEEDED else None,
-                    batch_id=batch.id,
-                    custom_id=f"line-{n}",
-                    metrics={},
-                    metadata_={},
-                    attempts=0,
-                    created_at=now,
-                    completed_at=now if job_status != JobStatus.QUEUED else None,
-                )
-            )
+            session.add(line_job(batch, job_status, n))
         return batch.id
+
+
+def line_job(batch: Batch, status: str, n: int = 0) -> Job:
+    """A line's job of `batch`, in `status`, that no worker takes."""
+    now = utcnow()
+    return Job(
+        id=new_id("job"),
+        tenant_id=batch.tenant_id,
+        kind="chat",
+        model="not-served",
+        messages=[],
+        params={},
+        status=status,
+        output="ok" if status == JobStatus.SUCCEEDED else None,
+        batch_id=batch.id,
+        custom_id=f"line-{n}",
+        metrics={},
+        metadata_={},
+        attempts=0,
+        created_at=now,
+        completed_at=now if status != JobStatus.QUEUED else None,
+    )
 
 
 def read_batch(runtime: Runtime, batch_id: str) -> Batch:
@@ -170,6 +175,33 @@ def test_concurrent_progress_checks_finalize_once(runtime: Runtime) -> None:
     assert result_files == 2  # one output and one error file: the losers' files are gone
     advance_batch(runtime, batch_id)
     assert read_batch(runtime, batch_id).output_file_id == batch.output_file_id
+
+
+def test_a_check_that_read_the_batch_validating_does_not_finalize_it(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check reads the batch `validating` and counts no line; before it writes, the
+    # expansion commits the lines and starts the batch. Counts read before the lines existed
+    # must not finalize a batch that has lines still to run.
+    batch_id = make_batch(runtime, "validating")
+    counted_before_the_lines = finalize.job_counts
+
+    def counts_then_the_expansion_commits(session: Any, counted_id: str) -> dict[str, int]:
+        counts = counted_before_the_lines(session, counted_id)
+        with runtime.sessions.begin() as expansion:
+            batch = expansion.get(Batch, batch_id)
+            assert batch is not None
+            expansion.add(line_job(batch, "queued"))
+            batch.status, batch.total = "in_progress", 1
+        return counts
+
+    monkeypatch.setattr(finalize, "job_counts", counts_then_the_expansion_commits)
+    advance_batch(runtime, batch_id)
+    assert read_batch(runtime, batch_id).status == "in_progress"
+    monkeypatch.undo()
+    advance_batch(runtime, batch_id)  # the next check counts the line, still queued
+    batch = read_batch(runtime, batch_id)
+    assert batch.status == "in_progress" and (batch.completed, batch.failed) == (0, 0)
 
 
 def test_the_line_cap_is_checked_before_any_job_exists(

@@ -112,7 +112,16 @@ def ready_to_finalize(session: Session, batch_id: str, settings: Settings) -> bo
             .values(finalizing_at=now),
         )
         return bool(taken_over)
-    expire_if_overdue(session, batch, settings.model_id)
+    # The status the decision rests on. The reads below may each see a later state than
+    # this one (SQLite reads outside a write, and PostgreSQL's READ COMMITTED, take a fresh
+    # snapshot per statement), so the move to `finalizing` is conditional on it: a batch
+    # seen `validating` may have committed its lines and started since, and counts read
+    # before that must not finalize it.
+    seen = (
+        BatchStatus.CANCELLING.value
+        if expire_if_overdue(session, batch, settings.model_id)
+        else batch.status
+    )
     counts = job_counts(session, batch_id)
     failed = sum(counts.get(status.value, 0) for status in UNSUCCESSFUL)
     session.execute(
@@ -120,12 +129,12 @@ def ready_to_finalize(session: Session, batch_id: str, settings: Settings) -> bo
         .where(Batch.id == batch_id)
         .values(completed=counts.get(JobStatus.SUCCEEDED.value, 0), failed=failed)
     )
-    if any(counts.get(status, 0) for status in UNFINISHED_STATUSES):
+    if seen not in FINALIZABLE or any(counts.get(status, 0) for status in UNFINISHED_STATUSES):
         return False
     finalizing = rows_changed(
         session,
         sa.update(Batch)
-        .where(Batch.id == batch_id, Batch.status.in_(FINALIZABLE))
+        .where(Batch.id == batch_id, Batch.status == seen)
         .values(status=BatchStatus.FINALIZING.value, finalizing_at=now),
     )
     return bool(finalizing)
