@@ -7,14 +7,17 @@ cache answers none), and in one run measures:
 - model alone (the ceiling): `transformers` with no vlmq code (bench/model_alone.py) on the
   same images and questions, PNG decoding and the processor included, one forward pass
   (moderation) or one `generate` (chat) per `--batch` rows, over the first `--raw-lines`
-  lines, in a process of its own, once before and once after the service's run (the
-  machine's speed drifts; their mean is the baseline);
+  lines, in a process of its own, before every round of the service and after the last
+  (the machine's speed drifts: each round's baseline is the mean of the runs either side);
 - vlmq's backend in-process on the same lines (the requests a worker builds, images decoded
-  beforehand), for where the gap lies: in the backend, or around it;
-- vlmq: `vlmq up` (SQLite, embedded Redis, one worker, `VLMQ_MAX_BATCH=--batch`), from
-  the upload to `completed`, with the peak memory of each of its processes.
+  beforehand), once, for where the gap lies: in the backend, or around it;
+- vlmq: `vlmq up` (SQLite, embedded Redis, one worker, `VLMQ_MAX_BATCH=--batch`), a fresh
+  one each round, from the upload to `completed`, with the peak memory and the CPU per line
+  of each of its processes.
 
-    .venv/bin/python -m bench.bulk_batches --lines 10000 --endpoint moderations chat
+It prints every round's figures and their medians over `--rounds`.
+
+    .venv/bin/python -m bench.bulk_batches --lines 10000 --endpoint moderations chat --rounds 3
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import base64
 import json
 import multiprocessing
+import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -212,6 +216,7 @@ def main() -> None:
     parser.add_argument("--endpoint", nargs="+", choices=list(ENDPOINTS), default=list(ENDPOINTS))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--raw-lines", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default=str(BUNDLED_MODEL_DIR))
     add_model_threads_option(parser)
     args = parser.parse_args()
@@ -223,31 +228,65 @@ def main() -> None:
             bodies = build_file(endpoint, args.lines, jsonl)
             size_mb = jsonl.stat().st_size / 1e6
             sample = bodies[: args.raw_lines]
-            # The raw model before and after the service: this machine's speed drifts.
-            alone_before = alone_rate(args.model, endpoint, sample, args.batch)
             backend = raw_in_own_process(args.model, endpoint, sample, args.batch)
-            result = run_batch(
-                args.model, endpoint, jsonl, tmp, args.batch, model_threads_env(args)
-            )
-            alone_after = alone_rate(args.model, endpoint, sample, args.batch)
-            alone = (alone_before + alone_after) / 2
-        print(f"{endpoint}: {args.lines} lines ({size_mb:.1f} MB), batch {args.batch}")
+            # The model alone before every round and after the last: this machine's speed
+            # drifts, so each round is set beside the mean of the runs either side of it.
+            alone = [alone_rate(args.model, endpoint, sample, args.batch)]
+            results = []
+            for round_number in range(args.rounds):
+                round_tmp = tmp / f"round-{round_number}"
+                round_tmp.mkdir()
+                env = model_threads_env(args)
+                results.append(run_batch(args.model, endpoint, jsonl, round_tmp, args.batch, env))
+                alone.append(alone_rate(args.model, endpoint, sample, args.batch))
+        report(endpoint, args, size_mb, len(sample), backend, alone, results)
+
+
+def report(
+    endpoint: str,
+    args: argparse.Namespace,
+    size_mb: float,
+    sampled: int,
+    backend: float,
+    alone: list[float],
+    results: list[dict[str, Any]],
+) -> None:
+    """Every round's figures beside its baseline, then the medians."""
+    print(f"{endpoint}: {args.lines} lines ({size_mb:.1f} MB), batch {args.batch}")
+    baselines = [(before + after) / 2 for before, after in zip(alone, alone[1:], strict=False)]
+    shares = []
+    for number, (result, baseline) in enumerate(zip(results, baselines, strict=True), 1):
+        share = result["lines_per_s"] / baseline
+        shares.append(share)
         print(
-            f"  model alone (transformers), first {len(sample)} lines: {alone:8.1f} lines/s "
-            f"(before {alone_before:.1f}, after {alone_after:.1f})"
+            f"  round {number}: model alone (transformers, first {sampled} lines) "
+            f"{baseline:7.1f} lines/s; vlmq batch {result['status']} {result['counts']} in "
+            f"{result['seconds']:.1f} s: {result['lines_per_s']:7.1f} lines/s = {share:.0%}"
         )
-        print(
-            f"  vlmq's backend in-process, same lines:       {backend:8.1f} lines/s "
-            f"= {backend / alone:.0%} of the model alone"
+    median_alone = statistics.median(baselines)
+    print(f"  model alone, runs between the rounds: {', '.join(f'{a:.1f}' for a in alone)}")
+    print(
+        f"  vlmq's backend in-process, same lines: {backend:7.1f} lines/s "
+        f"= {backend / median_alone:.0%} of the model alone's median"
+    )
+    print(
+        f"  median of {len(results)} rounds: model alone {median_alone:.1f} lines/s, vlmq "
+        f"{statistics.median(r['lines_per_s'] for r in results):.1f} lines/s, "
+        f"share {statistics.median(shares):.0%}"
+    )
+    commands = sorted({command for result in results for command in result["peak_rss"]})
+    for command in commands:
+        peak = max(result["peak_rss"].get(command, 0) for result in results)
+        cpu_ms = statistics.median(
+            result["cpu_s"].get(command, 0.0) * 1000 / max(1, result["counts"]["completed"])
+            for result in results
         )
-        print(
-            f"  vlmq batch {result['status']} {result['counts']} in {result['seconds']:.1f} s: "
-            f"{result['lines_per_s']:8.1f} lines/s = {result['lines_per_s'] / alone:.0%} "
-            "of the model alone"
-        )
-        for command, rss in sorted(result["peak_rss"].items(), key=lambda item: -item[1]):
-            cpu_s = result["cpu_s"].get(command, 0.0)
-            print(f"  peak RSS {rss / 2**20:8.1f} MiB, CPU {cpu_s:6.1f} s  {command}")
+        print(f"  peak RSS {peak / 2**20:8.1f} MiB, CPU {cpu_ms:6.2f} ms per line  {command}")
+    service_ms = statistics.median(
+        sum(result["cpu_s"].values()) * 1000 / max(1, result["counts"]["completed"])
+        for result in results
+    )
+    print(f"  the service's CPU per line (all its processes, median): {service_ms:.2f} ms")
 
 
 if __name__ == "__main__":
