@@ -124,17 +124,21 @@ def store_file(
     )
     with session_scope(sessions) as session:
         session.add(file)
-        buffer = b""
+        # A bytearray grows in place: adding small pieces (a result file's lines) to a
+        # `bytes` copies the whole buffer each time, quadratic in the chunk's size.
+        buffer = bytearray()
         seq = 0
         for piece in pieces:
             buffer += piece
             while len(buffer) >= CHUNK_BYTES:
-                session.add(FileChunk(file_id=file.id, seq=seq, data=buffer[:CHUNK_BYTES]))
+                chunk = bytes(buffer[:CHUNK_BYTES])
+                del buffer[:CHUNK_BYTES]
+                session.add(FileChunk(file_id=file.id, seq=seq, data=chunk))
                 session.flush()
                 file.bytes += CHUNK_BYTES
-                buffer, seq = buffer[CHUNK_BYTES:], seq + 1
+                seq += 1
         if buffer:
-            session.add(FileChunk(file_id=file.id, seq=seq, data=buffer))
+            session.add(FileChunk(file_id=file.id, seq=seq, data=bytes(buffer)))
             file.bytes += len(buffer)
     return file
 
