@@ -153,6 +153,9 @@ class Job(Base):
         sa.Index("ix_jobs_tenant_status", "tenant_id", "status"),
         # Pruning finds terminal jobs finished before the retention cutoff.
         sa.Index("ix_jobs_status_completed", "status", "completed_at"),
+        # A batch's lines, in id order: its counts, and its result files a page at a time
+        # (keyset on the id) without sorting every line of the batch for each page.
+        sa.Index("ix_jobs_batch_id_id", "batch_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
@@ -182,7 +185,7 @@ class Job(Base):
     webhook: Mapped[str | None] = mapped_column(sa.Text)
     webhook_events: Mapped[list[str] | None] = mapped_column(sa.JSON)
     # Jobs of a batch: the batch, and the input line's custom_id.
-    batch_id: Mapped[str | None] = mapped_column(sa.String(40), index=True)
+    batch_id: Mapped[str | None] = mapped_column(sa.String(40))
     custom_id: Mapped[str | None] = mapped_column(sa.String(200))
     # Moderation jobs: the thresholds in force and the kinds of input ("image", "text").
     moderation: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
