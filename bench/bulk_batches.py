@@ -50,6 +50,9 @@ from services.core.requests.generation import generation_params
 from vlmq.client import api_request, upload_batch_file
 
 ENDPOINTS = {"moderations": "/v1/moderations", "chat": "/v1/chat/completions"}
+# How often the batch is polled: the run ends when the batch is seen `completed`, so a
+# coarse poll would add up to a poll's interval to every run.
+POLL_S = 0.1
 QUESTIONS = ["what shape is in the image?", "what color is the shape?", "is there a circle?"]
 
 
@@ -178,7 +181,7 @@ def run_batch(
         )
         root = psutil.Process(service.process.pid)
         while job["status"] not in ("completed", "failed", "cancelled", "expired"):
-            time.sleep(1.0)
+            time.sleep(POLL_S)
             for command, rss in tree_rss(root).items():
                 peak[command] = max(peak.get(command, 0), rss)
             cpu.update(tree_cpu_s(root))
