@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import multiprocessing
 import statistics
@@ -236,10 +237,10 @@ def main() -> None:
             # drifts, so each round is set beside the mean of the runs either side of it.
             alone = [alone_rate(args.model, endpoint, sample, args.batch)]
             results = []
+            env = model_threads_env(args)
             for round_number in range(args.rounds):
                 round_tmp = tmp / f"round-{round_number}"
                 round_tmp.mkdir()
-                env = model_threads_env(args)
                 results.append(run_batch(args.model, endpoint, jsonl, round_tmp, args.batch, env))
                 alone.append(alone_rate(args.model, endpoint, sample, args.batch))
         report(endpoint, args, size_mb, len(sample), backend, alone, results)
@@ -256,7 +257,7 @@ def report(
 ) -> None:
     """Every round's figures beside its baseline, then the medians."""
     print(f"{endpoint}: {args.lines} lines ({size_mb:.1f} MB), batch {args.batch}")
-    baselines = [(before + after) / 2 for before, after in zip(alone, alone[1:], strict=False)]
+    baselines = [(before + after) / 2 for before, after in itertools.pairwise(alone)]
     shares = []
     for number, (result, baseline) in enumerate(zip(results, baselines, strict=True), 1):
         share = result["lines_per_s"] / baseline
@@ -281,15 +282,18 @@ def report(
     for command in commands:
         peak = max(result["peak_rss"].get(command, 0) for result in results)
         cpu_ms = statistics.median(
-            result["cpu_s"].get(command, 0.0) * 1000 / max(1, result["counts"]["completed"])
-            for result in results
+            ms_per_line(result, result["cpu_s"].get(command, 0.0)) for result in results
         )
         print(f"  peak RSS {peak / 2**20:8.1f} MiB, CPU {cpu_ms:6.2f} ms per line  {command}")
     service_ms = statistics.median(
-        sum(result["cpu_s"].values()) * 1000 / max(1, result["counts"]["completed"])
-        for result in results
+        ms_per_line(result, sum(result["cpu_s"].values())) for result in results
     )
     print(f"  the service's CPU per line (all its processes, median): {service_ms:.2f} ms")
+
+
+def ms_per_line(result: dict[str, Any], cpu_s: float) -> float:
+    """`cpu_s` seconds of CPU over a round's completed lines, in milliseconds per line."""
+    return cpu_s * 1000 / max(1, result["counts"]["completed"])
 
 
 if __name__ == "__main__":

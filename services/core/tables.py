@@ -154,7 +154,8 @@ class Job(Base):
         # Pruning finds terminal jobs finished before the retention cutoff.
         sa.Index("ix_jobs_status_completed", "status", "completed_at"),
         # A batch's lines, in id order: its counts, and its result files a page at a time
-        # (keyset on the id) without sorting every line of the batch for each page.
+        # (keyset on the id), each page read in order from the batch's own lines rather
+        # than from every job of one status in the database, sorted.
         sa.Index("ix_jobs_batch_id_id", "batch_id", "id"),
     )
 
