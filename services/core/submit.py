@@ -345,9 +345,16 @@ def insert_jobs(session: Session, jobs: list[Job]) -> None:
     than the statement on the submit path). The jobs stay out of the session, as the
     caller built them: every column a caller set is inserted, every other gets its column
     default."""
+    insert_job_values(session, [vars(job) for job in jobs])
+
+
+def insert_job_values(session: Session, jobs: list[dict[str, Any]]) -> None:
+    """Insert new jobs given as their attributes' values (as `job_values` makes them) by a
+    Core statement into the table, rows that set the same columns in one statement (no ORM
+    object, nor the ORM's bulk insert, per row)."""
     rows: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for job in jobs:
-        row = {JOB_COLUMNS[name]: value for name, value in vars(job).items() if name in JOB_COLUMNS}
+        row = {JOB_COLUMNS[name]: value for name, value in job.items() if name in JOB_COLUMNS}
         rows.setdefault(tuple(row), []).append(row)
     for same_columns in rows.values():
         session.execute(sa.insert(JOBS), same_columns)

@@ -48,6 +48,7 @@ from services.core.submit import (
     chat_specs,
     enqueue_after_commit,
     failed_job_values,
+    insert_job_values,
     job_values,
     moderation_specs,
     queued_work,
@@ -186,9 +187,7 @@ def commit_page(runtime: Runtime, batch_id: str, page: list[LineJob]) -> bool:
         fresh = [line for line in page if line.values["id"] not in existing]
         store_images(session, [image for line in fresh for image in line.images])
         store_policies(session, [line.params for line in fresh if line.params is not None])
-        if fresh:
-            # A bulk insert of plain rows: no ORM object per line.
-            session.execute(sa.insert(Job), [line.values for line in fresh])
+        insert_job_values(session, [line.values for line in fresh])
     queued = [
         queued_work(line.values)
         for line in fresh
