@@ -16,7 +16,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -24,6 +24,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 # One input: the image's encoded bytes and the question asked about it.
 Item = tuple[bytes, str]
+# What a function run in a process of its own returns.
+Result = TypeVar("Result")
 
 
 def load(model_dir: str) -> tuple[Any, Any]:
@@ -99,7 +101,7 @@ def timed(items: list[Item], batch: int, run: Callable[[list[Item]], None]) -> f
     return len(items) / (time.perf_counter() - started)
 
 
-def in_own_process(function: Callable[..., float], *args: Any) -> float:
+def in_own_process(function: Callable[..., Result], *args: Any) -> Result:
     """`function(*args)` in a fresh process (spawned: no torch state shared)."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(function, *args).result()
