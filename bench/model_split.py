@@ -13,12 +13,11 @@ Medians of the batches after a warm-up one.
 from __future__ import annotations
 
 import argparse
-import io
+import itertools
 import statistics
 import time
 
 import torch
-from PIL import Image
 
 from bench import model_alone
 from bench.moderation_batch import POLICY, labelled_images
@@ -39,29 +38,18 @@ def split_ms_per_line(threads: int, lines: int, batch: int) -> dict[str, float]:
     with torch.inference_mode():
         for start in range(0, len(pngs) - batch + 1, batch):
             marks = [time.perf_counter()]
-            images = [
-                Image.open(io.BytesIO(png)).convert("RGB") for png in pngs[start : start + batch]
+            # Decoding the PNGs is most of building the conversations.
+            conversations = [
+                model_alone.conversation(png, question) for png in pngs[start : start + batch]
             ]
             marks.append(time.perf_counter())
-            conversations = [
-                [
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "image", "image": image},
-                            {"type": "text", "text": question},
-                        ],
-                    }
-                ]
-                for image in images
-            ]
             inputs = model_alone.encoded(processor, conversations)
             marks.append(time.perf_counter())
             model(**inputs).logits[:, -1, :].float()
             marks.append(time.perf_counter())
             if start == 0:
                 continue  # warm-up
-            for stage, begun, ended in zip(STAGES, marks, marks[1:], strict=False):
+            for stage, (begun, ended) in zip(STAGES, itertools.pairwise(marks), strict=True):
                 timings[stage].append((ended - begun) * 1000 / batch)
     return {stage: statistics.median(values) for stage, values in timings.items()}
 
