@@ -316,3 +316,37 @@ def test_no_fetch_capacity_delays_an_expansion_without_failing_it(
     # Expanded now; its one line fails alone (nothing listens on port 9).
     assert read_batch(runtime, batch_id).status != "validating"
     assert job_statuses(runtime, batch_id) == ["failed"]
+
+
+def test_a_batch_is_counted_from_its_status_index_alone(runtime: Runtime) -> None:
+    # A progress check runs every half second of a batch's run: reading each line's row
+    # for its status costs a check time in proportion to the batch's size.
+    batch_id = make_batch(runtime, "in_progress", jobs=["succeeded", "failed", "queued"])
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    engine = runtime.engine
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with runtime.sessions() as session:
+            counts = finalize.job_counts(session, batch_id)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert counts == {"succeeded": 1, "failed": 1, "queued": 1}
+    ((statement, parameters),) = statements
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            )
+            assert "USING COVERING INDEX ix_jobs_batch_status" in plan, plan
+        else:
+            # A table this small is read whole if the planner may; the index must serve.
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = " ".join(
+                str(row[0]) for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters)
+            )
+            assert "Index Only Scan using ix_jobs_batch_status" in plan, plan

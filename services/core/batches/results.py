@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, load_only, sessionmaker
 
 from services.core.files import store_file
 from services.core.responses.batches import BatchResultLine
@@ -27,7 +27,7 @@ def write_result_file(
     creation (never if None), or None when there are no such jobs."""
     lines = (
         (json.dumps(BatchResultLine.of(batch, job).dump(), separators=(",", ":")) + "\n").encode()
-        for job in batch_jobs(sessions, batch.id, statuses)
+        for job in batch_jobs(sessions, batch, statuses)
     )
     first = next(lines, None)
     if first is None:
@@ -42,17 +42,19 @@ def write_result_file(
     ).id
 
 
-def batch_jobs(
-    sessions: sessionmaker[Session], batch_id: str, statuses: list[str]
-) -> Iterator[Job]:
-    """The batch's jobs in `statuses`, a page at a time (keyset pagination on the id)."""
+def batch_jobs(sessions: sessionmaker[Session], batch: Batch, statuses: list[str]) -> Iterator[Job]:
+    """The batch's jobs in `statuses` with the columns of their result lines, a page at a
+    time (keyset pagination on the id)."""
     last = ""
     while True:
         with sessions() as session:
             page = list(
                 session.scalars(
                     sa.select(Job)
-                    .where(Job.batch_id == batch_id, Job.status.in_(statuses), Job.id > last)
+                    # The rows are read detached: a line that read any other column would
+                    # raise, not load it row by row.
+                    .options(load_only(*BatchResultLine.columns(batch.endpoint)))
+                    .where(Job.batch_id == batch.id, Job.status.in_(statuses), Job.id > last)
                     .order_by(Job.id)
                     .limit(PAGE)
                 )

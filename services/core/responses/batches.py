@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from sqlalchemy.orm import InstrumentedAttribute
+
 from services.core.responses.base import OpenAIPage, ResponseModel, epoch_seconds
 from services.core.responses.chat import ChatCompletionResponse
 from services.core.responses.errors import ErrorResponse
@@ -112,6 +114,20 @@ class BatchResultLine(ResponseModel):
     custom_id: str | None
     response: LineResponse | None
     error: LineError | None
+
+    @staticmethod
+    def columns(endpoint: str) -> tuple[InstrumentedAttribute[Any], ...]:
+        """The job columns `of` reads for a line of a batch to `endpoint`: the only ones a
+        batch's result files load (a file is written from up to `max_batch_lines` rows, and
+        loading every column, its JSON decoded, was most of the time a batch took to
+        finalize)."""
+        common = (Job.id, Job.status, Job.error, Job.custom_id, Job.model, Job.result)
+        if endpoint == "/v1/moderations":
+            return (*common, Job.moderation)
+        answered = (Job.output, Job.created_at, Job.cache_hit, Job.metrics)
+        if endpoint == "/v1/responses":
+            return (*common, *answered, Job.response, Job.params, Job.completed_at, Job.metadata_)
+        return (*common, *answered)
 
     @classmethod
     def of(cls, batch: Batch, job: Job) -> BatchResultLine:
