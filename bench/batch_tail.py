@@ -24,15 +24,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute
 
+from services.core.batches.expand import MODERATIONS
 from services.core.batches.finalize import job_counts
 from services.core.batches.results import write_result_file
 from services.core.db import create_db_engine, create_session_factory, utcnow
 from services.core.ids import new_id
 from services.core.migrate import upgrade
 from services.core.responses.batches import BatchResultLine
+from services.core.submit import insert_job_values
 from services.core.tables import Batch, File, Job, Tenant
-
-MODERATIONS = "/v1/moderations"
 
 
 def cpu_ms(work: Callable[[], object], rounds: int) -> float:
@@ -87,7 +87,7 @@ def build_batch(sessions: sa.orm.sessionmaker[sa.orm.Session], lines: int) -> Ba
             )
             for n in range(lines)
         ]
-        session.execute(sa.insert(Job), rows)
+        insert_job_values(session, rows)
         session.expunge(batch)
     return batch
 
